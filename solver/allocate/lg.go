@@ -1,0 +1,175 @@
+package allocate
+
+import (
+	"math"
+	"time"
+)
+
+// DefaultEpsilon is the paper's tolerance on the achieved average bits.
+const DefaultEpsilon = 0.02
+
+// LG exponent range: λ = 2^t, t ∈ [LambdaMinExp, LambdaMaxExp].
+const (
+	LambdaMinExp = -100
+	LambdaMaxExp = 0
+	lgMaxIters   = 64
+)
+
+// hull is one unit's lower convex hull in the normalised (cost, distortion)
+// plane: the only bit-widths min_b D(b) + λ·n·b can pick for some λ ≥ 0.
+// slopes[i] is the distortion saved per unit of cost by moving from
+// point i to point i+1; it decreases strictly along the hull.
+type hull struct {
+	bits   []int
+	slopes []float64
+}
+
+// pick returns the bit-width min_b d(b) + λ·c(b) chooses, ties going to the
+// lower bit-width: advance along the hull while the step pays more than λ.
+func (h *hull) pick(lambda float64) int {
+	i := 0
+	for i < len(h.slopes) && h.slopes[i] > lambda {
+		i++
+	}
+	return h.bits[i]
+}
+
+// lgState holds the normalised hulls shared by every λ probe.
+type lgState struct {
+	p     *Problem
+	hulls []hull
+	// scale converts a normalised λ back to raw units:
+	// λ_raw (distortion per weight·bit) = λ · scale.
+	scale float64
+}
+
+// Normalisation. With c_u(b) = n_u·b / Σn (the unit's share of the average
+// bits) and d_u(b) = D_u(b) / S, where S is the steepest hull slope of any
+// unit in (D, c) units, every hull slope lies in (0, 1]. So λ = 2^0 puts
+// every unit at its cheapest hull point, and λ = 2^-100 takes every step that
+// saves more than 2^-100 of the steepest one — all that can matter in float64.
+func newLGState(p *Problem) *lgState {
+	s := &lgState{p: p, hulls: make([]hull, len(p.choices))}
+	tw := float64(p.totalWeights)
+	maxSlope := 0.0
+	for u, chs := range p.choices {
+		s.hulls[u] = lowerHull(chs, float64(p.weights[u])/tw)
+		for _, sl := range s.hulls[u].slopes {
+			maxSlope = math.Max(maxSlope, sl)
+		}
+	}
+	if maxSlope == 0 {
+		maxSlope = 1 // every curve is flat: any λ picks the cheapest bits
+	}
+	for u := range s.hulls {
+		for i := range s.hulls[u].slopes {
+			s.hulls[u].slopes[i] /= maxSlope
+		}
+	}
+	s.scale = maxSlope / tw
+	return s
+}
+
+// lowerHull computes the lower convex hull of (w·b, D(b)) from the cheapest
+// point to the point of least distortion (points beyond it cost more and
+// distort more, so no λ ≥ 0 picks them). Non-monotone and non-convex curves
+// are thereby replaced by their convex minorant, as the Lagrangian sees them.
+func lowerHull(chs []choice, w float64) hull {
+	best := 0
+	for i, ch := range chs {
+		if ch.dist < chs[best].dist {
+			best = i
+		}
+	}
+	idx := []int{0}
+	for i := 1; i <= best; i++ {
+		for len(idx) >= 2 {
+			a, b := chs[idx[len(idx)-2]], chs[idx[len(idx)-1]]
+			// Drop b if it lies on or above the segment a→chs[i].
+			cross := float64(b.bits-a.bits)*(chs[i].dist-a.dist) - float64(chs[i].bits-a.bits)*(b.dist-a.dist)
+			if cross <= 0 {
+				idx = idx[:len(idx)-1]
+			} else {
+				break
+			}
+		}
+		if chs[i].dist < chs[idx[len(idx)-1]].dist {
+			idx = append(idx, i)
+		}
+	}
+	h := hull{bits: make([]int, len(idx)), slopes: make([]float64, len(idx)-1)}
+	for j, i := range idx {
+		h.bits[j] = chs[i].bits
+		if j > 0 {
+			prev := chs[idx[j-1]]
+			h.slopes[j-1] = (prev.dist - chs[i].dist) / (w * float64(chs[i].bits-prev.bits))
+		}
+	}
+	return h
+}
+
+// probe fills bits with the allocation for λ and returns its cost.
+func (s *lgState) probe(lambda float64, bits []int) int64 {
+	var c int64
+	for u := range s.hulls {
+		b := s.hulls[u].pick(lambda)
+		bits[u] = b
+		c += s.p.weights[u] * int64(b)
+	}
+	return c
+}
+
+// SolveLG runs F-LBQ-LG: a binary search on t, λ = 2^t, t ∈ [-100, 0],
+// until the average bits are within eps of the target. t is searched
+// continuously, so every power-of-two grid point the paper probes is covered.
+// When the jumps of the step function avg_bits(λ) make the tolerance
+// unreachable, it returns the closest allocation within the budget and
+// sets Meta["tolerance_met"] = false.
+func SolveLG(p *Problem, eps float64) *Result {
+	start := time.Now()
+	s := newLGState(p)
+	tw := float64(p.totalWeights)
+	target := p.Opts.TargetBits
+	bits := make([]int, len(p.choices))
+	best := make([]int, len(p.choices))
+	bestT, bestAvg := math.NaN(), -1.0
+	met := false
+	iters := 0
+	lo, hi := float64(LambdaMinExp), float64(LambdaMaxExp)
+	try := func(t float64) float64 {
+		iters++
+		cost := s.probe(math.Exp2(t), bits)
+		avg := float64(cost) / tw
+		within := math.Abs(avg-target) <= eps
+		// Keep the first allocation within tolerance, else the richest
+		// one that stays inside the budget.
+		if within || (cost <= p.budget && avg > bestAvg) {
+			copy(best, bits)
+			bestT, bestAvg = t, avg
+			met = within
+		}
+		return avg
+	}
+	// The end points first: λ = 2^-100 may already fit the budget.
+	if avg := try(lo); !met && avg > target {
+		try(hi)
+		for !met && iters < lgMaxIters && hi-lo > 1e-12 {
+			mid := (lo + hi) / 2
+			if try(mid) > target {
+				lo = mid
+			} else {
+				hi = mid
+			}
+		}
+	}
+	r := &Result{Solver: "lg", Bits: best, Meta: map[string]any{}}
+	p.evaluate(r)
+	r.Meta["lambda"] = math.Exp2(bestT)
+	r.Meta["lambda_exponent"] = bestT
+	r.Meta["lambda_raw"] = math.Exp2(bestT) * s.scale
+	r.Meta["iterations"] = iters
+	r.Meta["epsilon"] = eps
+	r.Meta["tolerance_met"] = met
+	r.Meta["seconds"] = time.Since(start).Seconds()
+	return r
+}
