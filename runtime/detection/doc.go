@@ -1,0 +1,34 @@
+// Package detection holds the backbone-independent parts of torchvision's
+// Mask R-CNN inference (torchvision 0.14, eval mode) on plain float32 slices
+// with explicit shapes:
+//
+//   - AnchorGenerator: per-level cell anchors (rounded half to even, as
+//     torch.round) shifted over each feature map with integer strides
+//     image_size // feature_size.
+//   - BoxCoder: decode/encode with weights, the clamp of dw/dh at
+//     log(1000/16); ClipBoxesToImage, RemoveSmallBoxes.
+//   - NMS, BatchedNMS, TopK with torchvision's CPU semantics.
+//   - FilterProposals: the RegionProposalNetwork's eval-mode post-processing.
+//   - RoIAlign (torchvision's CPU kernel, bit for bit in its arithmetic) and
+//     MultiScaleRoIAlign with the FPN LevelMapper.
+//   - PostprocessDetections: RoIHeads.postprocess_detections.
+//   - MaskProbs, PasteMasksInImage, ResizeBoxes: the mask branch's
+//     post-processing and GeneralizedRCNNTransform.postprocess.
+//
+// Boxes are flat []float32 of length 4·n in (x1, y1, x2, y2) order. Feature
+// maps are CHW float32 (FeatureMap). Every function validates the lengths it
+// is given and returns an error instead of panicking.
+//
+// Ordering and ties. torchvision's CPU nms sorts scores with a stable
+// descending sort (scores.sort(stable=True, descending=True)), so equal
+// scores keep their input order; NMS here does the same, with NaN sorted
+// first as torch does. TopK returns the k largest in descending order with
+// ties broken by the lower index (torch.topk leaves tie order unspecified;
+// it only matters when objectness logits are exactly equal).
+//
+// Floating point. Every expression follows torchvision's order of float32
+// operations; products are explicitly rounded to float32 before sums so the
+// Go compiler cannot fuse them into FMAs. Transcendentals (exp, log2,
+// sigmoid) are computed in float64 and rounded, which can differ from
+// PyTorch's SLEEF-vectorised versions by one ulp.
+package detection
