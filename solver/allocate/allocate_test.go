@@ -314,4 +314,3 @@ func TestUnknownSolver(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
-

@@ -15,29 +15,17 @@ const (
 	lgMaxIters   = 64
 )
 
-// hull is one unit's lower convex hull in the normalised (cost, distortion)
-// plane: the only bit-widths min_b D(b) + λ·n·b can pick for some λ ≥ 0.
-// slopes[i] is the distortion saved per unit of cost by moving from
-// point i to point i+1; it decreases strictly along the hull.
-type hull struct {
-	bits   []int
-	slopes []float64
-}
-
-// pick returns the bit-width min_b d(b) + λ·c(b) chooses, ties going to the
-// lower bit-width: advance along the hull while the step pays more than λ.
-func (h *hull) pick(lambda float64) int {
-	i := 0
-	for i < len(h.slopes) && h.slopes[i] > lambda {
-		i++
-	}
-	return h.bits[i]
-}
-
-// lgState holds the normalised hulls shared by every λ probe.
+// The hulls: unit u's lower convex hull in the normalised (cost,
+// distortion) plane holds the only bit-widths min_b D(b) + λ·n·b can pick
+// for some λ ≥ 0. They are stored flat for speed: hullBits[off[u]:off[u+1]]
+// are the hull's bit-widths, ascending, and hullSlopes at the same offsets
+// the distortion saved per unit of cost by moving from each point to the
+// next (strictly decreasing; the last entry of each unit is unused).
 type lgState struct {
-	p     *Problem
-	hulls []hull
+	p          *Problem
+	off        []int
+	hullBits   []int
+	hullSlopes []float64
 	// scale converts a normalised λ back to raw units:
 	// λ_raw (distortion per weight·bit) = λ · scale.
 	scale float64
@@ -49,72 +37,84 @@ type lgState struct {
 // every unit at its cheapest hull point, and λ = 2^-100 takes every step that
 // saves more than 2^-100 of the steepest one — all that can matter in float64.
 func newLGState(p *Problem) *lgState {
-	s := &lgState{p: p, hulls: make([]hull, len(p.choices))}
+	n := 0
+	for _, chs := range p.choices {
+		n += len(chs)
+	}
+	s := &lgState{p: p, off: make([]int, 1, len(p.choices)+1), hullBits: make([]int, 0, n), hullSlopes: make([]float64, 0, n)}
 	tw := float64(p.totalWeights)
-	maxSlope := 0.0
+	var idx []int
 	for u, chs := range p.choices {
-		s.hulls[u] = lowerHull(chs, float64(p.weights[u])/tw)
-		for _, sl := range s.hulls[u].slopes {
-			maxSlope = math.Max(maxSlope, sl)
+		idx = lowerHull(chs, idx[:0])
+		w := float64(p.weights[u]) / tw
+		for j, i := range idx {
+			s.hullBits = append(s.hullBits, chs[i].bits)
+			slope := 0.0
+			if j+1 < len(idx) {
+				next := chs[idx[j+1]]
+				slope = (chs[i].dist - next.dist) / (w * float64(next.bits-chs[i].bits))
+			}
+			s.hullSlopes = append(s.hullSlopes, slope)
 		}
+		s.off = append(s.off, len(s.hullBits))
+	}
+	maxSlope := 0.0
+	for _, sl := range s.hullSlopes {
+		maxSlope = math.Max(maxSlope, sl)
 	}
 	if maxSlope == 0 {
 		maxSlope = 1 // every curve is flat: any λ picks the cheapest bits
 	}
-	for u := range s.hulls {
-		for i := range s.hulls[u].slopes {
-			s.hulls[u].slopes[i] /= maxSlope
-		}
+	for i := range s.hullSlopes {
+		s.hullSlopes[i] /= maxSlope
 	}
 	s.scale = maxSlope / tw
 	return s
 }
 
-// lowerHull computes the lower convex hull of (w·b, D(b)) from the cheapest
-// point to the point of least distortion (points beyond it cost more and
-// distort more, so no λ ≥ 0 picks them). Non-monotone and non-convex curves
-// are thereby replaced by their convex minorant, as the Lagrangian sees them.
-func lowerHull(chs []choice, w float64) hull {
+// lowerHull appends to idx the indices of the lower convex hull of
+// (bits, D(bits)) from the cheapest point to the point of least distortion
+// (points beyond it cost more and distort more, so no λ ≥ 0 picks them).
+// Non-monotone and non-convex curves are thereby replaced by their convex
+// minorant, as the Lagrangian sees them.
+func lowerHull(chs []choice, idx []int) []int {
 	best := 0
 	for i, ch := range chs {
 		if ch.dist < chs[best].dist {
 			best = i
 		}
 	}
-	idx := []int{0}
+	idx = append(idx, 0)
 	for i := 1; i <= best; i++ {
+		if chs[i].dist >= chs[idx[len(idx)-1]].dist {
+			continue // no cheaper in distortion than a cheaper point
+		}
 		for len(idx) >= 2 {
 			a, b := chs[idx[len(idx)-2]], chs[idx[len(idx)-1]]
 			// Drop b if it lies on or above the segment a→chs[i].
 			cross := float64(b.bits-a.bits)*(chs[i].dist-a.dist) - float64(chs[i].bits-a.bits)*(b.dist-a.dist)
-			if cross <= 0 {
-				idx = idx[:len(idx)-1]
-			} else {
+			if cross > 0 {
 				break
 			}
+			idx = idx[:len(idx)-1]
 		}
-		if chs[i].dist < chs[idx[len(idx)-1]].dist {
-			idx = append(idx, i)
-		}
+		idx = append(idx, i)
 	}
-	h := hull{bits: make([]int, len(idx)), slopes: make([]float64, len(idx)-1)}
-	for j, i := range idx {
-		h.bits[j] = chs[i].bits
-		if j > 0 {
-			prev := chs[idx[j-1]]
-			h.slopes[j-1] = (prev.dist - chs[i].dist) / (w * float64(chs[i].bits-prev.bits))
-		}
-	}
-	return h
+	return idx
 }
 
-// probe fills bits with the allocation for λ and returns its cost.
+// probe fills bits with the allocation for λ and returns its cost. Each
+// unit advances along its hull while the next step saves more than λ, so
+// ties go to the lower bit-width.
 func (s *lgState) probe(lambda float64, bits []int) int64 {
 	var c int64
-	for u := range s.hulls {
-		b := s.hulls[u].pick(lambda)
-		bits[u] = b
-		c += s.p.weights[u] * int64(b)
+	for u := range bits {
+		i, end := s.off[u], s.off[u+1]-1
+		for i < end && s.hullSlopes[i] > lambda {
+			i++
+		}
+		bits[u] = s.hullBits[i]
+		c += s.p.weights[u] * int64(bits[u])
 	}
 	return c
 }
