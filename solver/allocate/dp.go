@@ -88,15 +88,22 @@ func SolveDP(p *Problem, maxBytes int64) (*Result, error) {
 				break
 			}
 			d := ch.dist
-			// cells c-e beyond the previous row's span reuse its last value.
-			for c := e; c < m; c++ {
-				pc := c - e
-				if pc >= prevLen {
-					pc = prevLen - 1
+			split := min(m, e+prevLen)
+			src := f[:split-e]
+			dst, dstRow := cur[e:split], row[e:split]
+			for c, fv := range src {
+				if v := fv + d; v < dst[c] {
+					dst[c] = v
+					dstRow[c] = uint8(i)
 				}
-				if v := f[pc] + d; v < cur[c] {
-					cur[c] = v
-					row[c] = uint8(i)
+			}
+			// Cells beyond the previous row's span reuse its last value.
+			if v := f[prevLen-1] + d; split < m {
+				for c := split; c < m; c++ {
+					if v < cur[c] {
+						cur[c] = v
+						row[c] = uint8(i)
+					}
 				}
 			}
 		}

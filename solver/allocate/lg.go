@@ -24,8 +24,9 @@ const (
 type lgState struct {
 	p          *Problem
 	off        []int
-	hullBits   []int
-	hullSlopes []float64
+	hullBits   []uint8
+	hullSlopes []float64 // in (D, c) units; divide by maxSlope to normalise
+	maxSlope   float64
 	// scale converts a normalised λ back to raw units:
 	// λ_raw (distortion per weight·bit) = λ · scale.
 	scale float64
@@ -41,34 +42,30 @@ func newLGState(p *Problem) *lgState {
 	for _, chs := range p.choices {
 		n += len(chs)
 	}
-	s := &lgState{p: p, off: make([]int, 1, len(p.choices)+1), hullBits: make([]int, 0, n), hullSlopes: make([]float64, 0, n)}
+	s := &lgState{p: p, off: make([]int, 1, len(p.choices)+1), hullBits: make([]uint8, 0, n), hullSlopes: make([]float64, 0, n)}
 	tw := float64(p.totalWeights)
 	var idx []int
 	for u, chs := range p.choices {
 		idx = lowerHull(chs, idx[:0])
 		w := float64(p.weights[u]) / tw
 		for j, i := range idx {
-			s.hullBits = append(s.hullBits, chs[i].bits)
+			s.hullBits = append(s.hullBits, uint8(chs[i].bits))
 			slope := 0.0
 			if j+1 < len(idx) {
 				next := chs[idx[j+1]]
 				slope = (chs[i].dist - next.dist) / (w * float64(next.bits-chs[i].bits))
 			}
 			s.hullSlopes = append(s.hullSlopes, slope)
+			if slope > s.maxSlope {
+				s.maxSlope = slope
+			}
 		}
 		s.off = append(s.off, len(s.hullBits))
 	}
-	maxSlope := 0.0
-	for _, sl := range s.hullSlopes {
-		maxSlope = math.Max(maxSlope, sl)
+	if s.maxSlope == 0 {
+		s.maxSlope = 1 // every curve is flat: any λ picks the cheapest bits
 	}
-	if maxSlope == 0 {
-		maxSlope = 1 // every curve is flat: any λ picks the cheapest bits
-	}
-	for i := range s.hullSlopes {
-		s.hullSlopes[i] /= maxSlope
-	}
-	s.scale = maxSlope / tw
+	s.scale = s.maxSlope / tw
 	return s
 }
 
@@ -107,13 +104,14 @@ func lowerHull(chs []choice, idx []int) []int {
 // unit advances along its hull while the next step saves more than λ, so
 // ties go to the lower bit-width.
 func (s *lgState) probe(lambda float64, bits []int) int64 {
+	lambda *= s.maxSlope // compare against unnormalised slopes
 	var c int64
 	for u := range bits {
 		i, end := s.off[u], s.off[u+1]-1
 		for i < end && s.hullSlopes[i] > lambda {
 			i++
 		}
-		bits[u] = s.hullBits[i]
+		bits[u] = int(s.hullBits[i])
 		c += s.p.weights[u] * int64(bits[u])
 	}
 	return c
