@@ -13,6 +13,7 @@ import (
 	"github.com/flbq/flbq/runtime/atomicfile"
 	"github.com/flbq/flbq/solver"
 	"github.com/flbq/flbq/solver/allocate"
+	"github.com/flbq/flbq/solver/rdplot"
 )
 
 func init() {
@@ -37,6 +38,7 @@ func init() {
 			&cli.StringSliceFlag{Name: "override", Usage: "fix bits of matching layers, `PATTERN=BITS` (path.Match; 'layer#group' pins a group; repeatable, last match wins)"},
 			&cli.Float64Flag{Name: "dp-max-gib", Value: float64(allocate.DefaultDPMaxBytes) / (1 << 30), Usage: "memory limit of the DP's table in GiB"},
 			&cli.StringFlag{Name: "sweep", Usage: "solve targets `LO:HI:STEP` with every solver; --out gets a CSV table"},
+			&cli.StringFlag{Name: "plot", Usage: "with --sweep, also draw distortion against bits to `FILE` (.png, .svg, .pdf)"},
 			&cli.StringFlag{Name: "out", Usage: "output `FILE`: alloc.json, or the CSV with --sweep", Required: true},
 		},
 		Action: runAllocate,
@@ -70,7 +72,10 @@ func runAllocate(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		return sweep(c.App.Writer, curves, opts, targets, eps, maxBytes, c.String("out"))
+		return sweep(c.App.Writer, curves, opts, targets, eps, maxBytes, c.String("out"), c.String("plot"))
+	}
+	if c.IsSet("plot") {
+		return errors.New("--plot goes with --sweep")
 	}
 	if !c.IsSet("target-bits") {
 		return errors.New("--target-bits is required (or use --sweep)")
@@ -140,8 +145,9 @@ func parseSweep(s string) ([]float64, error) {
 }
 
 // sweep solves every target with every solver and writes the table.
-func sweep(w io.Writer, curves *solver.Curves, opts allocate.Options, targets []float64, eps float64, maxBytes int64, out string) error {
+func sweep(w io.Writer, curves *solver.Curves, opts allocate.Options, targets []float64, eps float64, maxBytes int64, out, plotPath string) error {
 	var rows strings.Builder
+	var pts []rdplot.Point
 	rows.WriteString("target_bits,solver,avg_bits,predicted_distortion,seconds,tolerance_met\n")
 	for _, t := range targets {
 		o := opts
@@ -161,7 +167,15 @@ func sweep(w io.Writer, curves *solver.Curves, opts allocate.Options, targets []
 			}
 			fmt.Fprintf(&rows, "%g,%s,%.6f,%.9g,%.6f,%s\n", t, name, r.AvgBits, r.Distortion, r.Meta["seconds"], met)
 			fmt.Fprintln(w, describe(p, r))
+			pts = append(pts, rdplot.Point{Solver: name, AvgBits: r.AvgBits, Distortion: r.Distortion})
 		}
+	}
+	if plotPath != "" {
+		title := fmt.Sprintf("rate–distortion, %d units, floor target−%d", len(curves.Units), opts.MinBitsBelow)
+		if err := rdplot.Write(plotPath, title, pts); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "wrote %s\n", plotPath)
 	}
 	if err := atomicfile.WriteBytes(out, []byte(rows.String())); err != nil {
 		return err

@@ -87,8 +87,12 @@ func TestAllocateSweepCSV(t *testing.T) {
 	dir := t.TempDir()
 	curves := synthCurves(t, dir)
 	out := filepath.Join(dir, "rd.csv")
-	if _, err := runCLI(t, "allocate", "--curves", curves, "--sweep", "2:4:0.5", "--out", out); err != nil {
+	plot := filepath.Join(dir, "rd.png")
+	if _, err := runCLI(t, "allocate", "--curves", curves, "--sweep", "2:4:0.5", "--out", out, "--plot", plot); err != nil {
 		t.Fatal(err)
+	}
+	if st, err := os.Stat(plot); err != nil || st.Size() < 1000 {
+		t.Fatalf("plot not written: %v", err)
 	}
 	f, _ := os.Open(out)
 	defer f.Close()

@@ -1,0 +1,78 @@
+// Package rdplot draws rate–distortion curves (predicted distortion against
+// average bits, one line per solver) with gonum/plot.
+package rdplot
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+
+	"github.com/flbq/flbq/runtime/atomicfile"
+)
+
+// Point is one solved target.
+type Point struct {
+	Solver     string
+	AvgBits    float64
+	Distortion float64
+}
+
+// Write renders the points to path; the format follows the extension
+// (.png, .svg or .pdf). The file is written atomically.
+func Write(path, title string, pts []Point) error {
+	ext := strings.TrimPrefix(strings.ToLower(filepath.Ext(path)), ".")
+	switch ext {
+	case "png", "svg", "pdf":
+	default:
+		return fmt.Errorf("plot %s: want a .png, .svg or .pdf file", path)
+	}
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = "average bits per weight"
+	p.Y.Label.Text = "predicted distortion (log scale)"
+	p.Y.Scale = plot.LogScale{}
+	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	p.Add(plotter.NewGrid())
+	p.Legend.Top = true
+
+	bySolver := map[string]plotter.XYs{}
+	for _, pt := range pts {
+		if pt.Distortion <= 0 {
+			continue // a log axis cannot show zero
+		}
+		bySolver[pt.Solver] = append(bySolver[pt.Solver], plotter.XY{X: pt.AvgBits, Y: pt.Distortion})
+	}
+	names := make([]string, 0, len(bySolver))
+	for s := range bySolver {
+		names = append(names, s)
+	}
+	sort.Strings(names)
+	var lines []any
+	for _, s := range names {
+		xy := bySolver[s]
+		sort.Slice(xy, func(i, j int) bool { return xy[i].X < xy[j].X })
+		lines = append(lines, s, xy)
+	}
+	if len(lines) == 0 {
+		return fmt.Errorf("plot %s: no point with a positive distortion", path)
+	}
+	if err := plotutil.AddLinePoints(p, lines...); err != nil {
+		return fmt.Errorf("plot %s: %w", path, err)
+	}
+	wt, err := p.WriterTo(6*vg.Inch, 4*vg.Inch, ext)
+	if err != nil {
+		return fmt.Errorf("plot %s: %w", path, err)
+	}
+	var buf bytes.Buffer
+	if _, err := wt.WriteTo(&buf); err != nil {
+		return fmt.Errorf("plot %s: %w", path, err)
+	}
+	return atomicfile.WriteBytes(path, buf.Bytes())
+}
