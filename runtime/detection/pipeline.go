@@ -1,0 +1,168 @@
+package detection
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Heads computes the learned parts of a Mask R-CNN for one image; Run
+// supplies everything between them (anchors, proposal filtering, RoI
+// pooling, post-processing, mask pasting). Implementations must be safe for
+// concurrent use if Run is called concurrently.
+type Heads interface {
+	// RPN returns, per pyramid level, objectness (A×H×W) and box deltas
+	// (4A×H×W) — torchvision's RPNHead.
+	RPN(features []FeatureMap) (objectness, deltas []FeatureMap, err error)
+	// Box maps pooled box features (n×C×7×7) to class logits (n×K) and box
+	// regression (n×4K) — TwoMLPHead + FastRCNNPredictor.
+	Box(pooled []float32, n int) (classLogits, boxRegression []float32, err error)
+	// Mask maps pooled mask features (n×C×14×14) to mask logits (n×K×M×M)
+	// — MaskRCNNHeads + MaskRCNNPredictor. Nil for a Faster R-CNN.
+	Mask(pooled []float32, n int) (maskLogits []float32, err error)
+}
+
+// Config is the non-learned configuration of a Mask R-CNN.
+type Config struct {
+	NumClasses int // including background
+	Anchors    AnchorGenerator
+	RPN        RPNConfig
+	RoI        RoIHeadsConfig
+	BoxPool    MultiScaleRoIAlign
+	MaskPool   MultiScaleRoIAlign
+	MaskSize   int     // M of the mask predictor's output (28)
+	MaskThresh float32 // binarisation threshold of pasted masks (0.5)
+	NoMasks    bool    // skip the mask branch
+}
+
+// DefaultConfig is torchvision MaskRCNN's eval-mode configuration.
+func DefaultConfig(numClasses int) Config {
+	return Config{
+		NumClasses: numClasses, Anchors: DefaultAnchorGenerator(), RPN: DefaultRPNConfig(), RoI: DefaultRoIHeadsConfig(),
+		BoxPool: BoxRoIPool, MaskPool: MaskRoIPool, MaskSize: 28, MaskThresh: 0.5,
+	}
+}
+
+// ImageGeometry describes one image through GeneralizedRCNNTransform.
+type ImageGeometry struct {
+	ResizedH, ResizedW int // after resizing (image_sizes)
+	PaddedH, PaddedW   int // the padded tensor the backbone saw
+	OrigH, OrigW       int // the original image
+}
+
+// Result is one image's output.
+type Result struct {
+	Proposals      []float32 // m×4, resized-image coordinates
+	ProposalScores []float32
+	// Detections in original-image coordinates.
+	Detections
+	// Masks holds n binary masks (origH×origW each, 1 where the pasted
+	// probability > MaskThresh); nil when the mask branch is off.
+	Masks []uint8
+}
+
+// Run computes detections from backbone+FPN features: pyramid levels
+// finest first, the last being the extra "pool" level used only by the RPN
+// (torchvision's '0'..'3','pool'); the RoI poolers use all but the last.
+func Run(features []FeatureMap, g ImageGeometry, heads Heads, cfg Config) (*Result, error) {
+	if len(features) < 2 {
+		return nil, fmt.Errorf("detection: %d feature levels, need at least 2 (pyramid + pool)", len(features))
+	}
+	if g.ResizedH <= 0 || g.ResizedW <= 0 || g.PaddedH < g.ResizedH || g.PaddedW < g.ResizedW || g.OrigH <= 0 || g.OrigW <= 0 {
+		return nil, fmt.Errorf("detection: bad image geometry %+v", g)
+	}
+	if heads == nil {
+		return nil, errors.New("detection: no heads")
+	}
+	sizes := make([][2]int, len(features))
+	for i, f := range features {
+		if err := f.check(); err != nil {
+			return nil, fmt.Errorf("detection: feature level %d: %w", i, err)
+		}
+		sizes[i] = [2]int{f.H, f.W}
+	}
+	// RPN.
+	objMaps, delMaps, err := heads.RPN(features)
+	if err != nil {
+		return nil, err
+	}
+	obj, del, perLevel, err := FlattenRPNHead(objMaps, delMaps)
+	if err != nil {
+		return nil, err
+	}
+	anchors, err := cfg.Anchors.Anchors(g.PaddedH, g.PaddedW, sizes)
+	if err != nil {
+		return nil, err
+	}
+	var all []float32
+	for l, a := range anchors {
+		if len(a) != 4*perLevel[l] {
+			return nil, fmt.Errorf("detection: level %d: %d anchors but the RPN head predicts %d", l, len(a)/4, perLevel[l])
+		}
+		all = append(all, a...)
+	}
+	props, err := RPNBoxCoder().Decode(del, all)
+	if err != nil {
+		return nil, err
+	}
+	props, pscores, err := FilterProposals(props, obj, perLevel, g.ResizedH, g.ResizedW, cfg.RPN)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Proposals: props, ProposalScores: pscores}
+	// Box branch.
+	pyr := features[:len(features)-1]
+	n := len(pscores)
+	pooled, err := cfg.BoxPool.Apply(pyr, props, g.ResizedH, g.ResizedW)
+	if err != nil {
+		return nil, err
+	}
+	logits, reg, err := heads.Box(pooled, n)
+	if err != nil {
+		return nil, err
+	}
+	det, err := PostprocessDetections(logits, reg, props, cfg.NumClasses, g.ResizedH, g.ResizedW, RoIBoxCoder(), cfg.RoI)
+	if err != nil {
+		return nil, err
+	}
+	// Mask branch (on resized-image boxes, before the final rescale).
+	var probs []float32
+	if !cfg.NoMasks {
+		mp, err := cfg.MaskPool.Apply(pyr, det.Boxes, g.ResizedH, g.ResizedW)
+		if err != nil {
+			return nil, err
+		}
+		var ml []float32
+		if det.Len() > 0 {
+			if ml, err = heads.Mask(mp, det.Len()); err != nil {
+				return nil, err
+			}
+		}
+		if probs, err = MaskProbs(ml, det.Labels, cfg.NumClasses, cfg.MaskSize); err != nil {
+			return nil, err
+		}
+	}
+	// transform.postprocess: rescale boxes, paste masks in the original image.
+	if err := ResizeBoxes(det.Boxes, g.ResizedH, g.ResizedW, g.OrigH, g.OrigW); err != nil {
+		return nil, err
+	}
+	res.Detections = det
+	if !cfg.NoMasks {
+		hw := g.OrigH * g.OrigW
+		res.Masks = make([]uint8, det.Len()*hw)
+		buf := make([]float32, hw)
+		m := cfg.MaskSize
+		for i := 0; i < det.Len(); i++ {
+			clear(buf)
+			if err := PasteMaskInImage(buf, g.OrigH, g.OrigW, probs[i*m*m:(i+1)*m*m], m, det.Boxes[4*i:4*i+4], 1); err != nil {
+				return nil, err
+			}
+			dst := res.Masks[i*hw : (i+1)*hw]
+			for p, v := range buf {
+				if v > cfg.MaskThresh {
+					dst[p] = 1
+				}
+			}
+		}
+	}
+	return res, nil
+}
