@@ -1,0 +1,238 @@
+package model
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// Config is the model configuration stored as JSON under the safetensors
+// metadata key "flbq.config". Hyperparameters carry the names of
+// torchvision's constructor arguments (SwinTransformer, VisionTransformer,
+// FeaturePyramidNetwork, MaskRCNN/GeneralizedRCNNTransform).
+type Config struct {
+	Family string `json:"family"` // "swin" or "vit"
+	Task   string `json:"task"`   // "detection" (backbone + pyramid [+ heads]) or "classification" (vit)
+
+	// Swin (torchvision.models.SwinTransformer).
+	PatchSize  Ints    `json:"patch_size,omitempty"`  // [4,4] (Swin) or 16 (ViT)
+	EmbedDim   int     `json:"embed_dim,omitempty"`   // 96 for swin_t
+	Depths     Ints    `json:"depths,omitempty"`      // [2,2,6,2]
+	NumHeads   Ints    `json:"num_heads,omitempty"`   // [3,6,12,24] (Swin) or 12 (ViT)
+	WindowSize Ints    `json:"window_size,omitempty"` // [7,7]
+	MLPRatio   float64 `json:"mlp_ratio,omitempty"`   // 4
+	// OutNorms: backbone.out_norms.{0..3} LayerNorms on the Swin stage outputs (mmdetection style).
+	OutNorms bool `json:"out_norms,omitempty"`
+
+	// ViT (torchvision.models.VisionTransformer; ViTDet-style backbone).
+	ImageSize          int   `json:"image_size,omitempty"` // classifier input / pos_embed pretraining size
+	NumLayers          int   `json:"num_layers,omitempty"`
+	HiddenDim          int   `json:"hidden_dim,omitempty"`
+	MLPDim             int   `json:"mlp_dim,omitempty"`
+	RepresentationSize int   `json:"representation_size,omitempty"`
+	PosEmbedClsToken   *bool `json:"pos_embed_cls_token,omitempty"` // detection: backbone.pos_embed has a leading class-token entry (default true, as ViTDet)
+
+	// Pyramid (FeaturePyramidNetwork / simple feature pyramid).
+	OutChannels int `json:"out_channels,omitempty"` // 256
+
+	// Detection / classification heads and preprocessing.
+	NumClasses int       `json:"num_classes,omitempty"`
+	MinSize    int       `json:"min_size,omitempty"` // GeneralizedRCNNTransform (800)
+	MaxSize    int       `json:"max_size,omitempty"` // (1333)
+	ImageMean  []float64 `json:"image_mean,omitempty"`
+	ImageStd   []float64 `json:"image_std,omitempty"`
+	ResizeSize int       `json:"resize_size,omitempty"` // classifier transform (256)
+	CropSize   int       `json:"crop_size,omitempty"`   // (224)
+	Categories []string  `json:"categories,omitempty"`  // class names, index = label
+
+	// Extra holds keys flbq does not interpret (e.g. Mask R-CNN head settings).
+	Extra map[string]json.RawMessage `json:"-"`
+}
+
+// Ints is a list of ints that also accepts a single JSON number.
+type Ints []int
+
+// UnmarshalJSON accepts 7 or [7, 7].
+func (v *Ints) UnmarshalJSON(b []byte) error {
+	var n int
+	if err := json.Unmarshal(b, &n); err == nil {
+		*v = Ints{n}
+		return nil
+	}
+	var l []int
+	if err := json.Unmarshal(b, &l); err != nil {
+		return fmt.Errorf("want an int or a list of ints, got %s", b)
+	}
+	*v = l
+	return nil
+}
+
+// pair returns a two-element value (broadcasting a single one).
+func (v Ints) pair() (int, int, bool) {
+	switch len(v) {
+	case 1:
+		return v[0], v[0], true
+	case 2:
+		return v[0], v[1], true
+	}
+	return 0, 0, false
+}
+
+// ParseConfig decodes a flbq.config JSON document, keeping unknown keys in Extra.
+func ParseConfig(b []byte) (*Config, error) {
+	var c Config
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("flbq.config: %w", err)
+	}
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err != nil {
+		return nil, fmt.Errorf("flbq.config: %w", err)
+	}
+	known, _ := json.Marshal(&c)
+	var kn map[string]json.RawMessage
+	_ = json.Unmarshal(known, &kn)
+	for k, v := range all {
+		if _, ok := kn[k]; !ok {
+			if c.Extra == nil {
+				c.Extra = map[string]json.RawMessage{}
+			}
+			c.Extra[k] = v
+		}
+	}
+	c.setDefaults()
+	return &c, c.Validate()
+}
+
+func (c *Config) setDefaults() {
+	if c.MLPRatio == 0 {
+		c.MLPRatio = 4
+	}
+	if len(c.ImageMean) == 0 {
+		c.ImageMean = []float64{0.485, 0.456, 0.406}
+	}
+	if len(c.ImageStd) == 0 {
+		c.ImageStd = []float64{0.229, 0.224, 0.225}
+	}
+	if c.Task == "detection" {
+		if c.MinSize == 0 {
+			c.MinSize = 800
+		}
+		if c.MaxSize == 0 {
+			c.MaxSize = 1333
+		}
+	}
+	if c.Task == "classification" {
+		if c.CropSize == 0 {
+			c.CropSize = c.ImageSize
+		}
+		if c.ResizeSize == 0 {
+			c.ResizeSize = c.CropSize * 256 / 224
+		}
+	}
+	if c.Family == "vit" && c.PosEmbedClsToken == nil {
+		t := true
+		c.PosEmbedClsToken = &t
+	}
+}
+
+// Validate checks that the hyperparameters describe a buildable model.
+func (c *Config) Validate() error {
+	bad := func(f string, a ...any) error { return fmt.Errorf("flbq.config: "+f, a...) }
+	switch c.Task {
+	case "detection", "classification":
+	default:
+		return bad("task %q: want \"detection\" or \"classification\"", c.Task)
+	}
+	if len(c.ImageMean) != 3 || len(c.ImageStd) != 3 {
+		return bad("image_mean and image_std need 3 values")
+	}
+	for _, s := range c.ImageStd {
+		if s <= 0 {
+			return bad("image_std must be positive")
+		}
+	}
+	const maxDim = 1 << 16
+	switch c.Family {
+	case "swin":
+		if c.Task != "detection" {
+			return bad("family swin supports task detection only")
+		}
+		if _, _, ok := c.PatchSize.pair(); !ok {
+			return bad("patch_size: want [h, w]")
+		}
+		if _, _, ok := c.WindowSize.pair(); !ok {
+			return bad("window_size: want [h, w]")
+		}
+		ph, pw, _ := c.PatchSize.pair()
+		wh, ww, _ := c.WindowSize.pair()
+		if ph <= 0 || pw <= 0 || wh <= 0 || ww <= 0 || ph > 64 || pw > 64 || wh > 64 || ww > 64 {
+			return bad("patch_size and window_size must be in 1..64")
+		}
+		if len(c.Depths) == 0 || len(c.Depths) != len(c.NumHeads) || len(c.Depths) > 8 {
+			return bad("depths and num_heads need the same (non-zero) length")
+		}
+		if c.EmbedDim <= 0 || c.EmbedDim > maxDim {
+			return bad("embed_dim %d out of range", c.EmbedDim)
+		}
+		for i := range c.Depths {
+			dim := c.EmbedDim << i
+			if c.Depths[i] < 0 || c.Depths[i] > 1024 || c.NumHeads[i] <= 0 || dim%c.NumHeads[i] != 0 {
+				return bad("stage %d: depth %d, %d heads do not fit dim %d", i, c.Depths[i], c.NumHeads[i], dim)
+			}
+		}
+		if c.OutChannels <= 0 || c.OutChannels > maxDim {
+			return bad("out_channels %d out of range", c.OutChannels)
+		}
+	case "vit":
+		if len(c.NumHeads) != 1 {
+			return bad("num_heads: want one int for vit")
+		}
+		if len(c.PatchSize) != 1 || c.PatchSize[0] <= 0 || c.PatchSize[0] > 64 {
+			return bad("patch_size: want one int in 1..64 for vit")
+		}
+		if c.HiddenDim <= 0 || c.HiddenDim > maxDim || c.MLPDim <= 0 || c.MLPDim > 4*maxDim || c.NumLayers < 0 || c.NumLayers > 1024 {
+			return bad("hidden_dim, mlp_dim or num_layers out of range")
+		}
+		if c.HiddenDim%c.NumHeads[0] != 0 {
+			return bad("hidden_dim %d not divisible by num_heads %d", c.HiddenDim, c.NumHeads[0])
+		}
+		if c.ImageSize <= 0 || c.ImageSize%c.PatchSize[0] != 0 || c.ImageSize > maxDim {
+			return bad("image_size %d must be a positive multiple of patch_size", c.ImageSize)
+		}
+		if c.Task == "classification" {
+			if c.NumClasses <= 0 {
+				return bad("num_classes must be positive")
+			}
+			if c.CropSize != c.ImageSize {
+				return bad("crop_size %d must equal image_size %d", c.CropSize, c.ImageSize)
+			}
+		} else {
+			if c.HiddenDim%4 != 0 {
+				return bad("hidden_dim must be divisible by 4 for the simple feature pyramid")
+			}
+			if c.OutChannels <= 0 || c.OutChannels > maxDim {
+				return bad("out_channels %d out of range", c.OutChannels)
+			}
+		}
+	default:
+		return bad("family %q: want \"swin\" or \"vit\"", c.Family)
+	}
+	if len(c.Categories) > 0 && c.NumClasses > 0 && len(c.Categories) != c.NumClasses {
+		return bad("%d categories for num_classes %d", len(c.Categories), c.NumClasses)
+	}
+	return nil
+}
+
+// JSON returns the canonical JSON encoding (Extra keys included).
+func (c *Config) JSON() []byte {
+	b, _ := json.Marshal(c)
+	if len(c.Extra) == 0 {
+		return b
+	}
+	var m map[string]json.RawMessage
+	_ = json.Unmarshal(b, &m)
+	for k, v := range c.Extra {
+		m[k] = v
+	}
+	b, _ = json.Marshal(m)
+	return b
+}

@@ -1,0 +1,127 @@
+package model
+
+import (
+	"fmt"
+
+	"github.com/flbq/flbq/runtime/nn"
+	"github.com/flbq/flbq/runtime/tensor"
+)
+
+// Pyramid turns backbone outputs into the detector's feature pyramid: four
+// levels ("fpn.0".."fpn.3", strides 4..32) plus "fpn.pool" (stride 64).
+type Pyramid interface {
+	Forward(feats []*tensor.Tensor) []*tensor.Tensor
+	OutChannels() int
+}
+
+// FPN is torchvision's FeaturePyramidNetwork with LastLevelMaxPool:
+// inner_blocks.{i}.0 (1×1 conv), layer_blocks.{i}.0 (3×3 conv, padding 1),
+// top-down nearest upsampling to each lateral's size.
+type FPN struct {
+	Inner, Layer []*nn.Conv2d
+	outC         int
+}
+
+// LoadFPN reads prefix.inner_blocks / prefix.layer_blocks (e.g. prefix "backbone.fpn").
+func LoadFPN(w *Weights, prefix string, inChannels []int, outC int) (*FPN, error) {
+	l := &loader{w: w}
+	f := &FPN{outC: outC}
+	for i, c := range inChannels {
+		n := fmt.Sprintf("%s.inner_blocks.%d.0", prefix, i)
+		f.Inner = append(f.Inner, nn.NewConv2d(n, c, outC, 1, 1, 0, l.f(n+".weight", outC, c, 1, 1), l.f(n+".bias", outC)))
+		n = fmt.Sprintf("%s.layer_blocks.%d.0", prefix, i)
+		f.Layer = append(f.Layer, nn.NewConv2d(n, outC, outC, 3, 1, 1, l.f(n+".weight", outC, outC, 3, 3), l.f(n+".bias", outC)))
+	}
+	return f, l.err
+}
+
+// OutChannels implements Pyramid.
+func (f *FPN) OutChannels() int { return f.outC }
+
+// Forward implements Pyramid.
+func (f *FPN) Forward(feats []*tensor.Tensor) []*tensor.Tensor {
+	L := len(feats)
+	res := make([]*tensor.Tensor, L+1)
+	last := f.Inner[L-1].Forward(feats[L-1])
+	res[L-1] = f.Layer[L-1].Forward(last)
+	for i := L - 2; i >= 0; i-- {
+		lat := f.Inner[i].Forward(feats[i])
+		n, c, h, w := lat.Shape[0], lat.Shape[1], lat.Shape[2], lat.Shape[3]
+		up := nn.ResizeNearest(last.Data, n*c, last.Shape[2], last.Shape[3], h, w)
+		for k, v := range up {
+			lat.Data[k] += v
+		}
+		last = lat
+		res[i] = f.Layer[i].Forward(last)
+	}
+	res[L] = maxPoolK1S2(res[L-1])
+	return res
+}
+
+// maxPoolK1S2 is F.max_pool2d(x, 1, 2, 0) (LastLevelMaxPool): every other pixel.
+func maxPoolK1S2(x *tensor.Tensor) *tensor.Tensor {
+	n, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
+	d, oh, ow := nn.MaxPool2d(x.Data, n*c, h, w, 1, 2, 0)
+	return tensor.From(d, n, c, oh, ow)
+}
+
+// SimpleFP is the ViTDet simple feature pyramid on a stride-16 map:
+// simfp_4 (deconv 2×2, LayerNorm2d, GELU, deconv 2×2), simfp_8 (deconv
+// 2×2), simfp_16 (identity), simfp_32 (max-pool 2×2), each followed by
+// lateral.{i} (1×1 conv without bias + LayerNorm2d) and output.{i} (3×3
+// conv without bias + LayerNorm2d); plus a pool level (LastLevelMaxPool).
+type SimpleFP struct {
+	Up4a, Up4b, Up8  *nn.ConvTranspose2d
+	Norm4            *LayerNorm
+	Lateral, Output  []*nn.Conv2d
+	LatNorm, OutNorm []*LayerNorm
+	outC             int
+}
+
+const ln2dEps = 1e-6
+
+// LoadSimpleFP reads prefix.simfp_* / lateral.* / output.* (prefix "backbone").
+func LoadSimpleFP(w *Weights, prefix string, dim, outC int) (*SimpleFP, error) {
+	l := &loader{w: w}
+	s := &SimpleFP{outC: outC}
+	d2, d4 := dim/2, dim/4
+	s.Up4a = &nn.ConvTranspose2d{Name: prefix + ".simfp_4.0", InC: dim, OutC: d2, K: 2, Weight: l.f(prefix+".simfp_4.0.weight", dim, d2, 2, 2), Bias: l.f(prefix+".simfp_4.0.bias", d2)}
+	s.Norm4 = loadLN(l, prefix+".simfp_4.1", d2, ln2dEps)
+	s.Up4b = &nn.ConvTranspose2d{Name: prefix + ".simfp_4.3", InC: d2, OutC: d4, K: 2, Weight: l.f(prefix+".simfp_4.3.weight", d2, d4, 2, 2), Bias: l.f(prefix+".simfp_4.3.bias", d4)}
+	s.Up8 = &nn.ConvTranspose2d{Name: prefix + ".simfp_8.0", InC: dim, OutC: d2, K: 2, Weight: l.f(prefix+".simfp_8.0.weight", dim, d2, 2, 2), Bias: l.f(prefix+".simfp_8.0.bias", d2)}
+	for i, c := range []int{d4, d2, dim, dim} {
+		n := fmt.Sprintf("%s.lateral.%d", prefix, i)
+		s.Lateral = append(s.Lateral, nn.NewConv2d(n+".0", c, outC, 1, 1, 0, l.f(n+".0.weight", outC, c, 1, 1), nil))
+		s.LatNorm = append(s.LatNorm, loadLN(l, n+".1", outC, ln2dEps))
+		n = fmt.Sprintf("%s.output.%d", prefix, i)
+		s.Output = append(s.Output, nn.NewConv2d(n+".0", outC, outC, 3, 1, 1, l.f(n+".0.weight", outC, outC, 3, 3), nil))
+		s.OutNorm = append(s.OutNorm, loadLN(l, n+".1", outC, ln2dEps))
+	}
+	return s, l.err
+}
+
+// OutChannels implements Pyramid.
+func (s *SimpleFP) OutChannels() int { return s.outC }
+
+// Forward implements Pyramid; feats[0] is the encoder map (NCHW, stride 16).
+func (s *SimpleFP) Forward(feats []*tensor.Tensor) []*tensor.Tensor {
+	x := feats[0]
+	p4 := s.Up4a.Forward(x)
+	s.Norm4.Forward2d(p4)
+	nn.GELU(p4.Data)
+	p4 = s.Up4b.Forward(p4)
+	p8 := s.Up8.Forward(x)
+	n, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
+	d, oh, ow := nn.MaxPool2d(x.Data, n*c, h, w, 2, 2, 0)
+	p32 := tensor.From(d, n, c, oh, ow)
+	res := make([]*tensor.Tensor, 5)
+	for i, in := range []*tensor.Tensor{p4, p8, x, p32} {
+		y := s.Lateral[i].Forward(in)
+		s.LatNorm[i].Forward2d(y)
+		y = s.Output[i].Forward(y)
+		s.OutNorm[i].Forward2d(y)
+		res[i] = y
+	}
+	res[4] = maxPoolK1S2(res[3])
+	return res
+}

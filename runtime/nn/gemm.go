@@ -1,0 +1,284 @@
+package nn
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+)
+
+// Register tile of the fp32 micro-kernel: MR rows of A × NR columns of B.
+const (
+	MR = 6
+	NR = 16
+	kc = 256 // K blocking: one packed B panel block (kc×NR floats) stays in L1
+)
+
+var threads atomic.Int32
+
+// SetThreads sets how many goroutines one op may use (n <= 0: GOMAXPROCS).
+func SetThreads(n int) { threads.Store(int32(n)) }
+
+// Threads returns the number of goroutines one op uses.
+func Threads() int {
+	if n := int(threads.Load()); n > 0 {
+		return n
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
+// ParallelFor runs fn over [0,n) split into chunks of at least grain
+// indices, on up to Threads() goroutines (the caller's included). It
+// returns when all chunks are done.
+func ParallelFor(n, grain int, fn func(lo, hi int)) {
+	if n <= 0 {
+		return
+	}
+	if grain < 1 {
+		grain = 1
+	}
+	workers := Threads()
+	chunks := (n + grain - 1) / grain
+	if workers > chunks {
+		workers = chunks
+	}
+	if workers <= 1 {
+		fn(0, n)
+		return
+	}
+	// Dynamic scheduling over ~4 chunks per worker for load balance.
+	size := (n + workers*4 - 1) / (workers * 4)
+	if size < grain {
+		size = grain
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	work := func() {
+		for {
+			lo := int(next.Add(int64(size))) - size
+			if lo >= n {
+				return
+			}
+			hi := lo + size
+			if hi > n {
+				hi = n
+			}
+			fn(lo, hi)
+		}
+	}
+	wg.Add(workers - 1)
+	for w := 1; w < workers; w++ {
+		go func() { defer wg.Done(); work() }()
+	}
+	work()
+	wg.Wait()
+}
+
+// Buffer pool for per-call scratch (packed panels, im2col blocks). Slices
+// are never shared between concurrent calls.
+var scratchPool sync.Pool
+
+// GetScratch returns a float32 slice of length n (contents undefined).
+func GetScratch(n int) *[]float32 {
+	if p, ok := scratchPool.Get().(*[]float32); ok && cap(*p) >= n {
+		*p = (*p)[:n]
+		return p
+	}
+	s := make([]float32, n)
+	return &s
+}
+
+// PutScratch returns a slice obtained from GetScratch.
+func PutScratch(p *[]float32) { scratchPool.Put(p) }
+
+// PackedLen is the number of floats PackB needs for a K×N matrix.
+func PackedLen(K, N int) int { return ((N + NR - 1) / NR) * NR * K }
+
+// PackB packs the K×N matrix B into dst (length PackedLen(K, N)) as column
+// panels of NR: dst[p*K*NR + k*NR + j] = B[k, p*NR+j], zero-padded. With
+// transB, b holds Bᵀ (N×K row-major, ldb ≥ K), as torch Linear weights
+// do; otherwise b is K×N row-major with ldb ≥ N.
+func PackB(dst []float32, transB bool, K, N int, b []float32, ldb int) {
+	panels := (N + NR - 1) / NR
+	for p := 0; p < panels; p++ {
+		packPanel(dst[p*K*NR:(p+1)*K*NR], transB, K, N, b, ldb, p*NR)
+	}
+}
+
+func packPanel(dst []float32, transB bool, K, N int, b []float32, ldb int, j0 int) {
+	w := N - j0
+	if w > NR {
+		w = NR
+	}
+	if transB {
+		if w < NR {
+			clear(dst)
+		}
+		for j := 0; j < w; j++ {
+			row := b[(j0+j)*ldb : (j0+j)*ldb+K]
+			for k, v := range row {
+				dst[k*NR+j] = v
+			}
+		}
+		return
+	}
+	for k := 0; k < K; k++ {
+		d := dst[k*NR : k*NR+NR]
+		src := b[k*ldb+j0 : k*ldb+j0+w]
+		copy(d, src)
+		if w < NR {
+			clear(d[w:])
+		}
+	}
+}
+
+// Packed is a constant right-hand matrix (K×N) packed once for repeated
+// products, e.g. a Linear layer's weight.
+type Packed struct {
+	K, N int
+	Data []float32
+}
+
+// NewPacked packs B (see PackB for the layout of b).
+func NewPacked(transB bool, K, N int, b []float32, ldb int) *Packed {
+	p := &Packed{K: K, N: N, Data: make([]float32, PackedLen(K, N))}
+	PackB(p.Data, transB, K, N, b, ldb)
+	return p
+}
+
+// MulPacked computes C[M×N] = A[M×K]·B (+ C when accumulate) for a packed
+// B, on one goroutine. A is row-major with leading dimension lda, C with ldc.
+func MulPacked(M int, a []float32, lda int, bp []float32, K, N int, c []float32, ldc int, accumulate bool) {
+	if M == 0 || N == 0 {
+		return
+	}
+	if K == 0 {
+		if !accumulate {
+			for i := 0; i < M; i++ {
+				clear(c[i*ldc : i*ldc+N])
+			}
+		}
+		return
+	}
+	panels := (N + NR - 1) / NR
+	_ = a[(M-1)*lda+K-1]
+	_ = c[(M-1)*ldc+N-1]
+	_ = bp[panels*K*NR-1]
+	var tmpA [MR * kc]float32
+	var tmpC [MR * NR]float32
+	for k0 := 0; k0 < K; k0 += kc {
+		kb := K - k0
+		if kb > kc {
+			kb = kc
+		}
+		acc := accumulate || k0 > 0
+		for p := 0; p < panels; p++ {
+			bpp := &bp[p*K*NR+k0*NR]
+			j0 := p * NR
+			w := N - j0
+			if w > NR {
+				w = NR
+			}
+			i := 0
+			if w == NR {
+				for ; i+MR <= M; i += MR {
+					kernel(kb, &a[i*lda+k0], lda, bpp, &c[i*ldc+j0], ldc, acc)
+				}
+			}
+			for ; i < M; i += MR {
+				h := M - i
+				if h > MR {
+					h = MR
+				}
+				// Edge tile: copy the A strip (zero-padded) and compute into tmpC.
+				for r := 0; r < MR; r++ {
+					dst := tmpA[r*kb : r*kb+kb]
+					if r < h {
+						copy(dst, a[(i+r)*lda+k0:(i+r)*lda+k0+kb])
+					} else {
+						clear(dst)
+					}
+				}
+				if acc {
+					for r := 0; r < h; r++ {
+						copy(tmpC[r*NR:r*NR+w], c[(i+r)*ldc+j0:(i+r)*ldc+j0+w])
+					}
+				}
+				kernel(kb, &tmpA[0], kb, bpp, &tmpC[0], NR, acc)
+				for r := 0; r < h; r++ {
+					copy(c[(i+r)*ldc+j0:(i+r)*ldc+j0+w], tmpC[r*NR:r*NR+w])
+				}
+			}
+		}
+	}
+}
+
+// MatMul computes C = A·B (+C when accumulate) on one goroutine; B is
+// K×N (transB false, leading dim ldb) or given as Bᵀ (N×K, transB true).
+// It packs B into pooled scratch.
+func MatMul(transB bool, M, N, K int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int, accumulate bool) {
+	if M == 0 || N == 0 {
+		return
+	}
+	s := GetScratch(PackedLen(K, N))
+	PackB(*s, transB, K, N, b, ldb)
+	MulPacked(M, a, lda, *s, K, N, c, ldc, accumulate)
+	PutScratch(s)
+}
+
+// rowBlock is the row granularity of parallel products.
+const rowBlock = 4 * MR
+
+// MulPackedParallel is MulPacked split across Threads() goroutines (by
+// row blocks, or by column panels when M is small).
+func MulPackedParallel(M int, a []float32, lda int, p *Packed, c []float32, ldc int, accumulate bool) {
+	K, N := p.K, p.N
+	panels := (N + NR - 1) / NR
+	if M >= rowBlock*Threads() || panels == 1 {
+		ParallelFor((M+rowBlock-1)/rowBlock, 1, func(lo, hi int) {
+			r0, r1 := lo*rowBlock, hi*rowBlock
+			if r1 > M {
+				r1 = M
+			}
+			MulPacked(r1-r0, a[r0*lda:], lda, p.Data, K, N, c[r0*ldc:], ldc, accumulate)
+		})
+		return
+	}
+	ParallelFor(panels, 1, func(lo, hi int) {
+		j0 := lo * NR
+		j1 := hi * NR
+		if j1 > N {
+			j1 = N
+		}
+		MulPacked(M, a, lda, p.Data[lo*K*NR:], K, j1-j0, c[j0:], ldc, accumulate)
+	})
+}
+
+// kernelGo is the pure-Go twin of the assembly micro-kernel:
+// C[MR×NR] (+)= A[MR×k] (leading dim lda) · Bp[k×NR] (one packed panel).
+func kernelGo(k int, a *float32, lda int, b *float32, c *float32, ldc int, acc bool) {
+	A := unsafe.Slice(a, (MR-1)*lda+k)
+	B := unsafe.Slice(b, k*NR)
+	C := unsafe.Slice(c, (MR-1)*ldc+NR)
+	var t [MR][NR]float32
+	for kk := 0; kk < k; kk++ {
+		bp := B[kk*NR : kk*NR+NR : kk*NR+NR]
+		for r := 0; r < MR; r++ {
+			av := A[r*lda+kk]
+			tr := &t[r]
+			for j := 0; j < NR; j++ {
+				tr[j] += av * bp[j]
+			}
+		}
+	}
+	for r := 0; r < MR; r++ {
+		row := C[r*ldc : r*ldc+NR]
+		if acc {
+			for j := range row {
+				row[j] += t[r][j]
+			}
+		} else {
+			copy(row, t[r][:])
+		}
+	}
+}
