@@ -1,0 +1,592 @@
+package kernels
+
+import (
+	"fmt"
+
+	"github.com/mmcloughlin/avo/attr"
+	"github.com/mmcloughlin/avo/build"
+	"github.com/mmcloughlin/avo/operand"
+	"github.com/mmcloughlin/avo/pass"
+	"github.com/mmcloughlin/avo/printer"
+	"github.com/mmcloughlin/avo/reg"
+
+	"github.com/flbq/flbq/runtime/qformat"
+)
+
+// Register blocking of the dot micro-kernels (rows of x per inner loop).
+const (
+	AVX2Rows = 4
+	VNNIRows = 8
+	// Independent accumulator chains of the register-only peak loops and the
+	// multiply-accumulates each iteration performs.
+	avx2PeakChains = 8
+	vnniPeakChains = 12
+)
+
+// PeakMACs returns the multiply-accumulates per iteration of the peak loop
+// of a tier ("avx2" or "vnni").
+func PeakMACs(tier string) int {
+	switch tier {
+	case "avx2":
+		return avx2PeakChains * 32
+	case "vnni":
+		return vnniPeakChains * 64
+	}
+	return 0
+}
+
+// asmFile renders one avo context into assembly and stub sources.
+func asmFile(pkg string, fill func(c *build.Context)) (asm, stubs []byte, err error) {
+	c := build.NewContext()
+	c.ConstraintExpr("!purego")
+	fill(c)
+	f, err := c.Result()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := pass.Compile.Execute(f); err != nil {
+		return nil, nil, err
+	}
+	// Fixed printer configuration: no argv, no paths, no timestamps.
+	cfg := printer.Config{Name: GeneratorName, Pkg: pkg}
+	if asm, err = printer.NewGoAsm(cfg).Print(f); err != nil {
+		return nil, nil, err
+	}
+	if stubs, err = printer.NewStubs(cfg).Print(f); err != nil {
+		return nil, nil, err
+	}
+	return asm, stubs, nil
+}
+
+func mem(base reg.Register, disp int) operand.Mem { return operand.Mem{Base: base, Disp: disp} }
+
+func memIdx(base, idx reg.Register, scale uint8) operand.Mem {
+	return operand.Mem{Base: base, Index: idx, Scale: scale}
+}
+
+// bcastConst32 broadcasts a 32-bit constant into a vector register.
+func bcastConst32(c *build.Context, v uint32, zmm bool) reg.VecVirtual {
+	t := c.GP32()
+	c.MOVL(operand.U32(v), t)
+	if zmm {
+		z := c.ZMM()
+		c.VPBROADCASTD(t, z)
+		return z
+	}
+	x := c.XMM()
+	c.VMOVD(t, x)
+	y := c.YMM()
+	c.VPBROADCASTD(x, y)
+	return y
+}
+
+func rep8(b uint8) uint32 { return uint32(b) * 0x01010101 }
+
+// unpackKernel emits unpackB<b><ISA>Asm(dst, src *byte, blocks int): it unpacks
+// blocks (≥ 1) superblocks of a b-bit tile into the byte layout of qformat
+// (group g at g·64). With offset128 (AVX2, b = 8) it writes q−128 as int8.
+func unpackKernel(c *build.Context, name string, b int, zmm bool, offset128 bool) {
+	c.Function(name)
+	c.Attributes(attr.NOSPLIT)
+	c.Pragma("noescape")
+	c.SignatureExpr("func(dst, src *byte, blocks int)")
+	c.Doc(fmt.Sprintf("%s unpacks blocks ≥ 1 superblocks of a %d-bit tile (planes %v).", name, b, qformat.Planes(b)))
+	dst := c.Load(c.Param("dst"), c.GP64())
+	src := c.Load(c.Param("src"), c.GP64())
+	n := c.Load(c.Param("blocks"), c.GP64())
+
+	planes, shifts, offs := qformat.Planes(b), qformat.PlaneShifts(b), qformat.PlaneOffsets(b)
+	vw := 32 // bytes per vector
+	if zmm {
+		vw = 64
+	}
+	halves := qformat.GroupBytes / vw
+	masks := map[uint8]reg.VecVirtual{}
+	maskOf := func(m uint8) reg.VecVirtual {
+		if r, ok := masks[m]; ok {
+			return r
+		}
+		r := bcastConst32(c, rep8(m), zmm)
+		masks[m] = r
+		return r
+	}
+	var flip reg.VecVirtual
+	if offset128 {
+		flip = bcastConst32(c, rep8(0x80), zmm)
+	} else if b < 8 {
+		for pi, p := range planes {
+			maskOf(uint8((1<<p - 1) << shifts[pi]))
+		}
+	}
+	vec := func() reg.VecVirtual {
+		if zmm {
+			return c.ZMM()
+		}
+		return c.YMM()
+	}
+	load := func(m operand.Mem, r reg.VecVirtual) {
+		if zmm {
+			c.VMOVDQU64(m, r)
+		} else {
+			c.VMOVDQU(m, r)
+		}
+	}
+	store := func(r reg.VecVirtual, m operand.Mem) {
+		if zmm {
+			c.VMOVDQU64(r, m)
+		} else {
+			c.VMOVDQU(r, m)
+		}
+	}
+	and := func(a, b, d reg.VecVirtual) {
+		if zmm {
+			c.VPANDD(a, b, d)
+		} else {
+			c.VPAND(a, b, d)
+		}
+	}
+	or := func(a, b, d reg.VecVirtual) {
+		if zmm {
+			c.VPORD(a, b, d)
+		} else {
+			c.VPOR(a, b, d)
+		}
+	}
+
+	c.Label(name + "_loop")
+	for g := 0; g < qformat.GroupsPerBlock; g++ {
+		for h := 0; h < halves; h++ {
+			var res reg.VecVirtual
+			for pi, p := range planes {
+				per := 8 / p
+				blk := offs[pi] + g/per*qformat.GroupBytes + h*vw
+				t := g % per
+				r := t*p - shifts[pi]
+				v := vec()
+				load(mem(src, blk), v)
+				if b == 8 {
+					if offset128 {
+						c.VPXOR(flip, v, v)
+					}
+					res = v
+					continue
+				}
+				switch {
+				case r > 0:
+					c.VPSRLW(operand.U8(r), v, v)
+				case r < 0:
+					c.VPSLLW(operand.U8(-r), v, v)
+				}
+				and(maskOf(uint8((1<<p-1)<<shifts[pi])), v, v)
+				if res == nil {
+					res = v
+				} else {
+					or(v, res, res)
+				}
+			}
+			store(res, mem(dst, g*qformat.GroupBytes+h*vw))
+		}
+	}
+	c.ADDQ(operand.U32(qformat.BlockBytes(b)), src)
+	c.ADDQ(operand.U32(qformat.BlockWeights), dst)
+	c.DECQ(n)
+	c.JNZ(operand.LabelRef(name + "_loop"))
+	c.VZEROUPPER()
+	c.RET()
+}
+
+// dotAVX2 emits the AVX2 dot micro-kernel:
+//
+//	acc[r·16+j] += Σ_{g<groups} Σ_{i<4} w[g·64+j·4+i] · x[r·ldx+g·4+i]
+//
+// for r < rows, j < 16, with rows ≥ 1, groups ≥ 1, x ∈ [−127, 127].
+//
+// Unsigned form (b ≤ 7): w ∈ [0, 127] is the unsigned operand of
+// VPMADDUBSW, x the signed one, so each int16 pair sum is at most
+// 2·127·128 = 32512 < 32767 in magnitude: no saturation (even at x = −128).
+//
+// Signed form (b = 8, unpacked as w' = q−128 ∈ [−128, 127]): VPMADDUBSW gets
+// |w'| ≤ 128 as the unsigned operand and sign(w')·x ∈ [−127, 127] (VPSIGNB;
+// x ≠ −128 so the negation cannot wrap) as the signed one, so each pair sum
+// is at most 2·128·127 = 32512 < 32767 in magnitude: no saturation. The
+// kernel then computes Σ(q−128)·x; the caller adds 128·Σx through the zero
+// point (Tier.WeightOffset).
+//
+// VPMADDWD against ones widens the pair sums to int32 exactly.
+func dotAVX2(c *build.Context, name string, signed bool) {
+	c.Function(name)
+	c.Attributes(attr.NOSPLIT)
+	c.Pragma("noescape")
+	c.SignatureExpr("func(acc *int32, w *byte, x *int8, ldx, rows, groups int)")
+	form := "unsigned weights (b ≤ 7)"
+	if signed {
+		form = "signed weights q−128 (b = 8)"
+	}
+	c.Doc(fmt.Sprintf("%s is the AVX2 dot micro-kernel for %s, %d rows per block.", name, form, AVX2Rows))
+	acc := c.Load(c.Param("acc"), c.GP64())
+	w0 := c.Load(c.Param("w"), c.GP64())
+	xp := c.Load(c.Param("x"), c.GP64())
+	ldx := c.Load(c.Param("ldx"), c.GP64())
+	rows := c.Load(c.Param("rows"), c.GP64())
+	groups := c.Load(c.Param("groups"), c.GP64())
+	ldx3 := c.GP64()
+	c.LEAQ(memIdx(ldx, ldx, 2), ldx3)
+	ones := bcastConst32(c, 0x00010001, false)
+
+	block := func(nr int, label string) {
+		var a [AVX2Rows][2]reg.VecVirtual
+		for r := 0; r < nr; r++ {
+			for h := 0; h < 2; h++ {
+				a[r][h] = c.YMM()
+				c.VMOVDQU(mem(acc, (r*qformat.TileN+h*8)*4), a[r][h])
+			}
+		}
+		wp, x0, cnt := c.GP64(), c.GP64(), c.GP64()
+		c.MOVQ(w0, wp)
+		c.MOVQ(xp, x0)
+		c.MOVQ(groups, cnt)
+		c.Label(label)
+		var wv, av [2]reg.VecVirtual
+		for h := 0; h < 2; h++ {
+			wv[h] = c.YMM()
+			c.VMOVDQU(mem(wp, h*32), wv[h])
+			if signed {
+				av[h] = c.YMM()
+				c.VPABSB(wv[h], av[h])
+			}
+		}
+		for r := 0; r < nr; r++ {
+			var xm operand.Mem
+			switch r {
+			case 0:
+				xm = mem(x0, 0)
+			case 1:
+				xm = memIdx(x0, ldx, 1)
+			case 2:
+				xm = memIdx(x0, ldx, 2)
+			case 3:
+				xm = memIdx(x0, ldx3, 1)
+			}
+			bx := c.YMM()
+			c.VPBROADCASTD(xm, bx)
+			for h := 0; h < 2; h++ {
+				t := c.YMM()
+				if signed {
+					c.VPSIGNB(wv[h], bx, t)
+					c.VPMADDUBSW(t, av[h], t)
+				} else {
+					c.VPMADDUBSW(bx, wv[h], t)
+				}
+				c.VPMADDWD(ones, t, t)
+				c.VPADDD(t, a[r][h], a[r][h])
+			}
+		}
+		c.ADDQ(operand.U32(qformat.GroupBytes), wp)
+		c.ADDQ(operand.U32(qformat.KGroup), x0)
+		c.DECQ(cnt)
+		c.JNZ(operand.LabelRef(label))
+		for r := 0; r < nr; r++ {
+			for h := 0; h < 2; h++ {
+				c.VMOVDQU(a[r][h], mem(acc, (r*qformat.TileN+h*8)*4))
+			}
+		}
+	}
+
+	c.Label(name + "_rows4")
+	c.CMPQ(rows, operand.U32(AVX2Rows))
+	c.JL(operand.LabelRef(name + "_rows1"))
+	block(AVX2Rows, name+"_k4")
+	c.ADDQ(operand.U32(AVX2Rows*qformat.TileN*4), acc)
+	c.LEAQ(memIdx(xp, ldx, 4), xp)
+	c.SUBQ(operand.U32(AVX2Rows), rows)
+	c.JMP(operand.LabelRef(name + "_rows4"))
+
+	c.Label(name + "_rows1")
+	c.TESTQ(rows, rows)
+	c.JZ(operand.LabelRef(name + "_done"))
+	block(1, name+"_k1")
+	c.ADDQ(operand.U32(qformat.TileN*4), acc)
+	c.ADDQ(ldx, xp)
+	c.DECQ(rows)
+	c.JMP(operand.LabelRef(name + "_rows1"))
+
+	c.Label(name + "_done")
+	c.VZEROUPPER()
+	c.RET()
+}
+
+// dotVNNI emits the AVX-512 VNNI dot micro-kernel (same contract as
+// dotAVX2, unsigned weights for every b ≤ 8): VPDPBUSD multiplies the
+// unsigned weight bytes (≤ 255) by the broadcast signed activation bytes and
+// adds the four products straight into int32 lanes, with no intermediate
+// saturation.
+func dotVNNI(c *build.Context, name string) {
+	c.Function(name)
+	c.Attributes(attr.NOSPLIT)
+	c.Pragma("noescape")
+	c.SignatureExpr("func(acc *int32, w *byte, x *int8, ldx, rows, groups int)")
+	c.Doc(fmt.Sprintf("%s is the AVX-512 VNNI dot micro-kernel, %d rows per block.", name, VNNIRows))
+	acc := c.Load(c.Param("acc"), c.GP64())
+	w0 := c.Load(c.Param("w"), c.GP64())
+	xp := c.Load(c.Param("x"), c.GP64())
+	ldx := c.Load(c.Param("ldx"), c.GP64())
+	rows := c.Load(c.Param("rows"), c.GP64())
+	groups := c.Load(c.Param("groups"), c.GP64())
+	ldx3 := c.GP64()
+	c.LEAQ(memIdx(ldx, ldx, 2), ldx3)
+
+	block := func(nr int, label string) {
+		a := make([]reg.VecVirtual, nr)
+		for r := range a {
+			a[r] = c.ZMM()
+			c.VMOVDQU64(mem(acc, r*qformat.TileN*4), a[r])
+		}
+		wp, x0, x4, cnt := c.GP64(), c.GP64(), c.GP64(), c.GP64()
+		c.MOVQ(w0, wp)
+		c.MOVQ(xp, x0)
+		if nr > 4 {
+			c.LEAQ(memIdx(xp, ldx, 4), x4)
+		}
+		c.MOVQ(groups, cnt)
+		c.Label(label)
+		wv := c.ZMM()
+		c.VMOVDQU64(mem(wp, 0), wv)
+		for r := 0; r < nr; r++ {
+			base := x0
+			if r >= 4 {
+				base = x4
+			}
+			var xm operand.Mem
+			switch r % 4 {
+			case 0:
+				xm = mem(base, 0)
+			case 1:
+				xm = memIdx(base, ldx, 1)
+			case 2:
+				xm = memIdx(base, ldx, 2)
+			case 3:
+				xm = memIdx(base, ldx3, 1)
+			}
+			c.VPDPBUSD_BCST(xm, wv, a[r])
+		}
+		c.ADDQ(operand.U32(qformat.GroupBytes), wp)
+		c.ADDQ(operand.U32(qformat.KGroup), x0)
+		if nr > 4 {
+			c.ADDQ(operand.U32(qformat.KGroup), x4)
+		}
+		c.DECQ(cnt)
+		c.JNZ(operand.LabelRef(label))
+		for r := range a {
+			c.VMOVDQU64(a[r], mem(acc, r*qformat.TileN*4))
+		}
+	}
+
+	c.Label(name + "_rows8")
+	c.CMPQ(rows, operand.U32(VNNIRows))
+	c.JL(operand.LabelRef(name + "_rows1"))
+	block(VNNIRows, name+"_k8")
+	c.ADDQ(operand.U32(VNNIRows*qformat.TileN*4), acc)
+	c.LEAQ(memIdx(xp, ldx, 8), xp)
+	c.SUBQ(operand.U32(VNNIRows), rows)
+	c.JMP(operand.LabelRef(name + "_rows8"))
+
+	c.Label(name + "_rows1")
+	c.TESTQ(rows, rows)
+	c.JZ(operand.LabelRef(name + "_done"))
+	block(1, name+"_k1")
+	c.ADDQ(operand.U32(qformat.TileN*4), acc)
+	c.ADDQ(ldx, xp)
+	c.DECQ(rows)
+	c.JMP(operand.LabelRef(name + "_rows1"))
+
+	c.Label(name + "_done")
+	c.VZEROUPPER()
+	c.RET()
+}
+
+// maxAbsAVX2 emits maxAbsAVX2Asm(x *float32, n int) float32 for n a positive
+// multiple of 32.
+func maxAbsAVX2(c *build.Context) {
+	name := "maxAbsAVX2Asm"
+	c.Function(name)
+	c.Attributes(attr.NOSPLIT)
+	c.Pragma("noescape")
+	c.SignatureExpr("func(x *float32, n int) float32")
+	c.Doc(name + " returns max |x[i]| over n > 0 values, n a multiple of 32.")
+	x := c.Load(c.Param("x"), c.GP64())
+	n := c.Load(c.Param("n"), c.GP64())
+	mask := bcastConst32(c, 0x7fffffff, false)
+	var m [4]reg.VecVirtual
+	for i := range m {
+		m[i] = c.YMM()
+		c.VXORPS(m[i], m[i], m[i])
+	}
+	c.Label(name + "_loop")
+	for i := range m {
+		t := c.YMM()
+		c.VANDPS(mem(x, 32*i), mask, t)
+		c.VMAXPS(t, m[i], m[i])
+	}
+	c.ADDQ(operand.U32(128), x)
+	c.SUBQ(operand.U32(32), n)
+	c.JNZ(operand.LabelRef(name + "_loop"))
+	c.VMAXPS(m[1], m[0], m[0])
+	c.VMAXPS(m[3], m[2], m[2])
+	c.VMAXPS(m[2], m[0], m[0])
+	hi := c.XMM()
+	c.VEXTRACTF128(operand.U8(1), m[0], hi)
+	lo := m[0].AsX()
+	c.VMAXPS(hi, lo, lo)
+	c.VPSHUFD(operand.U8(0x4e), lo, hi)
+	c.VMAXPS(hi, lo, lo)
+	c.VPSHUFD(operand.U8(0xb1), lo, hi)
+	c.VMAXPS(hi, lo, lo)
+	c.VZEROUPPER()
+	c.Store(lo, c.ReturnIndex(0))
+	c.RET()
+}
+
+// quantRowAVX2 emits quantRowAVX2Asm(dst *int8, x *float32, n int, inv float32) int32:
+// dst[i] = clamp(RoundToEven(x[i]·inv), −127, 127) for n a positive multiple
+// of 32 (VCVTPS2DQ rounds to nearest even under Go's default MXCSR), and
+// returns Σ dst[i].
+func quantRowAVX2(c *build.Context) {
+	name := "quantRowAVX2Asm"
+	c.Function(name)
+	c.Attributes(attr.NOSPLIT)
+	c.Pragma("noescape")
+	c.SignatureExpr("func(dst *int8, x *float32, n int, inv float32) int32")
+	c.Doc(name + " quantizes n > 0 values (a multiple of 32) and returns their sum.")
+	// VPERMD indices that undo the lane interleaving of VPACKSSDW+VPACKSSWB.
+	perm := c.StaticGlobal("quantRowPerm")
+	c.DataAttributes(attr.RODATA | attr.NOPTR)
+	for _, v := range []uint32{0, 4, 1, 5, 2, 6, 3, 7} {
+		c.AppendDatum(operand.U32(v))
+	}
+	dst := c.Load(c.Param("dst"), c.GP64())
+	x := c.Load(c.Param("x"), c.GP64())
+	n := c.Load(c.Param("n"), c.GP64())
+	invp, err := c.Param("inv").Resolve()
+	if err != nil {
+		panic(err)
+	}
+	inv := c.YMM()
+	c.VBROADCASTSS(invp.Addr, inv)
+	hi := bcastConst32(c, ActMaxU32, false)
+	lo := bcastConst32(c, ^ActMaxU32+1, false)
+	pidx := c.YMM()
+	c.VMOVDQU(perm, pidx)
+	sum := c.YMM()
+	c.VPXOR(sum, sum, sum)
+	c.Label(name + "_loop")
+	var v [4]reg.VecVirtual
+	for i := range v {
+		v[i] = c.YMM()
+		c.VMULPS(mem(x, 32*i), inv, v[i])
+		c.VCVTPS2DQ(v[i], v[i])
+		c.VPMINSD(hi, v[i], v[i])
+		c.VPMAXSD(lo, v[i], v[i])
+		c.VPADDD(v[i], sum, sum)
+	}
+	c.VPACKSSDW(v[1], v[0], v[0])
+	c.VPACKSSDW(v[3], v[2], v[2])
+	c.VPACKSSWB(v[2], v[0], v[0])
+	c.VPERMD(v[0], pidx, v[0])
+	c.VMOVDQU(v[0], mem(dst, 0))
+	c.ADDQ(operand.U32(128), x)
+	c.ADDQ(operand.U32(32), dst)
+	c.SUBQ(operand.U32(32), n)
+	c.JNZ(operand.LabelRef(name + "_loop"))
+	h := c.XMM()
+	c.VEXTRACTI128(operand.U8(1), sum, h)
+	s := sum.AsX()
+	c.VPADDD(h, s, s)
+	c.VPSHUFD(operand.U8(0x4e), s, h)
+	c.VPADDD(h, s, s)
+	c.VPSHUFD(operand.U8(0xb1), s, h)
+	c.VPADDD(h, s, s)
+	r := c.GP32()
+	c.VMOVD(s, r)
+	c.VZEROUPPER()
+	c.Store(r, c.ReturnIndex(0))
+	c.RET()
+}
+
+// ActMaxU32 is qformat.ActMax as the generator's constant type.
+const ActMaxU32 = uint32(qformat.ActMax)
+
+// peakAVX2 emits a register-only loop of VPMADDUBSW+VPMADDWD+VPADDD on
+// independent chains: the machine's AVX2 int8 multiply-accumulate peak.
+func peakAVX2(c *build.Context) {
+	name := "peakAVX2Asm"
+	c.Function(name)
+	c.Attributes(attr.NOSPLIT)
+	c.SignatureExpr("func(iters int)")
+	c.Doc(fmt.Sprintf("%s runs iters iterations of %d VPMADDUBSW+VPMADDWD+VPADDD chains (%d MACs each).", name, avx2PeakChains, avx2PeakChains*32))
+	n := c.Load(c.Param("iters"), c.GP64())
+	ones := bcastConst32(c, 0x00010001, false)
+	wv := bcastConst32(c, 0x01020304, false)
+	xv := bcastConst32(c, 0x05060708, false)
+	acc := make([]reg.VecVirtual, avx2PeakChains/2)
+	for i := range acc {
+		acc[i] = c.YMM()
+		c.VPXOR(acc[i], acc[i], acc[i])
+	}
+	c.Label(name + "_loop")
+	for i := 0; i < avx2PeakChains; i++ {
+		t := c.YMM()
+		c.VPMADDUBSW(xv, wv, t)
+		c.VPMADDWD(ones, t, t)
+		c.VPADDD(t, acc[i%len(acc)], acc[i%len(acc)])
+	}
+	c.DECQ(n)
+	c.JNZ(operand.LabelRef(name + "_loop"))
+	c.VZEROUPPER()
+	c.RET()
+}
+
+// peakVNNI emits a register-only VPDPBUSD loop on independent accumulators.
+func peakVNNI(c *build.Context) {
+	name := "peakVNNIAsm"
+	c.Function(name)
+	c.Attributes(attr.NOSPLIT)
+	c.SignatureExpr("func(iters int)")
+	c.Doc(fmt.Sprintf("%s runs iters iterations of %d independent VPDPBUSD (%d MACs each).", name, vnniPeakChains, vnniPeakChains*64))
+	n := c.Load(c.Param("iters"), c.GP64())
+	wv := bcastConst32(c, 0x01020304, true)
+	xv := bcastConst32(c, 0x05060708, true)
+	acc := make([]reg.VecVirtual, vnniPeakChains)
+	for i := range acc {
+		acc[i] = c.ZMM()
+		c.VPXORD(acc[i], acc[i], acc[i])
+	}
+	c.Label(name + "_loop")
+	for i := range acc {
+		c.VPDPBUSD(xv, wv, acc[i])
+	}
+	c.DECQ(n)
+	c.JNZ(operand.LabelRef(name + "_loop"))
+	c.VZEROUPPER()
+	c.RET()
+}
+
+// avx2Asm builds the AVX2 tier's assembly file.
+func avx2Asm(c *build.Context) {
+	for b := qformat.MinBits; b <= qformat.MaxBits; b++ {
+		unpackKernel(c, fmt.Sprintf("unpackB%dAVX2Asm", b), b, false, b == 8)
+	}
+	dotAVX2(c, "dotAVX2Asm", false)
+	dotAVX2(c, "dotSignedAVX2Asm", true)
+	maxAbsAVX2(c)
+	quantRowAVX2(c)
+	peakAVX2(c)
+}
+
+// vnniAsm builds the AVX-512 VNNI tier's assembly file.
+func vnniAsm(c *build.Context) {
+	for b := qformat.MinBits; b <= qformat.MaxBits; b++ {
+		unpackKernel(c, fmt.Sprintf("unpackB%dVNNIAsm", b), b, true, false)
+	}
+	dotVNNI(c, "dotVNNIAsm")
+	peakVNNI(c)
+}

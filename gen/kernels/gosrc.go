@@ -1,0 +1,267 @@
+package kernels
+
+import (
+	"fmt"
+
+	. "github.com/dave/jennifer/jen"
+
+	"github.com/flbq/flbq/runtime/qformat"
+)
+
+const qf = "github.com/flbq/flbq/runtime/qformat"
+
+func q(name string) *Statement { return Qual(qf, name) }
+
+func hex(v int) *Statement { return Id(fmt.Sprintf("%#02x", v)) }
+
+// tierFile emits the Tier type and the length checks shared by all tiers.
+func tierFile(f *File) {
+	f.Comment("UnpackFunc unpacks blocks superblocks of one tile into the byte layout of")
+	f.Comment("qformat: k-group g of the tile at dst[g·64 : g·64+64].")
+	f.Type().Id("UnpackFunc").Func().Params(Id("dst"), Id("src").Index().Byte(), Id("blocks").Int())
+	f.Line()
+	f.Comment("DotFunc accumulates acc[r·16+j] += Σ_{g<groups} Σ_{i<4} w[g·64+j·4+i]·x[r·ldx+g·4+i]")
+	f.Comment("for r < rows and j < 16. x must lie in [−127, 127].")
+	f.Type().Id("DotFunc").Func().Params(Id("acc").Index().Int32(), Id("w").Index().Byte(), Id("x").Index().Int8(), List(Id("ldx"), Id("rows"), Id("groups")).Int())
+	f.Line()
+	f.Comment("Tier is one instruction-set tier of the generated kernels.")
+	f.Type().Id("Tier").Struct(
+		Comment("Name is \"vnni\", \"avx2\" or \"purego\"."),
+		Id("Name").String(),
+		Comment("Requires lists the x86 features the tier needs (x/sys/cpu names)."),
+		Id("Requires").Index().String(),
+		Comment("Rows is the register blocking over activation rows of Dot."),
+		Id("Rows").Int(),
+		Comment("Unpack[b] unpacks b-bit tiles."),
+		Id("Unpack").Index(q("MaxBits").Op("+").Lit(1)).Id("UnpackFunc"),
+		Comment("Dot[b] is the dot micro-kernel for tiles unpacked by Unpack[b]."),
+		Id("Dot").Index(q("MaxBits").Op("+").Lit(1)).Id("DotFunc"),
+		Comment("WeightOffset[b] is subtracted from q by Unpack[b]: Dot[b] computes"),
+		Comment("Σ(q−WeightOffset[b])·x, so callers use the zero point z−WeightOffset[b]."),
+		Id("WeightOffset").Index(q("MaxBits").Op("+").Lit(1)).Int32(),
+		Comment("MaxAbs returns max |x[i]| (bit-exact with qformat.MaxAbs)."),
+		Id("MaxAbs").Func().Params(Id("x").Index().Float32()).Float32(),
+		Comment("QuantRow writes dst[i] = qformat.QuantizeAct(x[i], inv) for i < len(x) and"),
+		Comment("returns their sum (bit-exact with qformat)."),
+		Id("QuantRow").Func().Params(Id("dst").Index().Int8(), Id("x").Index().Float32(), Id("inv").Float32()).Int32(),
+		Comment("Peak, when not nil, runs a register-only int8 multiply-accumulate loop"),
+		Comment("of iters iterations of PeakMACs multiply-accumulates each."),
+		Id("Peak").Func().Params(Id("iters").Int()),
+		Id("PeakMACs").Int(),
+	)
+	f.Line()
+	f.Func().Id("checkUnpack").Params(Id("name").String(), List(Id("dst"), Id("src")).Index().Byte(), List(Id("blocks"), Id("b")).Int()).Block(
+		If(Id("blocks").Op("<").Lit(0).Op("||").Len(Id("src")).Op("<").Id("blocks").Op("*").Id("b").Op("*").Qual(qf, "GroupBytes").Op("||").
+			Len(Id("dst")).Op("<").Id("blocks").Op("*").Qual(qf, "BlockWeights")).Block(
+			Panic(Qual("fmt", "Sprintf").Call(Lit("kernels: %s: %d blocks with len(src) = %d, len(dst) = %d"), Id("name"), Id("blocks"), Len(Id("src")), Len(Id("dst")))),
+		),
+	)
+	f.Line()
+	f.Func().Id("checkDot").Params(Id("name").String(), Id("acc").Index().Int32(), Id("w").Index().Byte(), Id("x").Index().Int8(), List(Id("ldx"), Id("rows"), Id("groups")).Int()).Block(
+		If(Id("rows").Op("<").Lit(0).Op("||").Id("groups").Op("<").Lit(0).Op("||").Id("ldx").Op("<").Id("groups").Op("*").Qual(qf, "KGroup").Op("||").
+			Len(Id("acc")).Op("<").Id("rows").Op("*").Qual(qf, "TileN").Op("||").Len(Id("w")).Op("<").Id("groups").Op("*").Qual(qf, "GroupBytes").Op("||").
+			Parens(Id("rows").Op(">").Lit(0).Op("&&").Len(Id("x")).Op("<").Parens(Id("rows").Op("-").Lit(1)).Op("*").Id("ldx").Op("+").Id("groups").Op("*").Qual(qf, "KGroup"))).Block(
+			Panic(Qual("fmt", "Sprintf").Call(Lit("kernels: %s: bad dot arguments rows=%d groups=%d ldx=%d len(acc)=%d len(w)=%d len(x)=%d"),
+				Id("name"), Id("rows"), Id("groups"), Id("ldx"), Len(Id("acc")), Len(Id("w")), Len(Id("x")))),
+		),
+	)
+}
+
+// puregoFile emits the readable pure-Go kernels: one unpacker per b, the dot
+// kernel, the activation quantizer and the PureGo tier.
+func puregoFile(f *File) {
+	for b := qformat.MinBits; b <= qformat.MaxBits; b++ {
+		planes, shifts, offs := qformat.Planes(b), qformat.PlaneShifts(b), qformat.PlaneOffsets(b)
+		name := fmt.Sprintf("unpackB%dGo", b)
+		bb := qformat.BlockBytes(b)
+		f.Commentf("%s unpacks %d-bit tiles (planes %v at bit offsets %v).", name, b, planes, shifts)
+		var body []Code
+		for g := 0; g < qformat.GroupsPerBlock; g++ {
+			var expr *Statement
+			for pi, p := range planes {
+				per := 8 / p
+				blk := offs[pi] + g/per*qformat.GroupBytes
+				r := (g%per)*p - shifts[pi]
+				e := Id("s").Index(Lit(blk).Op("+").Id("c"))
+				switch {
+				case r > 0:
+					e = e.Op(">>").Lit(r)
+				case r < 0:
+					e = e.Op("<<").Lit(-r)
+				}
+				if b < 8 {
+					e = e.Op("&").Add(hex((1<<p - 1) << shifts[pi]))
+				}
+				if expr == nil {
+					expr = e
+				} else {
+					expr = expr.Op("|").Add(e)
+				}
+			}
+			body = append(body, Id("d").Index(Lit(g*qformat.GroupBytes).Op("+").Id("c")).Op("=").Add(expr))
+		}
+		f.Func().Id(name).Params(List(Id("dst"), Id("src")).Index().Byte(), Id("blocks").Int()).Block(
+			Id("checkUnpack").Call(Lit(name), Id("dst"), Id("src"), Id("blocks"), Lit(b)),
+			For(Id("sb").Op(":=").Lit(0), Id("sb").Op("<").Id("blocks"), Id("sb").Op("++")).Block(
+				Id("s").Op(":=").Parens(Op("*").Index(Lit(bb)).Byte()).Parens(Id("src").Index(Id("sb").Op("*").Lit(bb).Op(":"))),
+				Id("d").Op(":=").Parens(Op("*").Index(Lit(qformat.BlockWeights)).Byte()).Parens(Id("dst").Index(Id("sb").Op("*").Lit(qformat.BlockWeights).Op(":"))),
+				For(Id("c").Op(":=").Lit(0), Id("c").Op("<").Lit(qformat.GroupBytes), Id("c").Op("++")).Block(body...),
+			),
+		)
+		f.Line()
+	}
+
+	// dotGo: the pure-Go dot micro-kernel.
+	f.Comment("dotGo is the pure-Go dot micro-kernel (see DotFunc).")
+	inner := []Code{
+		Id("wg").Op(":=").Parens(Op("*").Index(q("GroupBytes")).Byte()).Parens(Id("w").Index(Id("g").Op("*").Qual(qf, "GroupBytes").Op(":"))),
+		List(Id("x0"), Id("x1"), Id("x2"), Id("x3")).Op(":=").List(
+			Int32().Parens(Id("xr").Index(Id("g").Op("*").Lit(4))), Int32().Parens(Id("xr").Index(Id("g").Op("*").Lit(4).Op("+").Lit(1))),
+			Int32().Parens(Id("xr").Index(Id("g").Op("*").Lit(4).Op("+").Lit(2))), Int32().Parens(Id("xr").Index(Id("g").Op("*").Lit(4).Op("+").Lit(3)))),
+		For(Id("j").Op(":=").Lit(0), Id("j").Op("<").Qual(qf, "TileN"), Id("j").Op("++")).Block(
+			Id("a").Index(Id("j")).Op("+=").
+				Int32().Parens(Id("wg").Index(Id("j").Op("*").Lit(4))).Op("*").Id("x0").Op("+").
+				Int32().Parens(Id("wg").Index(Id("j").Op("*").Lit(4).Op("+").Lit(1))).Op("*").Id("x1").Op("+").
+				Int32().Parens(Id("wg").Index(Id("j").Op("*").Lit(4).Op("+").Lit(2))).Op("*").Id("x2").Op("+").
+				Int32().Parens(Id("wg").Index(Id("j").Op("*").Lit(4).Op("+").Lit(3))).Op("*").Id("x3"),
+		),
+	}
+	f.Func().Id("dotGo").Params(Id("acc").Index().Int32(), Id("w").Index().Byte(), Id("x").Index().Int8(), List(Id("ldx"), Id("rows"), Id("groups")).Int()).Block(
+		Id("checkDot").Call(Lit("dotGo"), Id("acc"), Id("w"), Id("x"), Id("ldx"), Id("rows"), Id("groups")),
+		For(Id("r").Op(":=").Lit(0), Id("r").Op("<").Id("rows"), Id("r").Op("++")).Block(
+			Id("a").Op(":=").Parens(Op("*").Index(q("TileN")).Int32()).Parens(Id("acc").Index(Id("r").Op("*").Qual(qf, "TileN").Op(":"))),
+			Id("xr").Op(":=").Id("x").Index(Id("r").Op("*").Id("ldx").Op(":").Id("r").Op("*").Id("ldx").Op("+").Id("groups").Op("*").Qual(qf, "KGroup")),
+			For(Id("g").Op(":=").Lit(0), Id("g").Op("<").Id("groups"), Id("g").Op("++")).Block(inner...),
+		),
+	)
+	f.Line()
+	f.Comment("quantRowGo is the pure-Go activation quantizer (see Tier.QuantRow).")
+	f.Func().Id("quantRowGo").Params(Id("dst").Index().Int8(), Id("x").Index().Float32(), Id("inv").Float32()).Int32().Block(
+		Id("dst").Op("=").Id("dst").Index(Op(":").Len(Id("x"))),
+		Var().Id("sum").Int32(),
+		For(List(Id("i"), Id("v")).Op(":=").Range().Id("x")).Block(
+			Id("q").Op(":=").Qual(qf, "QuantizeAct").Call(Id("v"), Id("inv")),
+			Id("dst").Index(Id("i")).Op("=").Id("q"),
+			Id("sum").Op("+=").Int32().Parens(Id("q")),
+		),
+		Return(Id("sum")),
+	)
+	f.Line()
+	unp := Dict{}
+	dots := Dict{}
+	for b := qformat.MinBits; b <= qformat.MaxBits; b++ {
+		unp[Lit(b)] = Id(fmt.Sprintf("unpackB%dGo", b))
+		dots[Lit(b)] = Id("dotGo")
+	}
+	f.Comment("PureGo is the portable tier: readable Go, any architecture.")
+	f.Var().Id("PureGo").Op("=").Id("Tier").Values(Dict{
+		Id("Name"):     Lit("purego"),
+		Id("Rows"):     Lit(1),
+		Id("Unpack"):   Index(q("MaxBits").Op("+").Lit(1)).Id("UnpackFunc").Values(unp),
+		Id("Dot"):      Index(q("MaxBits").Op("+").Lit(1)).Id("DotFunc").Values(dots),
+		Id("MaxAbs"):   q("MaxAbs"),
+		Id("QuantRow"): Id("quantRowGo"),
+	})
+}
+
+// wrappersFile emits the length-checking Go wrappers around the assembly and
+// the AVX2 and VNNI tiers (amd64, !purego).
+func wrappersFile(f *File) {
+	wrapUnpack := func(isa string, b int) string {
+		name := fmt.Sprintf("unpackB%d%s", b, isa)
+		f.Commentf("%s checks lengths and calls %sAsm.", name, name)
+		f.Func().Id(name).Params(List(Id("dst"), Id("src")).Index().Byte(), Id("blocks").Int()).Block(
+			Id("checkUnpack").Call(Lit(name), Id("dst"), Id("src"), Id("blocks"), Lit(b)),
+			If(Id("blocks").Op(">").Lit(0)).Block(
+				Id(name+"Asm").Call(Op("&").Id("dst").Index(Lit(0)), Op("&").Id("src").Index(Lit(0)), Id("blocks")),
+			),
+		)
+		f.Line()
+		return name
+	}
+	wrapDot := func(name string) {
+		f.Commentf("%s checks lengths and calls %sAsm.", name, name)
+		f.Func().Id(name).Params(Id("acc").Index().Int32(), Id("w").Index().Byte(), Id("x").Index().Int8(), List(Id("ldx"), Id("rows"), Id("groups")).Int()).Block(
+			Id("checkDot").Call(Lit(name), Id("acc"), Id("w"), Id("x"), Id("ldx"), Id("rows"), Id("groups")),
+			If(Id("rows").Op(">").Lit(0).Op("&&").Id("groups").Op(">").Lit(0)).Block(
+				Id(name+"Asm").Call(Op("&").Id("acc").Index(Lit(0)), Op("&").Id("w").Index(Lit(0)), Op("&").Id("x").Index(Lit(0)), Id("ldx"), Id("rows"), Id("groups")),
+			),
+		)
+		f.Line()
+	}
+	wrapDot("dotAVX2")
+	wrapDot("dotSignedAVX2")
+	wrapDot("dotVNNI")
+
+	f.Comment("maxAbsAVX2 runs the assembly on whole blocks of 32 and finishes the tail in Go.")
+	f.Func().Id("maxAbsAVX2").Params(Id("x").Index().Float32()).Float32().Block(
+		Id("n").Op(":=").Len(Id("x")).Op("&^").Lit(31),
+		Id("m").Op(":=").Qual(qf, "MaxAbs").Call(Id("x").Index(Id("n").Op(":"))),
+		If(Id("n").Op(">").Lit(0)).Block(
+			Id("m").Op("=").Max(Id("m"), Id("maxAbsAVX2Asm").Call(Op("&").Id("x").Index(Lit(0)), Id("n"))),
+		),
+		Return(Id("m")),
+	)
+	f.Line()
+	f.Comment("quantRowAVX2 runs the assembly on whole blocks of 32 and finishes the tail in Go.")
+	f.Func().Id("quantRowAVX2").Params(Id("dst").Index().Int8(), Id("x").Index().Float32(), Id("inv").Float32()).Int32().Block(
+		Id("dst").Op("=").Id("dst").Index(Op(":").Len(Id("x"))),
+		Id("n").Op(":=").Len(Id("x")).Op("&^").Lit(31),
+		Id("sum").Op(":=").Id("quantRowGo").Call(Id("dst").Index(Id("n").Op(":")), Id("x").Index(Id("n").Op(":")), Id("inv")),
+		If(Id("n").Op(">").Lit(0)).Block(
+			Id("sum").Op("+=").Id("quantRowAVX2Asm").Call(Op("&").Id("dst").Index(Lit(0)), Op("&").Id("x").Index(Lit(0)), Id("n"), Id("inv")),
+		),
+		Return(Id("sum")),
+	)
+	f.Line()
+
+	for _, isa := range []string{"AVX2", "VNNI"} {
+		unp := Dict{}
+		dots := Dict{}
+		for b := qformat.MinBits; b <= qformat.MaxBits; b++ {
+			unp[Lit(b)] = Id(wrapUnpack(isa, b))
+			if isa == "AVX2" && b == 8 {
+				dots[Lit(b)] = Id("dotSignedAVX2")
+			} else {
+				dots[Lit(b)] = Id("dot" + isa)
+			}
+		}
+		d := Dict{
+			Id("Unpack"):   Index(q("MaxBits").Op("+").Lit(1)).Id("UnpackFunc").Values(unp),
+			Id("MaxAbs"):   Id("maxAbsAVX2"),
+			Id("QuantRow"): Id("quantRowAVX2"),
+			Id("Peak"):     Id("peak" + isa + "Asm"),
+		}
+		if isa == "AVX2" {
+			d[Id("Name")] = Lit("avx2")
+			d[Id("Requires")] = Index().String().Values(Lit("avx2"))
+			d[Id("Rows")] = Lit(AVX2Rows)
+			d[Id("WeightOffset")] = Index(q("MaxBits").Op("+").Lit(1)).Int32().Values(Dict{Lit(8): Lit(128)})
+			d[Id("PeakMACs")] = Lit(PeakMACs("avx2"))
+			f.Comment("AVX2 is the VPMADDUBSW+VPMADDWD tier (8-bit tiles are unpacked as q−128).")
+		} else {
+			d[Id("Name")] = Lit("vnni")
+			d[Id("Requires")] = Index().String().Values(Lit("avx2"), Lit("avx512f"), Lit("avx512bw"), Lit("avx512vnni"))
+			d[Id("Rows")] = Lit(VNNIRows)
+			d[Id("PeakMACs")] = Lit(PeakMACs("vnni"))
+			f.Comment("VNNI is the AVX-512 VNNI (VPDPBUSD) tier.")
+		}
+		d[Id("Dot")] = Index(q("MaxBits").Op("+").Lit(1)).Id("DotFunc").Values(dots)
+		f.Var().Id(isa).Op("=").Id("Tier").Values(d)
+		f.Line()
+	}
+}
+
+func dispatchFile(f *File, tiers ...string) {
+	f.Comment("Tiers lists the tiers compiled into this build, best first. A tier is")
+	f.Comment("usable when the CPU has every feature in its Requires.")
+	var vals []Code
+	for _, t := range tiers {
+		vals = append(vals, Op("&").Id(t))
+	}
+	f.Var().Id("Tiers").Op("=").Index().Op("*").Id("Tier").Values(vals...)
+}
+
+func docFile(f *File) {
+	f.Comment("//go:generate go run ../../gen/cmd/genkernels")
+}

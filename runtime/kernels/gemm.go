@@ -1,0 +1,116 @@
+package kernels
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	gk "github.com/flbq/flbq/generated/kernels"
+	"github.com/flbq/flbq/runtime/qformat"
+)
+
+const (
+	// kChunk is the depth unpacked at once (kChunk·16 bytes stay in L1).
+	kChunk = 512
+	// xSlabBytes bounds the activation rows one work item sweeps (kept in L2).
+	xSlabBytes = 256 << 10
+	// parallelMACs is the problem size below which one goroutine is used.
+	parallelMACs = 1 << 19
+	maxRowBlock  = 512
+)
+
+// lastTier records the tier of the latest gemm call (tests assert it).
+var lastTier atomic.Pointer[gk.Tier]
+
+type workspace struct {
+	unp []byte
+	acc []int32
+}
+
+var wsPool = sync.Pool{New: func() any {
+	return &workspace{unp: qformat.AlignedBytes(kChunk * qformat.TileN), acc: make([]int32, maxRowBlock*qformat.TileN)}
+}}
+
+// epilogue receives the exact accumulators acc[r·16+j] = Σk (q−z)·x for rows
+// m0..m0+rows-1 and channels tile·16+j.
+type epilogue func(tile, m0, rows int, acc []int32)
+
+// rowBlock returns the rows of activations one work item handles.
+func rowBlock(M, KP int) int {
+	mc := xSlabBytes / KP
+	mc = min(max(mc, 16), maxRowBlock) &^ 7
+	return min(mc, M)
+}
+
+// gemm computes the exact accumulators of W·xᵀ for all rows and tiles with
+// tier t on up to threads goroutines and hands them to ep.
+func gemm(t *gk.Tier, w *qformat.Matrix, a *Activations, threads int, ep epilogue) {
+	lastTier.Store(t)
+	M, KP := a.M, a.KP
+	if M == 0 {
+		return
+	}
+	nt := w.Tiles()
+	mc := rowBlock(M, KP)
+	mb := (M + mc - 1) / mc
+	items := mb * nt
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	if int64(M)*int64(nt*qformat.TileN)*int64(KP) < parallelMACs {
+		threads = 1
+	}
+	threads = min(threads, items)
+	run := func(next func() int) {
+		ws := wsPool.Get().(*workspace)
+		defer wsPool.Put(ws)
+		for i := next(); i < items; i = next() {
+			m0 := i / nt * mc
+			tileItem(t, w, a, i%nt, m0, min(mc, M-m0), ws, ep)
+		}
+	}
+	if threads <= 1 {
+		i := -1
+		run(func() int { i++; return i })
+		return
+	}
+	var ctr atomic.Int64
+	ctr.Store(-1)
+	next := func() int { return int(ctr.Add(1)) }
+	var wg sync.WaitGroup
+	for g := 1; g < threads; g++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); run(next) }()
+	}
+	run(next)
+	wg.Wait()
+}
+
+// tileItem accumulates one tile over rows m0..m0+rows-1.
+func tileItem(t *gk.Tier, w *qformat.Matrix, a *Activations, tile, m0, rows int, ws *workspace, ep epilogue) {
+	b := int(w.TileBits[tile])
+	unpack, dot := t.Unpack[b], t.Dot[b]
+	data := w.Tile(tile)
+	bb := qformat.BlockBytes(b)
+	KP := a.KP
+	acc := ws.acc[:rows*qformat.TileN]
+	clear(acc)
+	x := a.Q[m0*KP:]
+	for k0 := 0; k0 < KP; k0 += kChunk {
+		kc := min(kChunk, KP-k0)
+		blocks := kc / qformat.BlockK
+		unpack(ws.unp, data[k0/qformat.BlockK*bb:], blocks)
+		dot(acc, ws.unp, x[k0:], KP, rows, kc/qformat.KGroup)
+	}
+	// Remove the zero point: Dot computed Σ (q − off)·x.
+	off := t.WeightOffset[b]
+	for r := 0; r < rows; r++ {
+		s := a.Sum[m0+r]
+		ar := acc[r*qformat.TileN : (r+1)*qformat.TileN]
+		z := w.Zero[tile*qformat.TileN : (tile+1)*qformat.TileN]
+		for j := range ar {
+			ar[j] -= (z[j] - off) * s
+		}
+	}
+	ep(tile, m0, rows, acc)
+}

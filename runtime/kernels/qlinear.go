@@ -1,0 +1,156 @@
+package kernels
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+
+	gk "github.com/flbq/flbq/generated/kernels"
+	"github.com/flbq/flbq/runtime/qformat"
+)
+
+// QLinear is a quantized linear layer y = x·Wᵀ + bias with W packed by
+// runtime/qformat (bit-width per tile of 16 output channels, so channel
+// groups of different bit-widths run in one call). It is safe for concurrent
+// use.
+type QLinear struct {
+	W    *qformat.Matrix
+	Bias []float32 // len N, or nil
+	// Threads caps the goroutines of one call (0: GOMAXPROCS). Small problems
+	// always run on the calling goroutine.
+	Threads int
+}
+
+// NewQLinear wraps a packed weight matrix. It rejects K > qformat.MaxK, for
+// which the int32 accumulator could overflow (split such layers along K).
+func NewQLinear(w *qformat.Matrix, bias []float32) (*QLinear, error) {
+	if err := w.Validate(); err != nil {
+		return nil, err
+	}
+	if w.K > qformat.MaxK {
+		return nil, fmt.Errorf("kernels: K = %d exceeds qformat.MaxK = %d for exact int32 accumulation; split the layer along K", w.K, qformat.MaxK)
+	}
+	if bias != nil && len(bias) != w.N {
+		return nil, fmt.Errorf("kernels: len(bias) = %d, want %d", len(bias), w.N)
+	}
+	return &QLinear{W: w, Bias: bias}, nil
+}
+
+// QuantizeLinear quantizes fp32 weights w (N×K row-major) with one bit-width
+// per tile of 16 channels (qformat.UniformBits for a single one) and wraps them.
+func QuantizeLinear(w []float32, n, k int, tileBits []uint8, rule qformat.Rule, bias []float32) (*QLinear, error) {
+	m, err := qformat.QuantizeWeights(w, n, k, tileBits, rule)
+	if err != nil {
+		return nil, err
+	}
+	return NewQLinear(m, bias)
+}
+
+var actPool = sync.Pool{New: func() any { return new(Activations) }}
+
+// Forward computes dst (M×N) = quantized(x) (M×K) · Wᵀ + bias with the active
+// tier.
+func (l *QLinear) Forward(dst, x []float32, M int) error {
+	return l.forward(active.Load(), dst, x, M)
+}
+
+func (l *QLinear) forward(t *gk.Tier, dst, x []float32, M int) error {
+	K := l.W.K
+	if M < 0 || len(x) < M*K {
+		return fmt.Errorf("kernels: QLinear.Forward: len(x) = %d for M = %d, K = %d", len(x), M, K)
+	}
+	a := actPool.Get().(*Activations)
+	defer actPool.Put(a)
+	a.resize(M, K)
+	l.quantize(t, a, x)
+	return l.forwardQ(t, dst, a)
+}
+
+// quantize runs the activation quantizer, split across goroutines for large M.
+func (l *QLinear) quantize(t *gk.Tier, a *Activations, x []float32) {
+	threads := l.Threads
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	if a.M*a.K < 1<<16 || threads == 1 || a.M < 2 {
+		quantizeRows(t, a, x, 0, a.M)
+		return
+	}
+	threads = min(threads, a.M)
+	var wg sync.WaitGroup
+	for g := 0; g < threads; g++ {
+		m0, m1 := a.M*g/threads, a.M*(g+1)/threads
+		wg.Add(1)
+		go func() { defer wg.Done(); quantizeRows(t, a, x, m0, m1) }()
+	}
+	wg.Wait()
+}
+
+// ForwardQuantized is Forward for activations already quantized with
+// QuantizeActivations.
+func (l *QLinear) ForwardQuantized(dst []float32, a *Activations) error {
+	return l.forwardQ(active.Load(), dst, a)
+}
+
+func (l *QLinear) forwardQ(t *gk.Tier, dst []float32, a *Activations) error {
+	N := l.W.N
+	if a.K != l.W.K {
+		return fmt.Errorf("kernels: activations have K = %d, weights %d", a.K, l.W.K)
+	}
+	if len(dst) < a.M*N {
+		return fmt.Errorf("kernels: len(dst) = %d, want %d×%d", len(dst), a.M, N)
+	}
+	w := l.W
+	gemm(t, w, a, l.Threads, func(tile, m0, rows int, acc []int32) {
+		n0 := tile * qformat.TileN
+		nn := min(qformat.TileN, N-n0)
+		sw := w.Scale[n0 : n0+nn]
+		var bias []float32
+		if l.Bias != nil {
+			bias = l.Bias[n0 : n0+nn]
+		}
+		for r := 0; r < rows; r++ {
+			m := m0 + r
+			sx := a.Scale[m]
+			y := dst[m*N+n0 : m*N+n0+nn]
+			ar := acc[r*qformat.TileN : r*qformat.TileN+nn]
+			if bias == nil {
+				for j := range y {
+					y[j] = output(ar[j], sx, sw[j], 0)
+				}
+			} else {
+				for j := range y {
+					y[j] = output(ar[j], sx, sw[j], bias[j])
+				}
+			}
+		}
+	})
+	return nil
+}
+
+// output is the fp32 epilogue shared by every tier and the reference.
+func output(acc int32, sx, sw, bias float32) float32 {
+	return float32(acc)*(sx*sw) + bias
+}
+
+// Accumulate writes the exact int32 accumulators dst[m·N+n] =
+// Σk (q[n,k] − z[n])·x[m,k] of quantized activations a (the integer part of
+// the kernel, before scales and bias).
+func (l *QLinear) Accumulate(dst []int32, a *Activations) error {
+	return l.accumulate(active.Load(), dst, a)
+}
+
+func (l *QLinear) accumulate(t *gk.Tier, dst []int32, a *Activations) error {
+	N := l.W.N
+	if a.K != l.W.K || len(dst) < a.M*N {
+		return fmt.Errorf("kernels: Accumulate: K %d vs %d, len(dst) = %d for %d×%d", a.K, l.W.K, len(dst), a.M, N)
+	}
+	gemm(t, l.W, a, l.Threads, func(tile, m0, rows int, acc []int32) {
+		n0 := tile * qformat.TileN
+		nn := min(qformat.TileN, N-n0)
+		for r := 0; r < rows; r++ {
+			copy(dst[(m0+r)*N+n0:(m0+r)*N+n0+nn], acc[r*qformat.TileN:])
+		}
+	})
+	return nil
+}
