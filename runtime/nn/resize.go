@@ -43,7 +43,10 @@ func linearIndices(in, out int) (i0, i1 []int, l0, l1 []float32) {
 			i0[o], i1[o], l0[o], l1[o] = o, o, 1, 0
 			continue
 		}
-		real := scale*(float32(o)+0.5) - 0.5
+		// The float32 scale times (o + 0.5) is evaluated in float64, as
+		// torch's area_pixel_compute_source_index promotes it (verified
+		// against torch 1.13 to the last bit on the goldens).
+		real := float64(scale)*(float64(o)+0.5) - 0.5
 		if real < 0 {
 			real = 0
 		}
@@ -52,7 +55,7 @@ func linearIndices(in, out int) (i0, i1 []int, l0, l1 []float32) {
 		if idx < in-1 {
 			off = 1
 		}
-		lam := real - float32(idx)
+		lam := float32(real - float64(idx))
 		if lam < 0 {
 			lam = 0
 		} else if lam > 1 {
