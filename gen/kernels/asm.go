@@ -579,6 +579,7 @@ func avx2Asm(c *build.Context) {
 	dotAVX2(c, "dotSignedAVX2Asm", true)
 	maxAbsAVX2(c)
 	quantRowAVX2(c)
+	epilogueAVX2(c)
 	peakAVX2(c)
 }
 
@@ -589,4 +590,59 @@ func vnniAsm(c *build.Context) {
 	}
 	dotVNNI(c, "dotVNNIAsm")
 	peakVNNI(c)
+}
+
+// epilogueAVX2 emits the fp32 epilogue of one full tile of 16 channels:
+//
+//	y[r·ldy+j] = float32(acc[r·16+j] − zs[j]·sum[r]) · (sx[r]·sw[j]) + bias[j]
+//
+// for r < rows (≥ 1), with the products and the sum rounded separately (no
+// FMA), exactly as the Go twin computes them.
+func epilogueAVX2(c *build.Context) {
+	name := "epilogueAVX2Asm"
+	c.Function(name)
+	c.Attributes(attr.NOSPLIT)
+	c.Pragma("noescape")
+	c.SignatureExpr("func(y *float32, ldy int, acc *int32, rows int, sum *int32, sx *float32, zs *int32, sw *float32, bias *float32)")
+	c.Doc(name + " writes rows ≥ 1 rows of one full 16-channel tile of fp32 outputs.")
+	y := c.Load(c.Param("y"), c.GP64())
+	ldy := c.Load(c.Param("ldy"), c.GP64())
+	acc := c.Load(c.Param("acc"), c.GP64())
+	rows := c.Load(c.Param("rows"), c.GP64())
+	sum := c.Load(c.Param("sum"), c.GP64())
+	sx := c.Load(c.Param("sx"), c.GP64())
+	zsp := c.Load(c.Param("zs"), c.GP64())
+	swp := c.Load(c.Param("sw"), c.GP64())
+	bp := c.Load(c.Param("bias"), c.GP64())
+	var zs, sw, bias [2]reg.VecVirtual
+	for h := 0; h < 2; h++ {
+		zs[h], sw[h], bias[h] = c.YMM(), c.YMM(), c.YMM()
+		c.VMOVDQU(mem(zsp, 32*h), zs[h])
+		c.VMOVUPS(mem(swp, 32*h), sw[h])
+		c.VMOVUPS(mem(bp, 32*h), bias[h])
+	}
+	c.SHLQ(operand.U8(2), ldy)
+	c.Label(name + "_loop")
+	sb, xb := c.YMM(), c.YMM()
+	c.VPBROADCASTD(mem(sum, 0), sb)
+	c.VBROADCASTSS(mem(sx, 0), xb)
+	for h := 0; h < 2; h++ {
+		a, t, s := c.YMM(), c.YMM(), c.YMM()
+		c.VPMULLD(sb, zs[h], t)
+		c.VMOVDQU(mem(acc, 32*h), a)
+		c.VPSUBD(t, a, a)
+		c.VCVTDQ2PS(a, a)
+		c.VMULPS(sw[h], xb, s)
+		c.VMULPS(s, a, a)
+		c.VADDPS(bias[h], a, a)
+		c.VMOVUPS(a, mem(y, 32*h))
+	}
+	c.ADDQ(operand.U32(64), acc)
+	c.ADDQ(operand.U32(4), sum)
+	c.ADDQ(operand.U32(4), sx)
+	c.ADDQ(ldy, y)
+	c.DECQ(rows)
+	c.JNZ(operand.LabelRef(name + "_loop"))
+	c.VZEROUPPER()
+	c.RET()
 }

@@ -16,6 +16,7 @@ func hex(v int) *Statement { return Id(fmt.Sprintf("%#02x", v)) }
 
 // tierFile emits the Tier type and the length checks shared by all tiers.
 func tierFile(f *File) {
+	defer checkEpilogueFunc(f)
 	f.Comment("UnpackFunc unpacks blocks superblocks of one tile into the byte layout of")
 	f.Comment("qformat: k-group g of the tile at dst[g·64 : g·64+64].")
 	f.Type().Id("UnpackFunc").Func().Params(Id("dst"), Id("src").Index().Byte(), Id("blocks").Int())
@@ -44,6 +45,9 @@ func tierFile(f *File) {
 		Comment("QuantRow writes dst[i] = qformat.QuantizeAct(x[i], inv) for i < len(x) and"),
 		Comment("returns their sum (bit-exact with qformat)."),
 		Id("QuantRow").Func().Params(Id("dst").Index().Int8(), Id("x").Index().Float32(), Id("inv").Float32()).Int32(),
+		Comment("Epilogue writes the fp32 outputs of rows rows of one full tile:"),
+		Comment("y[r·ldy+j] = float32(acc[r·16+j] − zs[j]·sum[r])·(sx[r]·sw[j]) + bias[j]."),
+		Id("Epilogue").Func().Params(Id("y").Index().Float32(), Id("ldy").Int(), Id("acc").Index().Int32(), Id("rows").Int(), Id("sum").Index().Int32(), Id("sx").Index().Float32(), Id("zs").Index().Int32(), List(Id("sw"), Id("bias")).Index().Float32()),
 		Comment("Peak, when not nil, runs a register-only int8 multiply-accumulate loop"),
 		Comment("of iters iterations of PeakMACs multiply-accumulates each."),
 		Id("Peak").Func().Params(Id("iters").Int()),
@@ -63,6 +67,18 @@ func tierFile(f *File) {
 			Parens(Id("rows").Op(">").Lit(0).Op("&&").Len(Id("x")).Op("<").Parens(Id("rows").Op("-").Lit(1)).Op("*").Id("ldx").Op("+").Id("groups").Op("*").Qual(qf, "KGroup"))).Block(
 			Panic(Qual("fmt", "Sprintf").Call(Lit("kernels: %s: bad dot arguments rows=%d groups=%d ldx=%d len(acc)=%d len(w)=%d len(x)=%d"),
 				Id("name"), Id("rows"), Id("groups"), Id("ldx"), Len(Id("acc")), Len(Id("w")), Len(Id("x")))),
+		),
+	)
+}
+
+func checkEpilogueFunc(f *File) {
+	n := Qual(qf, "TileN")
+	f.Func().Id("checkEpilogue").Params(Id("y").Index().Float32(), Id("ldy").Int(), Id("acc").Index().Int32(), Id("rows").Int(), Id("sum").Index().Int32(), Id("sx").Index().Float32(), Id("zs").Index().Int32(), List(Id("sw"), Id("bias")).Index().Float32()).Block(
+		If(Id("rows").Op("<").Lit(0).Op("||").Id("ldy").Op("<").Add(n).Op("||").Len(Id("acc")).Op("<").Id("rows").Op("*").Add(Qual(qf, "TileN")).Op("||").
+			Len(Id("sum")).Op("<").Id("rows").Op("||").Len(Id("sx")).Op("<").Id("rows").Op("||").Len(Id("zs")).Op("<").Add(Qual(qf, "TileN")).Op("||").
+			Len(Id("sw")).Op("<").Add(Qual(qf, "TileN")).Op("||").Len(Id("bias")).Op("<").Add(Qual(qf, "TileN")).Op("||").
+			Parens(Id("rows").Op(">").Lit(0).Op("&&").Len(Id("y")).Op("<").Parens(Id("rows").Op("-").Lit(1)).Op("*").Id("ldy").Op("+").Add(Qual(qf, "TileN")))).Block(
+			Panic(Qual("fmt", "Sprintf").Call(Lit("kernels: epilogue: bad arguments rows=%d ldy=%d len(y)=%d len(acc)=%d"), Id("rows"), Id("ldy"), Len(Id("y")), Len(Id("acc")))),
 		),
 	)
 }
@@ -147,6 +163,19 @@ func puregoFile(f *File) {
 		Return(Id("sum")),
 	)
 	f.Line()
+	f.Comment("epilogueGo is the pure-Go epilogue (see Tier.Epilogue); the explicit float32")
+	f.Comment("conversion forbids fusing the multiply and add, as the assembly does not fuse.")
+	f.Func().Id("epilogueGo").Params(Id("y").Index().Float32(), Id("ldy").Int(), Id("acc").Index().Int32(), Id("rows").Int(), Id("sum").Index().Int32(), Id("sx").Index().Float32(), Id("zs").Index().Int32(), List(Id("sw"), Id("bias")).Index().Float32()).Block(
+		Id("checkEpilogue").Call(Id("y"), Id("ldy"), Id("acc"), Id("rows"), Id("sum"), Id("sx"), Id("zs"), Id("sw"), Id("bias")),
+		For(Id("r").Op(":=").Lit(0), Id("r").Op("<").Id("rows"), Id("r").Op("++")).Block(
+			Id("yr").Op(":=").Id("y").Index(Id("r").Op("*").Id("ldy").Op(":").Id("r").Op("*").Id("ldy").Op("+").Qual(qf, "TileN")),
+			For(Id("j").Op(":=").Range().Id("yr")).Block(
+				Id("a").Op(":=").Float32().Parens(Id("acc").Index(Id("r").Op("*").Qual(qf, "TileN").Op("+").Id("j")).Op("-").Id("zs").Index(Id("j")).Op("*").Id("sum").Index(Id("r"))),
+				Id("yr").Index(Id("j")).Op("=").Float32().Parens(Id("a").Op("*").Parens(Id("sx").Index(Id("r")).Op("*").Id("sw").Index(Id("j")))).Op("+").Id("bias").Index(Id("j")),
+			),
+		),
+	)
+	f.Line()
 	unp := Dict{}
 	dots := Dict{}
 	for b := qformat.MinBits; b <= qformat.MaxBits; b++ {
@@ -161,6 +190,7 @@ func puregoFile(f *File) {
 		Id("Dot"):      Index(q("MaxBits").Op("+").Lit(1)).Id("DotFunc").Values(dots),
 		Id("MaxAbs"):   q("MaxAbs"),
 		Id("QuantRow"): Id("quantRowGo"),
+		Id("Epilogue"): Id("epilogueGo"),
 	})
 }
 
@@ -215,6 +245,14 @@ func wrappersFile(f *File) {
 	)
 	f.Line()
 
+	f.Comment("epilogueAVX2 checks lengths and calls epilogueAVX2Asm.")
+	f.Func().Id("epilogueAVX2").Params(Id("y").Index().Float32(), Id("ldy").Int(), Id("acc").Index().Int32(), Id("rows").Int(), Id("sum").Index().Int32(), Id("sx").Index().Float32(), Id("zs").Index().Int32(), List(Id("sw"), Id("bias")).Index().Float32()).Block(
+		Id("checkEpilogue").Call(Id("y"), Id("ldy"), Id("acc"), Id("rows"), Id("sum"), Id("sx"), Id("zs"), Id("sw"), Id("bias")),
+		If(Id("rows").Op(">").Lit(0)).Block(
+			Id("epilogueAVX2Asm").Call(Op("&").Id("y").Index(Lit(0)), Id("ldy"), Op("&").Id("acc").Index(Lit(0)), Id("rows"), Op("&").Id("sum").Index(Lit(0)), Op("&").Id("sx").Index(Lit(0)), Op("&").Id("zs").Index(Lit(0)), Op("&").Id("sw").Index(Lit(0)), Op("&").Id("bias").Index(Lit(0))),
+		),
+	)
+	f.Line()
 	for _, isa := range []string{"AVX2", "VNNI"} {
 		unp := Dict{}
 		dots := Dict{}
@@ -230,6 +268,7 @@ func wrappersFile(f *File) {
 			Id("Unpack"):   Index(q("MaxBits").Op("+").Lit(1)).Id("UnpackFunc").Values(unp),
 			Id("MaxAbs"):   Id("maxAbsAVX2"),
 			Id("QuantRow"): Id("quantRowAVX2"),
+			Id("Epilogue"): Id("epilogueAVX2"),
 			Id("Peak"):     Id("peak" + isa + "Asm"),
 		}
 		if isa == "AVX2" {

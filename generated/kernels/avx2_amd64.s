@@ -1264,6 +1264,54 @@ DATA quantRowPerm<>+24(SB)/4, $0x00000003
 DATA quantRowPerm<>+28(SB)/4, $0x00000007
 GLOBL quantRowPerm<>(SB), RODATA|NOPTR, $32
 
+// func epilogueAVX2Asm(y *float32, ldy int, acc *int32, rows int, sum *int32, sx *float32, zs *int32, sw *float32, bias *float32)
+// Requires: AVX, AVX2
+TEXT ·epilogueAVX2Asm(SB), NOSPLIT, $0-72
+	MOVQ    y+0(FP), AX
+	MOVQ    ldy+8(FP), CX
+	MOVQ    acc+16(FP), DX
+	MOVQ    rows+24(FP), BX
+	MOVQ    sum+32(FP), SI
+	MOVQ    sx+40(FP), DI
+	MOVQ    zs+48(FP), R8
+	MOVQ    sw+56(FP), R9
+	MOVQ    bias+64(FP), R10
+	VMOVDQU (R8), Y0
+	VMOVUPS (R9), Y1
+	VMOVUPS (R10), Y2
+	VMOVDQU 32(R8), Y3
+	VMOVUPS 32(R9), Y4
+	VMOVUPS 32(R10), Y5
+	SHLQ    $0x02, CX
+
+epilogueAVX2Asm_loop:
+	VPBROADCASTD (SI), Y6
+	VBROADCASTSS (DI), Y7
+	VPMULLD      Y6, Y0, Y9
+	VMOVDQU      (DX), Y8
+	VPSUBD       Y9, Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	VMULPS       Y1, Y7, Y9
+	VMULPS       Y9, Y8, Y8
+	VADDPS       Y2, Y8, Y8
+	VMOVUPS      Y8, (AX)
+	VPMULLD      Y6, Y3, Y8
+	VMOVDQU      32(DX), Y6
+	VPSUBD       Y8, Y6, Y6
+	VCVTDQ2PS    Y6, Y6
+	VMULPS       Y4, Y7, Y7
+	VMULPS       Y7, Y6, Y6
+	VADDPS       Y5, Y6, Y6
+	VMOVUPS      Y6, 32(AX)
+	ADDQ         $0x00000040, DX
+	ADDQ         $0x00000004, SI
+	ADDQ         $0x00000004, DI
+	ADDQ         CX, AX
+	DECQ         BX
+	JNZ          epilogueAVX2Asm_loop
+	VZEROUPPER
+	RET
+
 // func peakAVX2Asm(iters int)
 // Requires: AVX, AVX2
 TEXT ·peakAVX2Asm(SB), NOSPLIT, $0-8

@@ -64,5 +64,10 @@ func maxAbsAVX2Asm(x *float32, n int) float32
 //go:noescape
 func quantRowAVX2Asm(dst *int8, x *float32, n int, inv float32) int32
 
+// epilogueAVX2Asm writes rows ≥ 1 rows of one full 16-channel tile of fp32 outputs.
+//
+//go:noescape
+func epilogueAVX2Asm(y *float32, ldy int, acc *int32, rows int, sum *int32, sx *float32, zs *int32, sw *float32, bias *float32)
+
 // peakAVX2Asm runs iters iterations of 8 VPMADDUBSW+VPMADDWD+VPADDD chains (256 MACs each).
 func peakAVX2Asm(iters int)

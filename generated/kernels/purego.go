@@ -184,6 +184,19 @@ func quantRowGo(dst []int8, x []float32, inv float32) int32 {
 	return sum
 }
 
+// epilogueGo is the pure-Go epilogue (see Tier.Epilogue); the explicit float32
+// conversion forbids fusing the multiply and add, as the assembly does not fuse.
+func epilogueGo(y []float32, ldy int, acc []int32, rows int, sum []int32, sx []float32, zs []int32, sw, bias []float32) {
+	checkEpilogue(y, ldy, acc, rows, sum, sx, zs, sw, bias)
+	for r := 0; r < rows; r++ {
+		yr := y[r*ldy : r*ldy+qformat.TileN]
+		for j := range yr {
+			a := float32(acc[r*qformat.TileN+j] - zs[j]*sum[r])
+			yr[j] = float32(a*(sx[r]*sw[j])) + bias[j]
+		}
+	}
+}
+
 // PureGo is the portable tier: readable Go, any architecture.
 var PureGo = Tier{
 	Dot: [qformat.MaxBits + 1]DotFunc{
@@ -196,6 +209,7 @@ var PureGo = Tier{
 		7: dotGo,
 		8: dotGo,
 	},
+	Epilogue: epilogueGo,
 	MaxAbs:   qformat.MaxAbs,
 	Name:     "purego",
 	QuantRow: quantRowGo,

@@ -35,6 +35,9 @@ type Tier struct {
 	// QuantRow writes dst[i] = qformat.QuantizeAct(x[i], inv) for i < len(x) and
 	// returns their sum (bit-exact with qformat).
 	QuantRow func(dst []int8, x []float32, inv float32) int32
+	// Epilogue writes the fp32 outputs of rows rows of one full tile:
+	// y[r·ldy+j] = float32(acc[r·16+j] − zs[j]·sum[r])·(sx[r]·sw[j]) + bias[j].
+	Epilogue func(y []float32, ldy int, acc []int32, rows int, sum []int32, sx []float32, zs []int32, sw, bias []float32)
 	// Peak, when not nil, runs a register-only int8 multiply-accumulate loop
 	// of iters iterations of PeakMACs multiply-accumulates each.
 	Peak     func(iters int)
@@ -50,5 +53,10 @@ func checkUnpack(name string, dst, src []byte, blocks, b int) {
 func checkDot(name string, acc []int32, w []byte, x []int8, ldx, rows, groups int) {
 	if rows < 0 || groups < 0 || ldx < groups*qformat.KGroup || len(acc) < rows*qformat.TileN || len(w) < groups*qformat.GroupBytes || (rows > 0 && len(x) < (rows-1)*ldx+groups*qformat.KGroup) {
 		panic(fmt.Sprintf("kernels: %s: bad dot arguments rows=%d groups=%d ldx=%d len(acc)=%d len(w)=%d len(x)=%d", name, rows, groups, ldx, len(acc), len(w), len(x)))
+	}
+}
+func checkEpilogue(y []float32, ldy int, acc []int32, rows int, sum []int32, sx []float32, zs []int32, sw, bias []float32) {
+	if rows < 0 || ldy < qformat.TileN || len(acc) < rows*qformat.TileN || len(sum) < rows || len(sx) < rows || len(zs) < qformat.TileN || len(sw) < qformat.TileN || len(bias) < qformat.TileN || (rows > 0 && len(y) < (rows-1)*ldy+qformat.TileN) {
+		panic(fmt.Sprintf("kernels: epilogue: bad arguments rows=%d ldy=%d len(y)=%d len(acc)=%d", rows, ldy, len(y), len(acc)))
 	}
 }

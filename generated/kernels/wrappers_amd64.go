@@ -51,6 +51,14 @@ func quantRowAVX2(dst []int8, x []float32, inv float32) int32 {
 	return sum
 }
 
+// epilogueAVX2 checks lengths and calls epilogueAVX2Asm.
+func epilogueAVX2(y []float32, ldy int, acc []int32, rows int, sum []int32, sx []float32, zs []int32, sw, bias []float32) {
+	checkEpilogue(y, ldy, acc, rows, sum, sx, zs, sw, bias)
+	if rows > 0 {
+		epilogueAVX2Asm(&y[0], ldy, &acc[0], rows, &sum[0], &sx[0], &zs[0], &sw[0], &bias[0])
+	}
+}
+
 // unpackB1AVX2 checks lengths and calls unpackB1AVX2Asm.
 func unpackB1AVX2(dst, src []byte, blocks int) {
 	checkUnpack("unpackB1AVX2", dst, src, blocks, 1)
@@ -127,6 +135,7 @@ var AVX2 = Tier{
 		7: dotAVX2,
 		8: dotSignedAVX2,
 	},
+	Epilogue: epilogueAVX2,
 	MaxAbs:   maxAbsAVX2,
 	Name:     "avx2",
 	Peak:     peakAVX2Asm,
@@ -223,6 +232,7 @@ var VNNI = Tier{
 		7: dotVNNI,
 		8: dotVNNI,
 	},
+	Epilogue: epilogueAVX2,
 	MaxAbs:   maxAbsAVX2,
 	Name:     "vnni",
 	Peak:     peakVNNIAsm,

@@ -31,9 +31,9 @@ var wsPool = sync.Pool{New: func() any {
 	return &workspace{unp: qformat.AlignedBytes(kChunk * qformat.TileN), acc: make([]int32, maxRowBlock*qformat.TileN)}
 }}
 
-// epilogue receives the exact accumulators acc[r·16+j] = Σk (q−z)·x for rows
-// m0..m0+rows-1 and channels tile·16+j.
-type epilogue func(tile, m0, rows int, acc []int32)
+// epilogue receives the accumulators acc[r·16+j] = Σk (q−off)·x for rows
+// m0..m0+rows-1 and channels tile·16+j (off: the tier's weight offset).
+type epilogue func(tile, m0, rows int, acc []int32, off int32)
 
 // rowBlock returns the rows of activations one work item handles.
 func rowBlock(M, KP int) int {
@@ -102,15 +102,5 @@ func tileItem(t *gk.Tier, w *qformat.Matrix, a *Activations, tile, m0, rows int,
 		unpack(ws.unp, data[k0/qformat.BlockK*bb:], blocks)
 		dot(acc, ws.unp, x[k0:], KP, rows, kc/qformat.KGroup)
 	}
-	// Remove the zero point: Dot computed Σ (q − off)·x.
-	off := t.WeightOffset[b]
-	for r := 0; r < rows; r++ {
-		s := a.Sum[m0+r]
-		ar := acc[r*qformat.TileN : (r+1)*qformat.TileN]
-		z := w.Zero[tile*qformat.TileN : (tile+1)*qformat.TileN]
-		for j := range ar {
-			ar[j] -= (z[j] - off) * s
-		}
-	}
-	ep(tile, m0, rows, acc)
+	ep(tile, m0, rows, acc, t.WeightOffset[b])
 }

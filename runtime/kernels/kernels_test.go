@@ -33,6 +33,16 @@ func TestTiersPresent(t *testing.T) {
 	if names[len(names)-1] != "purego" {
 		t.Fatalf("tiers %v: purego must be last", names)
 	}
+	for _, tier := range gk.Tiers {
+		if tier.MaxAbs == nil || tier.QuantRow == nil || tier.Epilogue == nil {
+			t.Fatalf("tier %s has nil functions", tier.Name)
+		}
+		for b := 1; b <= 8; b++ {
+			if tier.Unpack[b] == nil || tier.Dot[b] == nil {
+				t.Fatalf("tier %s lacks b=%d kernels", tier.Name, b)
+			}
+		}
+	}
 	t.Logf("compiled tiers %v, usable here %v, active %s", names, Tiers(), ActiveTier())
 	if SetTier("nonsense") == nil {
 		t.Fatal("SetTier accepted an unknown tier")
@@ -391,6 +401,38 @@ func FuzzQLinear(f *testing.F) {
 		for i := range y {
 			if acc[i] != wantAcc[i] || y[i] != wantY[i] {
 				t.Fatalf("%s: [%d] acc %d/%d y %g/%g", ActiveTier(), i, acc[i], wantAcc[i], y[i], wantY[i])
+			}
+		}
+	})
+}
+
+func TestEpilogueTwins(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	forEachTier(t, func(t *testing.T, tier *gk.Tier) {
+		rows, ldy := 5, 19
+		acc := make([]int32, rows*16)
+		sum := make([]int32, rows)
+		sx := make([]float32, rows)
+		zs := make([]int32, 16)
+		sw := make([]float32, 16)
+		bias := make([]float32, 16)
+		for i := range acc {
+			acc[i] = int32(rng.IntN(1<<24)) - 1<<23
+		}
+		for i := range sum {
+			sum[i], sx[i] = int32(rng.IntN(20000))-10000, rng.Float32()
+		}
+		for j := range zs {
+			zs[j], sw[j], bias[j] = int32(rng.IntN(256))-128, rng.Float32(), float32(rng.NormFloat64())
+		}
+		y := make([]float32, (rows-1)*ldy+16)
+		tier.Epilogue(y, ldy, acc, rows, sum, sx, zs, sw, bias)
+		for r := 0; r < rows; r++ {
+			for j := 0; j < 16; j++ {
+				want := output(acc[r*16+j]-zs[j]*sum[r], sx[r], sw[j], bias[j])
+				if y[r*ldy+j] != want {
+					t.Fatalf("y[%d,%d] = %g, want %g", r, j, y[r*ldy+j], want)
+				}
 			}
 		}
 	})

@@ -101,27 +101,28 @@ func (l *QLinear) forwardQ(t *gk.Tier, dst []float32, a *Activations) error {
 		return fmt.Errorf("kernels: len(dst) = %d, want %d×%d", len(dst), a.M, N)
 	}
 	w := l.W
-	gemm(t, w, a, l.Threads, func(tile, m0, rows int, acc []int32) {
+	gemm(t, w, a, l.Threads, func(tile, m0, rows int, acc []int32, off int32) {
 		n0 := tile * qformat.TileN
 		nn := min(qformat.TileN, N-n0)
-		sw := w.Scale[n0 : n0+nn]
-		var bias []float32
-		if l.Bias != nil {
-			bias = l.Bias[n0 : n0+nn]
+		var zs [qformat.TileN]int32
+		for j := range zs {
+			zs[j] = w.Zero[n0+j] - off
 		}
+		var bias [qformat.TileN]float32
+		if l.Bias != nil {
+			copy(bias[:], l.Bias[n0:n0+nn])
+		}
+		if nn == qformat.TileN {
+			t.Epilogue(dst[m0*N+n0:], N, acc, rows, a.Sum[m0:], a.Scale[m0:], zs[:], w.Scale[n0:], bias[:])
+			return
+		}
+		sw := w.Scale[n0 : n0+nn]
 		for r := 0; r < rows; r++ {
 			m := m0 + r
-			sx := a.Scale[m]
 			y := dst[m*N+n0 : m*N+n0+nn]
 			ar := acc[r*qformat.TileN : r*qformat.TileN+nn]
-			if bias == nil {
-				for j := range y {
-					y[j] = output(ar[j], sx, sw[j], 0)
-				}
-			} else {
-				for j := range y {
-					y[j] = output(ar[j], sx, sw[j], bias[j])
-				}
+			for j := range y {
+				y[j] = output(ar[j]-zs[j]*a.Sum[m], a.Scale[m], sw[j], bias[j])
 			}
 		}
 	})
@@ -129,8 +130,10 @@ func (l *QLinear) forwardQ(t *gk.Tier, dst []float32, a *Activations) error {
 }
 
 // output is the fp32 epilogue shared by every tier and the reference.
+// The explicit float32 conversion forbids fusing the multiply-add (Go spec),
+// matching Tier.Epilogue's separately rounded VMULPS and VADDPS.
 func output(acc int32, sx, sw, bias float32) float32 {
-	return float32(acc)*(sx*sw) + bias
+	return float32(float32(acc)*(sx*sw)) + bias
 }
 
 // Accumulate writes the exact int32 accumulators dst[m·N+n] =
@@ -145,11 +148,14 @@ func (l *QLinear) accumulate(t *gk.Tier, dst []int32, a *Activations) error {
 	if a.K != l.W.K || len(dst) < a.M*N {
 		return fmt.Errorf("kernels: Accumulate: K %d vs %d, len(dst) = %d for %d×%d", a.K, l.W.K, len(dst), a.M, N)
 	}
-	gemm(t, l.W, a, l.Threads, func(tile, m0, rows int, acc []int32) {
+	gemm(t, l.W, a, l.Threads, func(tile, m0, rows int, acc []int32, off int32) {
 		n0 := tile * qformat.TileN
 		nn := min(qformat.TileN, N-n0)
 		for r := 0; r < rows; r++ {
-			copy(dst[(m0+r)*N+n0:(m0+r)*N+n0+nn], acc[r*qformat.TileN:])
+			s := a.Sum[m0+r]
+			for j := 0; j < nn; j++ {
+				dst[(m0+r)*N+n0+j] = acc[r*qformat.TileN+j] - (l.W.Zero[n0+j]-off)*s
+			}
 		}
 	})
 	return nil
