@@ -77,14 +77,42 @@ func PasteMaskInImage(dst []float32, imH, imW int, mask []float32, m int, box []
 	if imH < 0 || imW < 0 || len(dst) != imH*imW {
 		return fmt.Errorf("detection: paste mask: destination has %d values for %dx%d", len(dst), imH, imW)
 	}
+	r, err := PasteMaskRegion(nil, imH, imW, mask, m, box, padding)
+	if err != nil || r.Empty() {
+		return err
+	}
+	w := r.X1 - r.X0
+	for y := r.Y0; y < r.Y1; y++ {
+		copy(dst[y*imW+r.X0:y*imW+r.X1], r.Probs[(y-r.Y0)*w:(y-r.Y0+1)*w])
+	}
+	return nil
+}
+
+// MaskRegion is the part of an imH×imW image a pasted mask can cover:
+// pixels [X0, X1) × [Y0, Y1) with their probabilities (row-major,
+// (Y1-Y0)×(X1-X0)); paste_masks_in_image leaves every other pixel 0.
+type MaskRegion struct {
+	X0, Y0, X1, Y1 int
+	Probs          []float32
+}
+
+// Empty reports whether the region has no pixels.
+func (r MaskRegion) Empty() bool { return r.X1 <= r.X0 || r.Y1 <= r.Y0 }
+
+// PasteMaskRegion is PasteMaskInImage restricted to the pixels the box
+// covers (the same arithmetic); buf is reused for Probs when large enough.
+func PasteMaskRegion(buf []float32, imH, imW int, mask []float32, m int, box []float32, padding int) (MaskRegion, error) {
+	if imH < 0 || imW < 0 {
+		return MaskRegion{}, fmt.Errorf("detection: paste mask: image size %dx%d", imH, imW)
+	}
 	if m <= 0 || len(mask) != m*m || len(box) != 4 || padding < 0 {
-		return fmt.Errorf("detection: paste mask: mask of %d values for M=%d, box of %d values, padding %d", len(mask), m, len(box), padding)
+		return MaskRegion{}, fmt.Errorf("detection: paste mask: mask of %d values for M=%d, box of %d values, padding %d", len(mask), m, len(box), padding)
 	}
 	mp := m + 2*padding
 	scale := float32(float64(mp) / float64(m))
 	b, err := ExpandBox(box, scale)
 	if err != nil {
-		return err
+		return MaskRegion{}, err
 	}
 	w := b[2] - b[0] + 1
 	h := b[3] - b[1] + 1
@@ -97,8 +125,13 @@ func PasteMaskInImage(dst []float32, imH, imW int, mask []float32, m int, box []
 	x0, x1 := max(b[0], 0), min(b[2]+1, imW)
 	y0, y1 := max(b[1], 0), min(b[3]+1, imH)
 	if x1 <= x0 || y1 <= y0 {
-		return nil
+		return MaskRegion{}, nil
 	}
+	rw := x1 - x0
+	if cap(buf) < rw*(y1-y0) {
+		buf = make([]float32, rw*(y1-y0))
+	}
+	out := buf[:rw*(y1-y0)]
 	padded := make([]float32, mp*mp)
 	for y := 0; y < m; y++ {
 		copy(padded[(y+padding)*mp+padding:(y+padding)*mp+padding+m], mask[y*m:(y+1)*m])
@@ -109,7 +142,7 @@ func PasteMaskInImage(dst []float32, imH, imW int, mask []float32, m int, box []
 		iy := ys[y-y0]
 		r0 := padded[iy.i0*mp : iy.i0*mp+mp]
 		r1 := padded[iy.i1*mp : iy.i1*mp+mp]
-		row := dst[y*imW : (y+1)*imW]
+		row := out[(y-y0)*rw : (y-y0+1)*rw]
 		for x := x0; x < x1; x++ {
 			ix := xs[x-x0]
 			// cpu_upsample_linear_channels_last with one channel:
@@ -121,10 +154,10 @@ func PasteMaskInImage(dst []float32, imH, imW int, mask []float32, m int, box []
 			v := float32(r0[ix.i0]*w00) + float32(r0[ix.i1]*w01)
 			v = v + float32(r1[ix.i0]*w10)
 			v = v + float32(r1[ix.i1]*w11)
-			row[x] = v
+			row[x-x0] = v
 		}
 	}
-	return nil
+	return MaskRegion{X0: x0, Y0: y0, X1: x1, Y1: y1, Probs: out}, nil
 }
 
 type lin struct {

@@ -32,6 +32,55 @@ type Config struct {
 	MaskSize   int     // M of the mask predictor's output (28)
 	MaskThresh float32 // binarisation threshold of pasted masks (0.5)
 	NoMasks    bool    // skip the mask branch
+	// CropMasks makes Run return each binary mask cropped to the pixels
+	// its box can cover (Result.MaskCrops) instead of full images
+	// (Result.Masks): the same masks in O(box area) memory.
+	CropMasks bool
+	// Trace, when set, is called as each stage starts (StageRPN,
+	// StageRoIHeads, StageMasks) and once more with StageDone.
+	Trace func(Stage)
+}
+
+// Stage names a part of Run for Config.Trace.
+type Stage int
+
+// Stages of Run in order.
+const (
+	StageRPN      Stage = iota // RPN head, anchors, proposal filtering
+	StageRoIHeads              // box RoI pooling, box head, post-processing
+	StageMasks                 // mask RoI pooling, mask head, pasting
+	StageDone
+)
+
+// String names the stage.
+func (s Stage) String() string {
+	switch s {
+	case StageRPN:
+		return "rpn"
+	case StageRoIHeads:
+		return "roi_heads"
+	case StageMasks:
+		return "masks"
+	case StageDone:
+		return "done"
+	}
+	return fmt.Sprintf("Stage(%d)", int(s))
+}
+
+func (c *Config) trace(s Stage) {
+	if c.Trace != nil {
+		c.Trace(s)
+	}
+}
+
+// BinaryMask is one instance mask of an OrigH×OrigW image cropped to the
+// rectangle [X0, X1) × [Y0, Y1): Pix ((Y1-Y0)×(X1-X0), row-major) is 1
+// where the pasted probability exceeds the threshold; every pixel outside
+// the rectangle is 0. The rectangle is empty when the box lies outside
+// the image.
+type BinaryMask struct {
+	X0, Y0, X1, Y1 int
+	Pix            []uint8
 }
 
 // DefaultConfig is torchvision MaskRCNN's eval-mode configuration.
@@ -56,8 +105,11 @@ type Result struct {
 	// Detections in original-image coordinates.
 	Detections
 	// Masks holds n binary masks (origH×origW each, 1 where the pasted
-	// probability > MaskThresh); nil when the mask branch is off.
+	// probability > MaskThresh); nil when the mask branch is off or
+	// Config.CropMasks is set.
 	Masks []uint8
+	// MaskCrops holds the n masks cropped (Config.CropMasks).
+	MaskCrops []BinaryMask
 }
 
 // Run computes detections from backbone+FPN features: pyramid levels
@@ -81,6 +133,7 @@ func Run(features []FeatureMap, g ImageGeometry, heads Heads, cfg Config) (*Resu
 		sizes[i] = [2]int{f.H, f.W}
 	}
 	// RPN.
+	cfg.trace(StageRPN)
 	objMaps, delMaps, err := heads.RPN(features)
 	if err != nil {
 		return nil, err
@@ -110,6 +163,7 @@ func Run(features []FeatureMap, g ImageGeometry, heads Heads, cfg Config) (*Resu
 	}
 	res := &Result{Proposals: props, ProposalScores: pscores}
 	// Box branch.
+	cfg.trace(StageRoIHeads)
 	pyr := features[:len(features)-1]
 	n := len(pscores)
 	pooled, err := cfg.BoxPool.Apply(pyr, props, g.ResizedH, g.ResizedW)
@@ -126,6 +180,7 @@ func Run(features []FeatureMap, g ImageGeometry, heads Heads, cfg Config) (*Resu
 	}
 	// Mask branch (on resized-image boxes, before the final rescale).
 	var probs []float32
+	cfg.trace(StageMasks)
 	if !cfg.NoMasks {
 		mp, err := cfg.MaskPool.Apply(pyr, det.Boxes, g.ResizedH, g.ResizedW)
 		if err != nil {
@@ -146,7 +201,27 @@ func Run(features []FeatureMap, g ImageGeometry, heads Heads, cfg Config) (*Resu
 		return nil, err
 	}
 	res.Detections = det
-	if !cfg.NoMasks {
+	switch {
+	case cfg.NoMasks:
+	case cfg.CropMasks:
+		res.MaskCrops = make([]BinaryMask, det.Len())
+		m := cfg.MaskSize
+		var buf []float32
+		for i := range res.MaskCrops {
+			r, err := PasteMaskRegion(buf, g.OrigH, g.OrigW, probs[i*m*m:(i+1)*m*m], m, det.Boxes[4*i:4*i+4], 1)
+			if err != nil {
+				return nil, err
+			}
+			buf = r.Probs
+			bm := BinaryMask{X0: r.X0, Y0: r.Y0, X1: r.X1, Y1: r.Y1, Pix: make([]uint8, len(r.Probs))}
+			for p, v := range r.Probs {
+				if v > cfg.MaskThresh {
+					bm.Pix[p] = 1
+				}
+			}
+			res.MaskCrops[i] = bm
+		}
+	default:
 		hw := g.OrigH * g.OrigW
 		res.Masks = make([]uint8, det.Len()*hw)
 		buf := make([]float32, hw)
@@ -164,5 +239,6 @@ func Run(features []FeatureMap, g ImageGeometry, heads Heads, cfg Config) (*Resu
 			}
 		}
 	}
+	cfg.trace(StageDone)
 	return res, nil
 }

@@ -1,0 +1,135 @@
+package maskrcnn
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+
+	"github.com/flbq/flbq/runtime/detection"
+	"github.com/flbq/flbq/runtime/model"
+)
+
+// Settings are the Mask R-CNN keys of "flbq.config" beyond model.Config's
+// own fields, named after torchvision MaskRCNN's constructor arguments.
+// Every key is optional; absent keys take torchvision's defaults.
+//
+//	anchor_sizes              [[32],[64],[128],[256],[512]]  one list per pyramid level (incl. pool)
+//	aspect_ratios             [[0.5,1,2], ...]               one list per level (default for all levels)
+//	rpn_pre_nms_top_n_test    1000
+//	rpn_post_nms_top_n_test   1000
+//	rpn_nms_thresh            0.7
+//	rpn_score_thresh          0.0
+//	box_score_thresh          0.05
+//	box_nms_thresh            0.5
+//	box_detections_per_img    100
+//	mask_thresh               0.5   (binarisation of pasted masks; not a torchvision argument)
+//	category_ids              [K]   COCO category id of each label (default: the label itself,
+//	                                as torchvision's COCO models use)
+type Settings struct {
+	AnchorSizes         [][]float64 `json:"anchor_sizes,omitempty"`
+	AspectRatios        [][]float64 `json:"aspect_ratios,omitempty"`
+	RPNPreNMSTopN       *int        `json:"rpn_pre_nms_top_n_test,omitempty"`
+	RPNPostNMSTopN      *int        `json:"rpn_post_nms_top_n_test,omitempty"`
+	RPNNMSThresh        *float64    `json:"rpn_nms_thresh,omitempty"`
+	RPNScoreThresh      *float64    `json:"rpn_score_thresh,omitempty"`
+	BoxScoreThresh      *float64    `json:"box_score_thresh,omitempty"`
+	BoxNMSThresh        *float64    `json:"box_nms_thresh,omitempty"`
+	BoxDetectionsPerImg *int        `json:"box_detections_per_img,omitempty"`
+	MaskThresh          *float64    `json:"mask_thresh,omitempty"`
+	CategoryIDs         []int64     `json:"category_ids,omitempty"`
+}
+
+var settingKeys = []string{"anchor_sizes", "aspect_ratios", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test",
+	"rpn_nms_thresh", "rpn_score_thresh", "box_score_thresh", "box_nms_thresh", "box_detections_per_img",
+	"mask_thresh", "category_ids"}
+
+// ParseSettings reads the Mask R-CNN keys from a model configuration's Extra.
+func ParseSettings(c *model.Config) (*Settings, error) {
+	sub := map[string]json.RawMessage{}
+	for _, k := range settingKeys {
+		if v, ok := c.Extra[k]; ok {
+			sub[k] = v
+		}
+	}
+	b, _ := json.Marshal(sub)
+	var s Settings
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("flbq.config: mask r-cnn settings: %w", err)
+	}
+	return &s, nil
+}
+
+// DetectionConfig returns the detection.Config the settings describe for
+// numClasses classes, validating every value.
+func (s *Settings) DetectionConfig(numClasses int) (detection.Config, error) {
+	bad := func(f string, a ...any) (detection.Config, error) {
+		return detection.Config{}, fmt.Errorf("flbq.config: "+f, a...)
+	}
+	cfg := detection.DefaultConfig(numClasses)
+	if s.AnchorSizes != nil {
+		cfg.Anchors.Sizes = s.AnchorSizes
+		if s.AspectRatios == nil {
+			cfg.Anchors.AspectRatios = make([][]float64, len(s.AnchorSizes))
+			for i := range cfg.Anchors.AspectRatios {
+				cfg.Anchors.AspectRatios[i] = []float64{0.5, 1, 2}
+			}
+		}
+	}
+	if s.AspectRatios != nil {
+		cfg.Anchors.AspectRatios = s.AspectRatios
+	}
+	if len(cfg.Anchors.Sizes) != 5 || len(cfg.Anchors.AspectRatios) != 5 {
+		return bad("anchor_sizes and aspect_ratios need one list per pyramid level (5), have %d and %d", len(cfg.Anchors.Sizes), len(cfg.Anchors.AspectRatios))
+	}
+	a := -1
+	for l := range cfg.Anchors.Sizes {
+		n := len(cfg.Anchors.Sizes[l]) * len(cfg.Anchors.AspectRatios[l])
+		if n == 0 || (a >= 0 && n != a) {
+			return bad("every pyramid level needs the same non-zero number of anchors (level %d has %d)", l, n)
+		}
+		a = n
+		for _, v := range append(append([]float64(nil), cfg.Anchors.Sizes[l]...), cfg.Anchors.AspectRatios[l]...) {
+			if !(v > 0 && v < 1e6) {
+				return bad("anchor size or aspect ratio %v out of range", v)
+			}
+		}
+	}
+	setInt := func(dst *int, v *int, name string) error {
+		if v != nil {
+			if *v < 0 {
+				return fmt.Errorf("flbq.config: %s = %d must be >= 0", name, *v)
+			}
+			*dst = *v
+		}
+		return nil
+	}
+	setF := func(dst *float64, v *float64, name string) error {
+		if v != nil {
+			if math.IsNaN(*v) || *v < 0 || *v > 1 {
+				return fmt.Errorf("flbq.config: %s = %v must be in [0, 1]", name, *v)
+			}
+			*dst = *v
+		}
+		return nil
+	}
+	var mt float64 = float64(cfg.MaskThresh)
+	for _, err := range []error{
+		setInt(&cfg.RPN.PreNMSTopN, s.RPNPreNMSTopN, "rpn_pre_nms_top_n_test"),
+		setInt(&cfg.RPN.PostNMSTopN, s.RPNPostNMSTopN, "rpn_post_nms_top_n_test"),
+		setInt(&cfg.RoI.DetectionsPerImg, s.BoxDetectionsPerImg, "box_detections_per_img"),
+		setF(&cfg.RPN.NMSThresh, s.RPNNMSThresh, "rpn_nms_thresh"),
+		setF(&cfg.RPN.ScoreThresh, s.RPNScoreThresh, "rpn_score_thresh"),
+		setF(&cfg.RoI.ScoreThresh, s.BoxScoreThresh, "box_score_thresh"),
+		setF(&cfg.RoI.NMSThresh, s.BoxNMSThresh, "box_nms_thresh"),
+		setF(&mt, s.MaskThresh, "mask_thresh"),
+	} {
+		if err != nil {
+			return detection.Config{}, err
+		}
+	}
+	cfg.MaskThresh = float32(mt)
+	if s.CategoryIDs != nil && len(s.CategoryIDs) != numClasses {
+		return bad("%d category_ids for num_classes %d", len(s.CategoryIDs), numClasses)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,255 @@
+package maskrcnn
+
+import (
+	"fmt"
+
+	"github.com/flbq/flbq/runtime/detection"
+	"github.com/flbq/flbq/runtime/model"
+	"github.com/flbq/flbq/runtime/nn"
+	"github.com/flbq/flbq/runtime/tensor"
+)
+
+// RPNHead is torchvision's RPNHead: a 3×3 convolution with ReLU shared by
+// every pyramid level (rpn.head.conv.0.0), then 1×1 convolutions to A
+// objectness logits (rpn.head.cls_logits) and 4A box deltas
+// (rpn.head.bbox_pred) per location.
+type RPNHead struct {
+	Conv, Cls, BBox *nn.Conv2d
+	A               int // anchors per location
+}
+
+// BoxHead is TwoMLPHead (roi_heads.box_head.fc6, fc7, each followed by
+// ReLU) and FastRCNNPredictor (roi_heads.box_predictor.cls_score,
+// bbox_pred).
+type BoxHead struct {
+	FC6, FC7, ClsScore, BBoxPred *nn.Linear
+	InC, Pool                    int // pooled input: InC×Pool×Pool
+}
+
+// MaskHead is MaskRCNNHeads (roi_heads.mask_head.{i}.0: 3×3 convolutions,
+// padding 1, each followed by ReLU) and MaskRCNNPredictor
+// (roi_heads.mask_predictor.conv5_mask: ConvTranspose2d 2×2 stride 2 +
+// ReLU; mask_fcn_logits: 1×1 convolution to one map per class).
+type MaskHead struct {
+	Convs  []*nn.Conv2d
+	Deconv *nn.ConvTranspose2d
+	Logits *nn.Conv2d
+	InC    int
+}
+
+// Heads are a Mask R-CNN's learned heads; they implement detection.Heads
+// and are safe for concurrent use (every call allocates its own buffers).
+type Heads struct {
+	RPNHead  *RPNHead
+	BoxHead  *BoxHead
+	MaskHead *MaskHead // nil for a Faster R-CNN checkpoint
+}
+
+var _ detection.Heads = (*Heads)(nil)
+
+// hl reads head tensors, keeping the first error.
+type hl struct {
+	w   *model.Weights
+	err error
+}
+
+func (l *hl) f(name string, shape ...int) []float32 {
+	if l.err != nil {
+		return nil
+	}
+	d, err := l.w.Float(name, shape...)
+	if err != nil {
+		l.err = err
+	}
+	return d
+}
+
+// shape returns the stored shape of name, requiring rank dims.
+func (l *hl) shape(name string, rank int) []int {
+	if l.err != nil {
+		return nil
+	}
+	info, ok := l.w.File.Info(name)
+	if !ok {
+		l.err = fmt.Errorf("tensor %q: missing", name)
+		return nil
+	}
+	if len(info.Shape) != rank {
+		l.err = fmt.Errorf("tensor %q: shape %v, want %d dimensions", name, info.Shape, rank)
+		return nil
+	}
+	for _, d := range info.Shape {
+		if d <= 0 || d > 1<<20 {
+			l.err = fmt.Errorf("tensor %q: shape %v out of range", name, info.Shape)
+			return nil
+		}
+	}
+	return info.Shape
+}
+
+// first returns the first of names present in the file (for legacy names).
+func (l *hl) first(names ...string) string {
+	for _, n := range names {
+		if l.w.Has(n) {
+			return n
+		}
+	}
+	return names[0]
+}
+
+func (l *hl) conv(name string, in, out, k, pad int) *nn.Conv2d {
+	return nn.NewConv2d(name, in, out, k, 1, pad, l.f(name+".weight", out, in, k, k), l.f(name+".bias", out))
+}
+
+func (l *hl) linear(name string, in, out int) *nn.Linear {
+	return nn.NewLinear(name, in, out, l.f(name+".weight", out, in), l.f(name+".bias", out))
+}
+
+// LoadHeads reads the rpn.* and roi_heads.* tensors of a torchvision
+// MaskRCNN state_dict: channels is the pyramid's width, anchors the anchors
+// per location, numClasses K (with background), pool the box RoI pool size
+// (7). Hidden sizes (TwoMLPHead's representation size, the mask head's
+// layers and predictor width) are read from the tensors' shapes; every
+// tensor is checked for presence, dtype and shape, and errors name it.
+// Torchvision's pre-0.13 names (rpn.head.conv.weight,
+// roi_heads.mask_head.mask_fcn{i}) are accepted too. The mask branch is
+// optional: without roi_heads.mask_head.* the result has no MaskHead.
+func LoadHeads(w *model.Weights, channels, anchors, numClasses, pool int) (*Heads, error) {
+	if channels <= 0 || anchors <= 0 || numClasses <= 0 || pool <= 0 {
+		return nil, fmt.Errorf("maskrcnn heads: channels %d, anchors %d, classes %d, pool %d must be positive", channels, anchors, numClasses, pool)
+	}
+	l := &hl{w: w}
+	h := &Heads{}
+	// RPN.
+	conv := l.first("rpn.head.conv.0.0.weight", "rpn.head.conv.weight")
+	conv = conv[:len(conv)-len(".weight")]
+	h.RPNHead = &RPNHead{
+		Conv: l.conv(conv, channels, channels, 3, 1),
+		Cls:  l.conv("rpn.head.cls_logits", channels, anchors, 1, 0),
+		BBox: l.conv("rpn.head.bbox_pred", channels, 4*anchors, 1, 0),
+		A:    anchors,
+	}
+	// Box head.
+	in := channels * pool * pool
+	var rep int
+	if s := l.shape("roi_heads.box_head.fc6.weight", 2); s != nil {
+		rep = s[0]
+	}
+	bh := &BoxHead{InC: channels, Pool: pool}
+	bh.FC6 = l.linear("roi_heads.box_head.fc6", in, rep)
+	bh.FC7 = l.linear("roi_heads.box_head.fc7", rep, rep)
+	bh.ClsScore = l.linear("roi_heads.box_predictor.cls_score", rep, numClasses)
+	bh.BBoxPred = l.linear("roi_heads.box_predictor.bbox_pred", rep, 4*numClasses)
+	h.BoxHead = bh
+	if l.err != nil {
+		return nil, l.err
+	}
+	// Mask head.
+	name := func(i int) string {
+		n := fmt.Sprintf("roi_heads.mask_head.%d.0", i)
+		if !w.Has(n+".weight") && w.Has(fmt.Sprintf("roi_heads.mask_head.mask_fcn%d.weight", i+1)) {
+			n = fmt.Sprintf("roi_heads.mask_head.mask_fcn%d", i+1)
+		}
+		return n
+	}
+	if !w.Has(name(0)+".weight") && !w.Has("roi_heads.mask_predictor.conv5_mask.weight") {
+		return h, nil
+	}
+	mh := &MaskHead{InC: channels}
+	c := channels
+	for i := 0; w.Has(name(i) + ".weight"); i++ {
+		s := l.shape(name(i)+".weight", 4)
+		if s == nil {
+			break
+		}
+		mh.Convs = append(mh.Convs, l.conv(name(i), c, s[0], 3, 1))
+		c = s[0]
+	}
+	var d int
+	if s := l.shape("roi_heads.mask_predictor.conv5_mask.weight", 4); s != nil {
+		d = s[1]
+	}
+	mh.Deconv = &nn.ConvTranspose2d{Name: "roi_heads.mask_predictor.conv5_mask", InC: c, OutC: d, K: 2,
+		Weight: l.f("roi_heads.mask_predictor.conv5_mask.weight", c, d, 2, 2), Bias: l.f("roi_heads.mask_predictor.conv5_mask.bias", d)}
+	mh.Logits = l.conv("roi_heads.mask_predictor.mask_fcn_logits", d, numClasses, 1, 0)
+	if l.err != nil {
+		return nil, l.err
+	}
+	h.MaskHead = mh
+	return h, nil
+}
+
+// Linears lists the heads' linear layers (box head and predictor).
+func (h *Heads) Linears() []*nn.Linear {
+	b := h.BoxHead
+	return []*nn.Linear{b.FC6, b.FC7, b.ClsScore, b.BBoxPred}
+}
+
+// RPN implements detection.Heads.
+func (h *Heads) RPN(features []detection.FeatureMap) (obj, del []detection.FeatureMap, err error) {
+	r := h.RPNHead
+	for i, f := range features {
+		if f.C != r.Conv.InC || len(f.Data) != f.C*f.H*f.W {
+			return nil, nil, fmt.Errorf("maskrcnn: rpn head: level %d is %dx%dx%d (%d values), want %d channels", i, f.C, f.H, f.W, len(f.Data), r.Conv.InC)
+		}
+		hw := f.H * f.W
+		t := make([]float32, r.Conv.OutC*hw)
+		r.Conv.ForwardInto(t, f.Data, 1, f.H, f.W)
+		nn.ReLU(t)
+		o := make([]float32, r.A*hw)
+		d := make([]float32, 4*r.A*hw)
+		r.Cls.ForwardInto(o, t, 1, f.H, f.W)
+		r.BBox.ForwardInto(d, t, 1, f.H, f.W)
+		obj = append(obj, detection.FeatureMap{C: r.A, H: f.H, W: f.W, Data: o})
+		del = append(del, detection.FeatureMap{C: 4 * r.A, H: f.H, W: f.W, Data: d})
+	}
+	return obj, del, nil
+}
+
+// Box implements detection.Heads.
+func (h *Heads) Box(pooled []float32, n int) (classLogits, boxRegression []float32, err error) {
+	b := h.BoxHead
+	if len(pooled) != n*b.FC6.In {
+		return nil, nil, fmt.Errorf("maskrcnn: box head: %d values for %d RoIs of %d", len(pooled), n, b.FC6.In)
+	}
+	x := make([]float32, n*b.FC6.Out)
+	b.FC6.Forward(x, pooled, n)
+	nn.ReLU(x)
+	y := make([]float32, n*b.FC7.Out)
+	b.FC7.Forward(y, x, n)
+	nn.ReLU(y)
+	classLogits = make([]float32, n*b.ClsScore.Out)
+	boxRegression = make([]float32, n*b.BBoxPred.Out)
+	b.ClsScore.Forward(classLogits, y, n)
+	b.BBoxPred.Forward(boxRegression, y, n)
+	return classLogits, boxRegression, nil
+}
+
+// Mask implements detection.Heads.
+func (h *Heads) Mask(pooled []float32, n int) ([]float32, error) {
+	m := h.MaskHead
+	if m == nil {
+		return nil, fmt.Errorf("maskrcnn: the checkpoint has no mask head")
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	if len(pooled)%(n*m.InC) != 0 {
+		return nil, fmt.Errorf("maskrcnn: mask head: %d values for %d RoIs of %d channels", len(pooled), n, m.InC)
+	}
+	s := 1
+	for s*s < len(pooled)/(n*m.InC) {
+		s++
+	}
+	if n*m.InC*s*s != len(pooled) {
+		return nil, fmt.Errorf("maskrcnn: mask head: %d values for %d RoIs of %d channels is not square", len(pooled), n, m.InC)
+	}
+	x := tensor.From(pooled, n, m.InC, s, s)
+	for _, c := range m.Convs {
+		x = c.Forward(x)
+		nn.ReLU(x.Data)
+	}
+	x = m.Deconv.Forward(x)
+	nn.ReLU(x.Data)
+	return m.Logits.Forward(x).Data, nil
+}
