@@ -314,3 +314,39 @@ func TestUnknownSolver(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestUniform(t *testing.T) {
+	c := &solver.Curves{Bits: []int{2, 3, 4, 8}, Units: []solver.CurveUnit{
+		{UnitID: solver.UnitID{Layer: "embed"}, Channels: [2]int{0, 1}, Weights: 10, Distortion: []float64{4, 3, 2, 1}},
+		{UnitID: solver.UnitID{Layer: "fc"}, Channels: [2]int{0, 1}, Weights: 30, Distortion: []float64{4, 3, 2, 1}},
+	}}
+	for _, tc := range []struct {
+		target float64
+		ovs    []Override
+		want   []int
+	}{
+		{4, nil, []int{4, 4}},
+		{3.5, nil, []int{3, 3}},
+		// embed pinned at 8 (80 bit·weights) leaves 3.5·40−80 = 60 for fc: 2 bits.
+		{3.5, []Override{{"embed", 8}}, []int{8, 2}},
+	} {
+		p, err := NewProblem(c, Options{TargetBits: tc.target, MinBitsBelow: 2, Overrides: tc.ovs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := SolveUniform(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Bits[0] != tc.want[0] || r.Bits[1] != tc.want[1] {
+			t.Errorf("target %v overrides %v: bits %v, want %v", tc.target, tc.ovs, r.Bits, tc.want)
+		}
+	}
+	// 8-bit embed leaves 60 for fc at target 3.5 — with floor 3 nothing fits.
+	p, err := NewProblem(c, Options{TargetBits: 3.5, MinBitsBelow: 1, Overrides: []Override{{"embed", 8}}})
+	if err == nil {
+		if _, err := SolveUniform(p); err == nil {
+			t.Fatal("uniform ignored the budget")
+		}
+	}
+}

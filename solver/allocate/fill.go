@@ -51,7 +51,7 @@ func SolveLGFill(p *Problem, eps float64) *Result {
 	return out
 }
 
-// Solve dispatches by solver name: "lg", "dp" or "lg+fill".
+// Solve dispatches by solver name: "lg", "dp", "lg+fill" or "uniform".
 func Solve(p *Problem, name string, eps float64, dpMaxBytes int64) (*Result, error) {
 	switch name {
 	case "lg":
@@ -60,16 +60,18 @@ func Solve(p *Problem, name string, eps float64, dpMaxBytes int64) (*Result, err
 		return SolveLGFill(p, eps), nil
 	case "dp":
 		return SolveDP(p, dpMaxBytes)
+	case "uniform":
+		return SolveUniform(p)
 	}
 	return nil, &UnknownSolverError{name}
 }
 
 // Solvers lists the solver names Solve accepts.
-var Solvers = []string{"lg", "dp", "lg+fill"}
+var Solvers = []string{"lg", "dp", "lg+fill", "uniform"}
 
 // UnknownSolverError names a solver Solve does not know.
 type UnknownSolverError struct{ Name string }
 
 func (e *UnknownSolverError) Error() string {
-	return fmt.Sprintf("unknown solver %q (want lg, dp or lg+fill)", e.Name)
+	return fmt.Sprintf("unknown solver %q (want lg, dp, lg+fill or uniform)", e.Name)
 }

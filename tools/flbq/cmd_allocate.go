@@ -13,7 +13,7 @@ import (
 	"github.com/flbq/flbq/runtime/atomicfile"
 	"github.com/flbq/flbq/solver"
 	"github.com/flbq/flbq/solver/allocate"
-	"github.com/flbq/flbq/solver/rdplot"
+	"github.com/flbq/flbq/solver/plots"
 )
 
 func init() {
@@ -26,13 +26,14 @@ func init() {
                      average bits are within --epsilon of the target.
    --solver dp       F-LBQ-DP: the exact optimum under the budget.
    --solver lg+fill  LG, then the unused budget spent greedily.
+   --solver uniform  the baseline: one width for every unit, the widest that fits.
 
    With --sweep lo:hi:step it solves every target in the range with every
    solver and writes the rate–distortion table as CSV to --out instead.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "curves", Usage: "error curves `FILE` (flbq.curves/v1)", Required: true},
 			&cli.Float64Flag{Name: "target-bits", Usage: "average bits per weight, 1..8"},
-			&cli.StringFlag{Name: "solver", Value: "lg", Usage: "lg, dp or lg+fill"},
+			&cli.StringFlag{Name: "solver", Value: "lg", Usage: "lg, dp, lg+fill or uniform"},
 			&cli.IntFlag{Name: "min-bits-below", Value: allocate.DefaultMinBitsBelow, Usage: "floor: every unit gets at least ⌈target − K⌉ bits"},
 			&cli.Float64Flag{Name: "epsilon", Value: allocate.DefaultEpsilon, Usage: "LG tolerance on the achieved average bits"},
 			&cli.StringSliceFlag{Name: "override", Usage: "fix bits of matching layers, `PATTERN=BITS` (path.Match; 'layer#group' pins a group; repeatable, last match wins)"},
@@ -147,7 +148,7 @@ func parseSweep(s string) ([]float64, error) {
 // sweep solves every target with every solver and writes the table.
 func sweep(w io.Writer, curves *solver.Curves, opts allocate.Options, targets []float64, eps float64, maxBytes int64, out, plotPath string) error {
 	var rows strings.Builder
-	var pts []rdplot.Point
+	var pts []plots.Point
 	rows.WriteString("target_bits,solver,avg_bits,predicted_distortion,seconds,tolerance_met\n")
 	for _, t := range targets {
 		o := opts
@@ -167,12 +168,12 @@ func sweep(w io.Writer, curves *solver.Curves, opts allocate.Options, targets []
 			}
 			fmt.Fprintf(&rows, "%g,%s,%.6f,%.9g,%.6f,%s\n", t, name, r.AvgBits, r.Distortion, r.Meta["seconds"], met)
 			fmt.Fprintln(w, describe(p, r))
-			pts = append(pts, rdplot.Point{Solver: name, AvgBits: r.AvgBits, Distortion: r.Distortion})
+			pts = append(pts, plots.Point{Solver: name, AvgBits: r.AvgBits, Distortion: r.Distortion})
 		}
 	}
 	if plotPath != "" {
 		title := fmt.Sprintf("rate–distortion, %d units, floor target−%d", len(curves.Units), opts.MinBitsBelow)
-		if err := rdplot.Write(plotPath, title, pts); err != nil {
+		if err := plots.RateDistortion(plotPath, title, pts); err != nil {
 			return err
 		}
 		fmt.Fprintf(w, "wrote %s\n", plotPath)

@@ -100,7 +100,7 @@ func TestAllocateSweepCSV(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 1+5*3 || rows[0][0] != "target_bits" || rows[1][1] != "lg" || rows[2][1] != "dp" {
+	if len(rows) != 1+5*4 || rows[0][0] != "target_bits" || rows[1][1] != "lg" || rows[2][1] != "dp" || rows[4][1] != "uniform" {
 		t.Fatalf("unexpected table: %v", rows)
 	}
 	for _, bad := range []string{"2:4", "4:2:0.5", "0:4:1", "2:4:0", "a:4:1"} {

@@ -1,6 +1,8 @@
-// Package rdplot draws rate–distortion curves (predicted distortion against
-// average bits, one line per solver) with gonum/plot.
-package rdplot
+// Package plots draws the figures users compare allocations with, using
+// gonum/plot: rate–distortion curves and per-layer bit-widths along the
+// backbone (the paper's Fig. 1). Every file is written atomically; the format
+// follows the extension (.png, .svg or .pdf).
+package plots
 
 import (
 	"bytes"
@@ -24,14 +26,11 @@ type Point struct {
 	Distortion float64
 }
 
-// Write renders the points to path; the format follows the extension
-// (.png, .svg or .pdf). The file is written atomically.
-func Write(path, title string, pts []Point) error {
-	ext := strings.TrimPrefix(strings.ToLower(filepath.Ext(path)), ".")
-	switch ext {
-	case "png", "svg", "pdf":
-	default:
-		return fmt.Errorf("plot %s: want a .png, .svg or .pdf file", path)
+// RateDistortion draws distortion (log scale) against average bits, one
+// line per solver.
+func RateDistortion(path, title string, pts []Point) error {
+	if _, err := format(path); err != nil {
+		return err
 	}
 	p := plot.New()
 	p.Title.Text = title
@@ -66,7 +65,26 @@ func Write(path, title string, pts []Point) error {
 	if err := plotutil.AddLinePoints(p, lines...); err != nil {
 		return fmt.Errorf("plot %s: %w", path, err)
 	}
-	wt, err := p.WriterTo(6*vg.Inch, 4*vg.Inch, ext)
+	return save(p, path, 6*vg.Inch, 4*vg.Inch)
+}
+
+// format returns the file format the extension of path names.
+func format(path string) (string, error) {
+	ext := strings.TrimPrefix(strings.ToLower(filepath.Ext(path)), ".")
+	switch ext {
+	case "png", "svg", "pdf":
+		return ext, nil
+	}
+	return "", fmt.Errorf("plot %s: want a .png, .svg or .pdf file", path)
+}
+
+// save renders p and writes it atomically.
+func save(p *plot.Plot, path string, w, h vg.Length) error {
+	ext, err := format(path)
+	if err != nil {
+		return err
+	}
+	wt, err := p.WriterTo(w, h, ext)
 	if err != nil {
 		return fmt.Errorf("plot %s: %w", path, err)
 	}
