@@ -1,10 +1,7 @@
 package coco
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -16,12 +13,11 @@ import (
 
 // ReadDataset reads and validates a COCO instances JSON file.
 func ReadDataset(path string) (*Dataset, error) {
-	f, err := os.Open(path)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	d, err := DecodeDataset(bufio.NewReaderSize(f, 1<<20))
+	d, err := decodeDatasetBytes(b)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -36,207 +32,18 @@ func WriteDataset(path string, d *Dataset) error {
 }
 
 // DecodeDataset reads a COCO instances JSON document and validates it
-// (see Dataset.Validate). Unknown top-level keys are skipped.
+// (see Dataset.Validate). Unknown keys are skipped; key names are
+// case-sensitive, as in pycocotools.
 func DecodeDataset(r io.Reader) (*Dataset, error) {
-	dec := json.NewDecoder(r)
-	if err := expectDelim(dec, '{', "instances file"); err != nil {
-		return nil, err
-	}
-	d := &Dataset{}
-	seen := map[string]bool{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, syntaxErr(err)
-		}
-		key, _ := tok.(string)
-		switch key {
-		case "images":
-			err = decodeArray(dec, key, func(i int, raw []byte) error {
-				var im Image
-				if err := json.Unmarshal(raw, &im); err != nil {
-					return entryErr(key, i, raw, jsonErr(err))
-				}
-				d.Images = append(d.Images, im)
-				return nil
-			})
-		case "categories":
-			err = decodeArray(dec, key, func(i int, raw []byte) error {
-				var c Category
-				if err := json.Unmarshal(raw, &c); err != nil {
-					return entryErr(key, i, raw, jsonErr(err))
-				}
-				d.Categories = append(d.Categories, c)
-				return nil
-			})
-		case "annotations":
-			err = decodeArray(dec, key, func(i int, raw []byte) error {
-				a, err := decodeAnnotation(raw)
-				if err != nil {
-					return entryErr(key, i, raw, err)
-				}
-				d.Annotations = append(d.Annotations, a)
-				return nil
-			})
-		case "info":
-			err = dec.Decode(&d.Info)
-		case "licenses":
-			err = dec.Decode(&d.Licenses)
-		default:
-			var skip json.RawMessage
-			err = dec.Decode(&skip)
-		}
-		if err != nil {
-			return nil, syntaxErr(err)
-		}
-		seen[key] = true
-	}
-	if _, err := dec.Token(); err != nil {
-		return nil, syntaxErr(err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("instances file: unexpected data after the top-level object")
-	}
-	for _, k := range []string{"images", "annotations", "categories"} {
-		if !seen[k] {
-			return nil, fmt.Errorf("instances file: missing %q", k)
-		}
-	}
-	if err := d.Validate(); err != nil {
-		return nil, err
-	}
-	return d, nil
-}
-
-func decodeAnnotation(raw []byte) (Annotation, error) {
-	var w annotationJSON
-	if err := json.Unmarshal(raw, &w); err != nil {
-		return Annotation{}, segErr(err)
-	}
-	switch {
-	case w.ID == nil:
-		return Annotation{}, errors.New(`missing "id"`)
-	case w.ImageID == nil:
-		return Annotation{}, errors.New(`missing "image_id"`)
-	case w.CategoryID == nil:
-		return Annotation{}, errors.New(`missing "category_id"`)
-	case w.Area == nil:
-		return Annotation{}, errors.New(`missing "area"`)
-	}
-	a := Annotation{ID: *w.ID, ImageID: *w.ImageID, CategoryID: *w.CategoryID,
-		Segmentation: w.Segmentation, Area: *w.Area}
-	if w.BBox != nil {
-		a.BBox = *w.BBox
-	} else {
-		a.BBox = cocomask.Box{math.NaN(), math.NaN(), math.NaN(), math.NaN()}
-	}
-	crowd, err := parseCrowd(w.IsCrowd)
+	b, err := readAll(r)
 	if err != nil {
-		return Annotation{}, err
+		return nil, err
 	}
-	a.IsCrowd = crowd
-	return a, nil
+	return decodeDatasetBytes(b)
 }
 
 // HasBBox reports whether the annotation has a "bbox".
 func (a *Annotation) HasBBox() bool { return !math.IsNaN(a.BBox[0]) }
-
-// parseCrowd reads "iscrowd": absent or null is 0; numbers and booleans
-// count as crowd when non-zero / true (pycocotools tests truthiness).
-func parseCrowd(raw json.RawMessage) (bool, error) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || string(raw) == "null" || string(raw) == "false" {
-		return false, nil
-	}
-	if string(raw) == "true" {
-		return true, nil
-	}
-	var f float64
-	if err := json.Unmarshal(raw, &f); err != nil {
-		return false, fmt.Errorf("iscrowd: want 0, 1 or a boolean, got %.40s", raw)
-	}
-	return f != 0, nil
-}
-
-// segErr prefixes errors coming from Segmentation.UnmarshalJSON.
-func segErr(err error) error {
-	var te *json.UnmarshalTypeError
-	var se *json.SyntaxError
-	if errors.As(err, &te) || errors.As(err, &se) {
-		return jsonErr(err)
-	}
-	return fmt.Errorf("segmentation: %w", err)
-}
-
-// entryErr names entry i of list key, with its id when it can be read.
-func entryErr(key string, i int, raw []byte, err error) error {
-	var idOnly struct {
-		ID json.RawMessage `json:"id"`
-	}
-	if json.Unmarshal(raw, &idOnly) == nil && len(idOnly.ID) > 0 && len(idOnly.ID) < 40 {
-		return fmt.Errorf("%s[%d] (id %s): %w", key, i, idOnly.ID, err)
-	}
-	return fmt.Errorf("%s[%d]: %w", key, i, err)
-}
-
-func expectDelim(dec *json.Decoder, want json.Delim, what string) error {
-	tok, err := dec.Token()
-	if err != nil {
-		if err == io.EOF {
-			return fmt.Errorf("%s: empty input", what)
-		}
-		return syntaxErr(err)
-	}
-	if d, ok := tok.(json.Delim); !ok || d != want {
-		return fmt.Errorf("%s: want a JSON %s, got %v", what, delimName(want), tok)
-	}
-	return nil
-}
-
-func delimName(d json.Delim) string {
-	if d == '[' {
-		return "list"
-	}
-	return "object"
-}
-
-// decodeArray reads a JSON list value and calls fn for each element's
-// raw bytes.
-func decodeArray(dec *json.Decoder, key string, fn func(i int, raw []byte) error) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	if tok == nil {
-		return nil // null list
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '[' {
-		return fmt.Errorf("%q: want a list, got %v", key, tok)
-	}
-	var raw json.RawMessage
-	for i := 0; dec.More(); i++ {
-		raw = raw[:0]
-		if err := dec.Decode(&raw); err != nil {
-			return fmt.Errorf("%s[%d]: %w", key, i, syntaxErr(err))
-		}
-		if err := fn(i, raw); err != nil {
-			return err
-		}
-	}
-	_, err = dec.Token()
-	return err
-}
-
-func syntaxErr(err error) error {
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		return fmt.Errorf("invalid JSON at byte %d: %v", se.Offset, se)
-	}
-	if err == io.ErrUnexpectedEOF || err == io.EOF {
-		return errors.New("invalid JSON: unexpected end of input")
-	}
-	return err
-}
 
 // Validate checks the references and values of d: unique image,
 // category and annotation ids, positive image sizes, annotations that

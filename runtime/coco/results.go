@@ -1,9 +1,6 @@
 package coco
 
 import (
-	"bufio"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -24,14 +21,6 @@ type Result struct {
 	HasBBox bool
 	// Segmentation has Kind SegNone when the detection has no mask.
 	Segmentation Segmentation
-}
-
-type resultJSON struct {
-	ImageID      *int64       `json:"image_id"`
-	CategoryID   *int64       `json:"category_id"`
-	BBox         []float64    `json:"bbox"`
-	Score        *float64     `json:"score"`
-	Segmentation Segmentation `json:"segmentation"`
 }
 
 // MarshalJSON writes the detection in the COCO results layout, leaving
@@ -103,12 +92,11 @@ func EncodeResults(w io.Writer, rs []Result) error {
 
 // ReadResults reads a COCO results JSON file.
 func ReadResults(path string) ([]Result, error) {
-	f, err := os.Open(path)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	rs, err := DecodeResults(bufio.NewReaderSize(f, 1<<20))
+	rs, err := decodeResultsBytes(b)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -119,59 +107,9 @@ func ReadResults(path string) ([]Result, error) {
 // "image_id", "category_id", "score" and a "bbox" or a "segmentation"
 // (or both).
 func DecodeResults(r io.Reader) ([]Result, error) {
-	dec := json.NewDecoder(r)
-	if err := expectDelim(dec, '[', "results file"); err != nil {
+	b, err := readAll(r)
+	if err != nil {
 		return nil, err
 	}
-	var rs []Result
-	var raw json.RawMessage
-	for i := 0; dec.More(); i++ {
-		raw = raw[:0]
-		if err := dec.Decode(&raw); err != nil {
-			return nil, fmt.Errorf("results[%d]: %w", i, syntaxErr(err))
-		}
-		res, err := decodeResult(raw)
-		if err != nil {
-			return nil, fmt.Errorf("results[%d]: %w", i, err)
-		}
-		rs = append(rs, res)
-	}
-	if _, err := dec.Token(); err != nil {
-		return nil, syntaxErr(err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("results file: unexpected data after the list")
-	}
-	return rs, nil
-}
-
-func decodeResult(raw []byte) (Result, error) {
-	var w resultJSON
-	if err := json.Unmarshal(raw, &w); err != nil {
-		return Result{}, segErr(err)
-	}
-	switch {
-	case w.ImageID == nil:
-		return Result{}, errors.New(`missing "image_id"`)
-	case w.CategoryID == nil:
-		return Result{}, errors.New(`missing "category_id"`)
-	case w.Score == nil:
-		return Result{}, errors.New(`missing "score"`)
-	}
-	res := Result{ImageID: *w.ImageID, CategoryID: *w.CategoryID, Score: *w.Score, Segmentation: w.Segmentation}
-	switch len(w.BBox) {
-	case 0:
-	case 4:
-		res.HasBBox = true
-		copy(res.BBox[:], w.BBox)
-		if res.BBox[2] < 0 || res.BBox[3] < 0 {
-			return Result{}, fmt.Errorf("bbox %v has a negative size", w.BBox)
-		}
-	default:
-		return Result{}, fmt.Errorf("bbox has %d numbers, want [x, y, width, height]", len(w.BBox))
-	}
-	if !res.HasBBox && res.Segmentation.Kind == SegNone {
-		return Result{}, errors.New(`needs a "bbox" or a "segmentation"`)
-	}
-	return res, nil
+	return decodeResultsBytes(b)
 }

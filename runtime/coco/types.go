@@ -59,17 +59,6 @@ type Annotation struct {
 	IsCrowd bool         `json:"-"`
 }
 
-// annotationJSON is the wire form; pointers detect missing fields.
-type annotationJSON struct {
-	ID           *int64          `json:"id"`
-	ImageID      *int64          `json:"image_id"`
-	CategoryID   *int64          `json:"category_id"`
-	Segmentation Segmentation    `json:"segmentation"`
-	Area         *float64        `json:"area"`
-	BBox         *cocomask.Box   `json:"bbox"`
-	IsCrowd      json.RawMessage `json:"iscrowd"`
-}
-
 // MarshalJSON writes the annotation with "iscrowd" as 0 or 1.
 func (a Annotation) MarshalJSON() ([]byte, error) {
 	crowd := 0
