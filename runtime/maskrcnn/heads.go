@@ -105,18 +105,77 @@ func (l *hl) linear(name string, in, out int) *nn.Linear {
 	return nn.NewLinear(name, in, out, l.f(name+".weight", out, in), l.f(name+".bias", out))
 }
 
+// HeadSizes are the widths of the heads (torchvision's constructor
+// arguments); channels, anchors and classes come from the config.
+type HeadSizes struct {
+	Representation int   // TwoMLPHead representation size (1024)
+	MaskLayers     []int // MaskRCNNHeads layers ((256, 256, 256, 256)); nil: no mask branch
+	MaskDim        int   // MaskRCNNPredictor dim_reduced (256)
+}
+
+// DefaultHeadSizes are torchvision MaskRCNN's.
+func DefaultHeadSizes() HeadSizes {
+	return HeadSizes{Representation: 1024, MaskLayers: []int{256, 256, 256, 256}, MaskDim: 256}
+}
+
+func maskConvName(w *model.Weights, i int) string {
+	n := fmt.Sprintf("roi_heads.mask_head.%d.0", i)
+	if !w.Has(n+".weight") && w.Has(fmt.Sprintf("roi_heads.mask_head.mask_fcn%d.weight", i+1)) {
+		n = fmt.Sprintf("roi_heads.mask_head.mask_fcn%d", i+1)
+	}
+	return n
+}
+
+// InferHeadSizes reads the head widths from the stored tensor shapes
+// (a file without roi_heads.mask_* tensors has no mask branch).
+func InferHeadSizes(w *model.Weights) (HeadSizes, error) {
+	if w.File == nil {
+		return DefaultHeadSizes(), nil
+	}
+	l := &hl{w: w}
+	var s HeadSizes
+	if sh := l.shape("roi_heads.box_head.fc6.weight", 2); sh != nil {
+		s.Representation = sh[0]
+	}
+	for i := 0; w.Has(maskConvName(w, i) + ".weight"); i++ {
+		sh := l.shape(maskConvName(w, i)+".weight", 4)
+		if sh == nil {
+			break
+		}
+		s.MaskLayers = append(s.MaskLayers, sh[0])
+	}
+	if len(s.MaskLayers) > 0 || w.Has("roi_heads.mask_predictor.conv5_mask.weight") {
+		if sh := l.shape("roi_heads.mask_predictor.conv5_mask.weight", 4); sh != nil {
+			s.MaskDim = sh[1]
+		}
+		if s.MaskLayers == nil {
+			s.MaskLayers = []int{}
+		}
+	}
+	return s, l.err
+}
+
 // LoadHeads reads the rpn.* and roi_heads.* tensors of a torchvision
 // MaskRCNN state_dict: channels is the pyramid's width, anchors the anchors
 // per location, numClasses K (with background), pool the box RoI pool size
 // (7). Hidden sizes (TwoMLPHead's representation size, the mask head's
-// layers and predictor width) are read from the tensors' shapes; every
-// tensor is checked for presence, dtype and shape, and errors name it.
-// Torchvision's pre-0.13 names (rpn.head.conv.weight,
+// layers and predictor width) are read from the tensors' shapes
+// (InferHeadSizes); every tensor is checked for presence, dtype and shape,
+// and errors name it. Torchvision's pre-0.13 names (rpn.head.conv.weight,
 // roi_heads.mask_head.mask_fcn{i}) are accepted too. The mask branch is
-// optional: without roi_heads.mask_head.* the result has no MaskHead.
+// optional: without roi_heads.mask_* tensors the result has no MaskHead.
 func LoadHeads(w *model.Weights, channels, anchors, numClasses, pool int) (*Heads, error) {
-	if channels <= 0 || anchors <= 0 || numClasses <= 0 || pool <= 0 {
-		return nil, fmt.Errorf("maskrcnn heads: channels %d, anchors %d, classes %d, pool %d must be positive", channels, anchors, numClasses, pool)
+	s, err := InferHeadSizes(w)
+	if err != nil {
+		return nil, err
+	}
+	return LoadHeadsSized(w, channels, anchors, numClasses, pool, s)
+}
+
+// LoadHeadsSized is LoadHeads with the head widths given.
+func LoadHeadsSized(w *model.Weights, channels, anchors, numClasses, pool int, s HeadSizes) (*Heads, error) {
+	if channels <= 0 || anchors <= 0 || numClasses <= 0 || pool <= 0 || s.Representation <= 0 {
+		return nil, fmt.Errorf("maskrcnn heads: channels %d, anchors %d, classes %d, pool %d, representation %d must be positive", channels, anchors, numClasses, pool, s.Representation)
 	}
 	l := &hl{w: w}
 	h := &Heads{}
@@ -130,13 +189,9 @@ func LoadHeads(w *model.Weights, channels, anchors, numClasses, pool int) (*Head
 		A:    anchors,
 	}
 	// Box head.
-	in := channels * pool * pool
-	var rep int
-	if s := l.shape("roi_heads.box_head.fc6.weight", 2); s != nil {
-		rep = s[0]
-	}
+	rep := s.Representation
 	bh := &BoxHead{InC: channels, Pool: pool}
-	bh.FC6 = l.linear("roi_heads.box_head.fc6", in, rep)
+	bh.FC6 = l.linear("roi_heads.box_head.fc6", channels*pool*pool, rep)
 	bh.FC7 = l.linear("roi_heads.box_head.fc7", rep, rep)
 	bh.ClsScore = l.linear("roi_heads.box_predictor.cls_score", rep, numClasses)
 	bh.BBoxPred = l.linear("roi_heads.box_predictor.bbox_pred", rep, 4*numClasses)
@@ -144,31 +199,22 @@ func LoadHeads(w *model.Weights, channels, anchors, numClasses, pool int) (*Head
 	if l.err != nil {
 		return nil, l.err
 	}
-	// Mask head.
-	name := func(i int) string {
-		n := fmt.Sprintf("roi_heads.mask_head.%d.0", i)
-		if !w.Has(n+".weight") && w.Has(fmt.Sprintf("roi_heads.mask_head.mask_fcn%d.weight", i+1)) {
-			n = fmt.Sprintf("roi_heads.mask_head.mask_fcn%d", i+1)
-		}
-		return n
-	}
-	if !w.Has(name(0)+".weight") && !w.Has("roi_heads.mask_predictor.conv5_mask.weight") {
+	if s.MaskLayers == nil {
 		return h, nil
+	}
+	if s.MaskDim <= 0 {
+		return nil, fmt.Errorf("maskrcnn heads: mask predictor width %d", s.MaskDim)
 	}
 	mh := &MaskHead{InC: channels}
 	c := channels
-	for i := 0; w.Has(name(i) + ".weight"); i++ {
-		s := l.shape(name(i)+".weight", 4)
-		if s == nil {
-			break
+	for i, out := range s.MaskLayers {
+		if out <= 0 {
+			return nil, fmt.Errorf("maskrcnn heads: mask head layer %d has %d channels", i, out)
 		}
-		mh.Convs = append(mh.Convs, l.conv(name(i), c, s[0], 3, 1))
-		c = s[0]
+		mh.Convs = append(mh.Convs, l.conv(maskConvName(w, i), c, out, 3, 1))
+		c = out
 	}
-	var d int
-	if s := l.shape("roi_heads.mask_predictor.conv5_mask.weight", 4); s != nil {
-		d = s[1]
-	}
+	d := s.MaskDim
 	mh.Deconv = &nn.ConvTranspose2d{Name: "roi_heads.mask_predictor.conv5_mask", InC: c, OutC: d, K: 2,
 		Weight: l.f("roi_heads.mask_predictor.conv5_mask.weight", c, d, 2, 2), Bias: l.f("roi_heads.mask_predictor.conv5_mask.bias", d)}
 	mh.Logits = l.conv("roi_heads.mask_predictor.mask_fcn_logits", d, numClasses, 1, 0)
