@@ -445,6 +445,9 @@ func (p *parser) elements() ([][2]int, error) {
 				if c == ']' {
 					if start >= 0 {
 						out = append(out, [2]int{start, i})
+					} else if len(out) > 0 {
+						p.i = i
+						return nil, p.fail("trailing comma in list")
 					}
 					p.i = i + 1
 					return fixStarts(b, open, out), nil

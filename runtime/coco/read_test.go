@@ -349,3 +349,50 @@ func FuzzDecodeResults(f *testing.F) {
 		}
 	})
 }
+
+func TestParserEdgeCases(t *testing.T) {
+	for _, c := range []struct{ doc, want string }{
+		{`[{"image_id":1,"category_id":2,"bbox":[1,2,3,4],"score":0.5},]`, "trailing comma"},
+		{`[,]`, "empty list element"},
+		{`[{"image_id":1,"category_id":2,"bbox":[1,2,3,4],"score":0.5} {"image_id":1}]`, "want ',' or ']'"},
+		{`[{"image_id":1,"category_id":2,"bbox":[1,2,3,4],"score":0.5}] x`, "unexpected data after the list"},
+		{`[{"image_id":1.5,"category_id":2,"bbox":[1,2,3,4],"score":0.5}]`, "image_id: cannot use JSON number 1.5 as int64"},
+		{`[{"image_id":1,"category_id":2,"bbox":[1,2,3,4],"score":01}]`, "want ',' or '}'"},
+		{`[{"image_id":1,"category_id":2,"bbox":[1,2,3,4],"score":"0.5"}]`, "score: cannot use JSON string as float64"},
+		{`[{"image_id":1,"category_id":2,"bbox":[1,2,3,4],"score":0.5,"x":"\q"}]`, "bad escape"},
+		{`[{"image_id":1,"category_id":2,"segmentation":{"size":[2,2],"counts":[1,-3]},"score":0.5}]`, "rle: counts: cannot use JSON number -3 as uint32"},
+	} {
+		_, err := DecodeResults(strings.NewReader(c.doc))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s:\n got %v\nwant %q", c.doc, err, c.want)
+		}
+	}
+	// Accepted: escapes (compressed counts contain backslashes), integral
+	// ids written as floats, unknown keys, null optional fields.
+	rs, err := DecodeResults(strings.NewReader(`[{"image_id":1.0,"category_id":2e0,"bbox":null,"score":-0.5e-1,"extra":{"a":[true,false,null,"\u00e9\ud83d\ude00"]},
+		"segmentation":{"size":[1,3],"counts":"0\\0"}}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rs[0]
+	if r.ImageID != 1 || r.CategoryID != 2 || r.HasBBox || r.Score != -0.05 || r.Segmentation.String != `0\0` {
+		t.Fatalf("%+v", r)
+	}
+	// The same documents as encoding/json sees them.
+	var ref []struct {
+		Score float64 `json:"score"`
+	}
+	doc := `[{"image_id":7,"category_id":2,"bbox":[1,2,3,4],"score":0.30000000000000004},{"image_id":7,"category_id":2,"bbox":[1,2,3,4],"score":1e-320}]`
+	if err := json.Unmarshal([]byte(doc), &ref); err != nil {
+		t.Fatal(err)
+	}
+	rs, err = DecodeResults(strings.NewReader(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range ref {
+		if rs[i].Score != ref[i].Score {
+			t.Errorf("score %d: %v, encoding/json reads %v", i, rs[i].Score, ref[i].Score)
+		}
+	}
+}
