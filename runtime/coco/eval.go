@@ -208,9 +208,15 @@ func Evaluate(gt *Dataset, dets []Result, iouType IoUType, opt Options) (*Eval, 
 		}
 		dk = append(dk, keyIdx{int64(k)*nI + int64(i), int32(n)})
 	}
-	byKey := func(a, b keyIdx) int { return cmp.Compare(a.key, b.key) }
-	slices.SortStableFunc(gk, byKey)
-	slices.SortStableFunc(dk, byKey)
+	// A stable sort by key: ties keep file order (idx ascending).
+	byKey := func(a, b keyIdx) int {
+		if c := cmp.Compare(a.key, b.key); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.idx, b.idx)
+	}
+	slices.SortFunc(gk, byKey)
+	slices.SortFunc(dk, byKey)
 	var pairs []pairRef
 	for g, d := 0, 0; g < len(gk) || d < len(dk); {
 		key := int64(1 << 62)
@@ -329,8 +335,13 @@ func (ev *pairEvaluator) run(pr *pairRef, out *evalPair) *pairError {
 
 	// Detections: stable sort by descending score, keep maxDet.
 	ev.order = append(ev.order[:0], pr.dt...)
-	slices.SortStableFunc(ev.order, func(a, b int32) int {
-		return cmp.Compare(ev.dets[b].Score, ev.dets[a].Score)
+	// mergesort on -score: stable, so ties keep file order (ascending
+	// index), which the tie-break makes explicit for an unstable sort.
+	slices.SortFunc(ev.order, func(a, b int32) int {
+		if c := cmp.Compare(ev.dets[b].Score, ev.dets[a].Score); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
 	})
 	if p.IoUType == Segm {
 		// Check every mask of the pair, even those past maxDet.
@@ -556,7 +567,17 @@ func (e *Eval) accumulate(res []evalPair, opt Options) {
 							ent = append(ent, accEntry{E[pi].scores[d], int32(pi), int32(d)})
 						}
 					}
-					slices.SortStableFunc(ent, func(x, y accEntry) int { return cmp.Compare(y.score, x.score) })
+					// Stable sort by descending score: ties stay in image
+					// order, then detection order.
+					slices.SortFunc(ent, func(x, y accEntry) int {
+						if c := cmp.Compare(y.score, x.score); c != 0 {
+							return c
+						}
+						if c := cmp.Compare(x.pair, y.pair); c != 0 {
+							return c
+						}
+						return cmp.Compare(x.d, y.d)
+					})
 					nd := len(ent)
 					rc = slices.Grow(rc[:0], nd)[:nd]
 					pr = slices.Grow(pr[:0], nd)[:nd]
