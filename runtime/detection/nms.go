@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"sort"
+
+	"github.com/flbq/flbq/runtime/nn"
 )
 
 // greaterNaNFirst orders a before b in a descending sort the way torch's
@@ -63,35 +65,42 @@ func nmsSorted(boxes []float32, order []int, thr float64) []int {
 	if n == 0 {
 		return keep
 	}
-	areas := make([]float32, len(boxes)/4)
-	for i := range areas {
+	// Boxes and areas gathered in visiting order (structure of arrays) so
+	// the inner loop streams through memory; the arithmetic is unchanged.
+	buf := make([]float32, 5*n)
+	x1, y1, x2, y2, area := buf[:n], buf[n:2*n], buf[2*n:3*n], buf[3*n:4*n], buf[4*n:]
+	for k, i := range order {
 		b := boxes[4*i : 4*i+4]
-		areas[i] = float32((b[2] - b[0]) * (b[3] - b[1]))
+		x1[k], y1[k], x2[k], y2[k] = b[0], b[1], b[2], b[3]
+		area[k] = float32((b[2] - b[0]) * (b[3] - b[1]))
 	}
-	suppressed := make([]bool, len(areas))
-	for oi := 0; oi < n; oi++ {
-		i := order[oi]
-		if suppressed[i] {
+	suppressed := make([]bool, n)
+	for a := 0; a < n; a++ {
+		if suppressed[a] {
 			continue
 		}
-		keep = append(keep, i)
-		ix1, iy1, ix2, iy2 := boxes[4*i], boxes[4*i+1], boxes[4*i+2], boxes[4*i+3]
-		iarea := areas[i]
-		for oj := oi + 1; oj < n; oj++ {
-			j := order[oj]
-			if suppressed[j] {
+		keep = append(keep, order[a])
+		ix1, iy1, ix2, iy2, iarea := x1[a], y1[a], x2[a], y2[a], area[a]
+		sx1 := x1[a+1:]
+		sy1 := y1[a+1 : a+1+len(sx1)]
+		sx2 := x2[a+1 : a+1+len(sx1)]
+		sy2 := y2[a+1 : a+1+len(sx1)]
+		sar := area[a+1 : a+1+len(sx1)]
+		sup := suppressed[a+1 : a+1+len(sx1)]
+		for j := range sx1 {
+			if sup[j] {
 				continue
 			}
-			xx1 := fmax(ix1, boxes[4*j])
-			yy1 := fmax(iy1, boxes[4*j+1])
-			xx2 := fmin(ix2, boxes[4*j+2])
-			yy2 := fmin(iy2, boxes[4*j+3])
+			xx1 := fmax(ix1, sx1[j])
+			yy1 := fmax(iy1, sy1[j])
+			xx2 := fmin(ix2, sx2[j])
+			yy2 := fmin(iy2, sy2[j])
 			w := fmax(0, xx2-xx1)
 			h := fmax(0, yy2-yy1)
 			inter := float32(w * h)
-			ovr := inter / (float32(iarea+areas[j]) - inter)
+			ovr := inter / (float32(iarea+sar[j]) - inter)
 			if float64(ovr) > thr {
-				suppressed[j] = true
+				sup[j] = true
 			}
 		}
 	}
@@ -167,14 +176,17 @@ func batchedNMSVanilla(boxes, scores []float32, idxs []int, thr float64) []int {
 	}
 	sort.Ints(classes)
 	keepMask := make([]bool, len(idxs))
-	for _, c := range classes {
-		cur := groups[c]
-		b := GatherBoxes(boxes, cur)
-		s := gather32(scores, cur)
-		for _, k := range nmsSorted(b, ArgsortDesc(s), thr) {
-			keepMask[cur[k]] = true
+	// Categories are independent (disjoint index sets): run them in parallel.
+	nn.ParallelFor(len(classes), 1, func(lo, hi int) {
+		for _, c := range classes[lo:hi] {
+			cur := groups[c]
+			b := GatherBoxes(boxes, cur)
+			s := gather32(scores, cur)
+			for _, k := range nmsSorted(b, ArgsortDesc(s), thr) {
+				keepMask[cur[k]] = true
+			}
 		}
-	}
+	})
 	var keep []int
 	for i, k := range keepMask {
 		if k {

@@ -21,6 +21,14 @@ type Heads interface {
 	Mask(pooled []float32, n int) (maskLogits []float32, err error)
 }
 
+// LabelMasker is an optional extension of Heads: the mask logits of each
+// RoI's predicted class only (n×M×M, labels[i] in [0, K)), sparing the
+// K-1 maps per RoI that maskrcnn_inference discards. Run uses it when the
+// heads implement it.
+type LabelMasker interface {
+	MaskLabels(pooled []float32, n int, labels []int) (maskLogits []float32, err error)
+}
+
 // Config is the non-learned configuration of a Mask R-CNN.
 type Config struct {
 	NumClasses int // including background
@@ -187,12 +195,23 @@ func Run(features []FeatureMap, g ImageGeometry, heads Heads, cfg Config) (*Resu
 			return nil, err
 		}
 		var ml []float32
+		lm, one := heads.(LabelMasker)
 		if det.Len() > 0 {
-			if ml, err = heads.Mask(mp, det.Len()); err != nil {
+			if one {
+				ml, err = lm.MaskLabels(mp, det.Len(), det.Labels)
+			} else {
+				ml, err = heads.Mask(mp, det.Len())
+			}
+			if err != nil {
 				return nil, err
 			}
 		}
-		if probs, err = MaskProbs(ml, det.Labels, cfg.NumClasses, cfg.MaskSize); err != nil {
+		if one {
+			probs, err = MaskProbs(ml, make([]int, det.Len()), 1, cfg.MaskSize)
+		} else {
+			probs, err = MaskProbs(ml, det.Labels, cfg.NumClasses, cfg.MaskSize)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}

@@ -3,6 +3,8 @@ package detection
 import (
 	"fmt"
 	"math"
+
+	"github.com/flbq/flbq/runtime/nn"
 )
 
 // FeatureMap is one image's C×H×W float32 feature map (row-major).
@@ -305,15 +307,19 @@ func (m MultiScaleRoIAlign) Apply(features []FeatureMap, boxes []float32, imageH
 	} else if levels, err = mapper.Levels(boxes); err != nil {
 		return nil, err
 	}
-	var pc []preCalc
-	for r := 0; r < n; r++ {
-		l := levels[r]
-		if l < 0 || l >= len(features) {
-			// torchvision leaves such rows zero (no level selects them).
-			continue
+	// RoIs are independent: split them across nn.Threads() goroutines
+	// (each RoI's arithmetic is unchanged).
+	nn.ParallelFor(n, 8, func(lo, hi int) {
+		var pc []preCalc
+		for r := lo; r < hi; r++ {
+			l := levels[r]
+			if l < 0 || l >= len(features) {
+				// torchvision leaves such rows zero (no level selects them).
+				continue
+			}
+			p := RoIAlignParams{PooledH: m.OutputSize, PooledW: m.OutputSize, SpatialScale: scales[l], SamplingRatio: m.SamplingRatio}
+			pc = roiAlignOne(out[r*per:(r+1)*per], features[l], boxes[4*r:4*r+4], p, pc)
 		}
-		p := RoIAlignParams{PooledH: m.OutputSize, PooledW: m.OutputSize, SpatialScale: scales[l], SamplingRatio: m.SamplingRatio}
-		pc = roiAlignOne(out[r*per:(r+1)*per], features[l], boxes[4*r:4*r+4], p, pc)
-	}
+	})
 	return out, nil
 }

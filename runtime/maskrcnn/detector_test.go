@@ -386,3 +386,43 @@ func TestLoadErrors(t *testing.T) {
 		t.Error("missing file: no error")
 	}
 }
+
+// MaskLabels (the predicted class only) agrees with the full
+// MaskRCNNPredictor output.
+func TestMaskLabelsMatchesMask(t *testing.T) {
+	d := loadDetector(t, "swin_maskrcnn")
+	m := d.Heads.MaskHead
+	n := 5
+	rng := rand.New(rand.NewSource(2))
+	pooled := make([]float32, n*m.InC*14*14)
+	for i := range pooled {
+		pooled[i] = float32(rng.NormFloat64())
+	}
+	labels := []int{1, 4, 0, 2, 4}
+	full, err := d.Heads.Mask(pooled, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, err := d.Heads.MaskLabels(pooled, n, labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, mm := d.NumClasses(), 28*28
+	if len(full) != n*k*mm || len(one) != n*mm {
+		t.Fatalf("sizes %d, %d", len(full), len(one))
+	}
+	for i, l := range labels {
+		for p := 0; p < mm; p++ {
+			a, b := one[i*mm+p], full[(i*k+l)*mm+p]
+			if d := a - b; d > 1e-4 || d < -1e-4 {
+				t.Fatalf("roi %d pixel %d: %v vs %v", i, p, a, b)
+			}
+		}
+	}
+	if _, err := d.Heads.MaskLabels(pooled, n, []int{1, 2, 3, 4, 5}); err == nil {
+		t.Error("label out of range: no error")
+	}
+	if out, err := d.Heads.MaskLabels(nil, 0, nil); err != nil || len(out) != 0 {
+		t.Errorf("no RoIs: %v, %v", out, err)
+	}
+}

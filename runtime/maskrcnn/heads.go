@@ -273,6 +273,62 @@ func (h *Heads) Box(pooled []float32, n int) (classLogits, boxRegression []float
 
 // Mask implements detection.Heads.
 func (h *Heads) Mask(pooled []float32, n int) ([]float32, error) {
+	x, err := h.maskTrunk(pooled, n)
+	if err != nil || x == nil {
+		return nil, err
+	}
+	return h.MaskHead.Logits.Forward(x).Data, nil
+}
+
+var _ detection.LabelMasker = (*Heads)(nil)
+
+// MaskLabels implements detection.LabelMasker: mask_fcn_logits evaluated
+// for each RoI's label only (a 1×1 convolution, so one dot product over
+// the channels per pixel).
+func (h *Heads) MaskLabels(pooled []float32, n int, labels []int) ([]float32, error) {
+	if len(labels) != n {
+		return nil, fmt.Errorf("maskrcnn: mask head: %d labels for %d RoIs", len(labels), n)
+	}
+	x, err := h.maskTrunk(pooled, n)
+	if err != nil || x == nil {
+		return nil, err
+	}
+	lg := h.MaskHead.Logits
+	d, k := lg.InC, lg.OutC
+	for _, l := range labels {
+		if l < 0 || l >= k {
+			return nil, fmt.Errorf("maskrcnn: mask head: label %d out of range [0,%d)", l, k)
+		}
+	}
+	mm := x.Shape[2] * x.Shape[3]
+	out := make([]float32, n*mm)
+	nn.ParallelFor(n, 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			l := labels[i]
+			o := out[i*mm : (i+1)*mm]
+			w := lg.Weight[l*d : (l+1)*d]
+			src := x.Data[i*d*mm : (i+1)*d*mm]
+			for c, wc := range w {
+				s := src[c*mm : (c+1)*mm]
+				s = s[:len(o)]
+				for p, v := range s {
+					o[p] += wc * v
+				}
+			}
+			if lg.Bias != nil {
+				b := lg.Bias[l]
+				for p := range o {
+					o[p] += b
+				}
+			}
+		}
+	})
+	return out, nil
+}
+
+// maskTrunk runs MaskRCNNHeads and conv5_mask (with their ReLUs); nil for
+// no RoIs.
+func (h *Heads) maskTrunk(pooled []float32, n int) (*tensor.Tensor, error) {
 	m := h.MaskHead
 	if m == nil {
 		return nil, fmt.Errorf("maskrcnn: the checkpoint has no mask head")
@@ -280,7 +336,7 @@ func (h *Heads) Mask(pooled []float32, n int) ([]float32, error) {
 	if n == 0 {
 		return nil, nil
 	}
-	if len(pooled)%(n*m.InC) != 0 {
+	if n < 0 || len(pooled)%(n*m.InC) != 0 {
 		return nil, fmt.Errorf("maskrcnn: mask head: %d values for %d RoIs of %d channels", len(pooled), n, m.InC)
 	}
 	s := 1
@@ -297,5 +353,5 @@ func (h *Heads) Mask(pooled []float32, n int) ([]float32, error) {
 	}
 	x = m.Deconv.Forward(x)
 	nn.ReLU(x.Data)
-	return m.Logits.Forward(x).Data, nil
+	return x, nil
 }
