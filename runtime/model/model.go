@@ -179,6 +179,9 @@ var PyramidNames = []string{"fpn.0", "fpn.1", "fpn.2", "fpn.3", "fpn.pool"}
 // NumParams counts the parameters (float tensors) of the file.
 func (m *Model) NumParams() int64 {
 	var n int64
+	if m.Weights.File == nil {
+		return 0
+	}
 	for _, name := range m.Weights.File.Names() {
 		info, _ := m.Weights.File.Info(name)
 		if info.DType.IsFloat() {
