@@ -8,6 +8,18 @@
 //
 // and never panic on malformed input. Masks follow cocoapi's maskApi.c
 // (see package cocomask).
+//
+// Evaluate reproduces pycocotools (cocodataset/cocoapi, COCOeval with
+// default parameters) to the last bit on the shared golden cases,
+// including its quirks: thresholds computed as numpy.linspace does, the
+// "area" field of ground truth used as written, stable score order with
+// ties in image-id then file order, maxDets per (image, category), the
+// later of equally good ground truths winning a match, crowd IoU over the
+// detection's area, and a ground truth with annotation id 0 never counting
+// as a true positive (pycocotools stores the matched id and tests it for
+// truth). One documented choice differs from pycocotools' loadRes: for
+// segm a detection's area is its mask's pixel count even when it also has
+// a "bbox" (detectron2 drops "bbox" before loadRes for the same effect).
 package coco
 
 import (
