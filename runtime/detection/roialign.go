@@ -33,7 +33,7 @@ type RoIAlignParams struct {
 }
 
 type preCalc struct {
-	p1, p2, p3, p4 int
+	p1, p2, p3, p4 int32
 	w1, w2, w3, w4 float32
 }
 
@@ -121,19 +121,17 @@ func roiAlignOne(out []float32, feat FeatureMap, box []float32, p RoIAlignParams
 		}
 	}
 	hw := height * width
+	ns := gridH * gridW
 	for c := 0; c < feat.C; c++ {
 		in := feat.Data[c*hw : (c+1)*hw]
 		o := out[c*ph*pw : (c+1)*ph*pw]
-		k := 0
-		for b := 0; b < ph*pw; b++ {
+		for b := range o {
 			var v float32
-			for s := 0; s < gridH*gridW; s++ {
-				q := &pc[k]
+			for _, q := range pc[b*ns : (b+1)*ns] {
 				t := float32(q.w1*in[q.p1]) + float32(q.w2*in[q.p2])
 				t = t + float32(q.w3*in[q.p3])
 				t = t + float32(q.w4*in[q.p4])
 				v += t
-				k++
 			}
 			o[b] = v / count
 		}
@@ -191,7 +189,7 @@ func bilinearPreCalc(y, x float32, height, width int) preCalc {
 	lx := x - float32(xl)
 	hy, hx := 1-ly, 1-lx
 	return preCalc{
-		p1: yl*width + xl, p2: yl*width + xh, p3: yh*width + xl, p4: yh*width + xh,
+		p1: int32(yl*width + xl), p2: int32(yl*width + xh), p3: int32(yh*width + xl), p4: int32(yh*width + xh),
 		w1: float32(hy * hx), w2: float32(hy * lx), w3: float32(ly * hx), w4: float32(ly * lx),
 	}
 }
