@@ -13,7 +13,17 @@
 //     MultiScaleRoIAlign with the FPN LevelMapper.
 //   - PostprocessDetections: RoIHeads.postprocess_detections.
 //   - MaskProbs, PasteMasksInImage, ResizeBoxes: the mask branch's
-//     post-processing and GeneralizedRCNNTransform.postprocess.
+//     post-processing and GeneralizedRCNNTransform.postprocess;
+//     PasteMaskRegion pastes into the box's pixels only (Config.CropMasks
+//     makes Run return masks cropped that way, as BinaryMask).
+//   - Run: the whole eval-mode pipeline around a Heads implementation
+//     (runtime/maskrcnn has the learned one); heads that also implement
+//     LabelMasker compute mask logits for the predicted class only, and
+//     Config.Trace reports stage boundaries for timing.
+//
+// RoIAlign in MultiScaleRoIAlign.Apply and the per-class NMS of
+// BatchedNMS's per-category path run across nn.Threads() goroutines; each
+// RoI's and each class's arithmetic is unchanged.
 //
 // Boxes are flat []float32 of length 4·n in (x1, y1, x2, y2) order. Feature
 // maps are CHW float32 (FeatureMap). Every function validates the lengths it
