@@ -1,0 +1,718 @@
+// Package calib measures F-LBQ error curves: how much each quantization
+// unit (a channel group of a backbone linear layer, or a whole layer),
+// quantized alone at b bits, alters the backbone's output features on a
+// calibration set.
+//
+// # Definition
+//
+//	D_u(b) = mean over calibration images x of ‖F(x) − F_{u,b}(x)‖² / numel(F(x))
+//
+// F is the concatenation of all backbone outputs (Swin: the four stage
+// maps; ViTDet: the encoder map — the tensors `flbq features` writes as
+// "backbone.*"), F_{u,b} the same backbone with only unit u quantized at b
+// bits. Quantized means what ships: the unit's output channels are computed
+// by the int8 kernel (runtime/kernels.QLinear: per-row int8 activations,
+// per-output-channel asymmetric b-bit weights with the chosen scale rule,
+// exact int32 accumulation); the rest of the network stays fp32. The model
+// is never modified: quantized layers are passed as nn.Overrides.
+//
+// # Exact mode
+//
+// The calibration images are stacked into batches of equal padded size.
+// For each batch, one fp32 pass caches every block's input and the fp32
+// outputs; then every (unit, bits) pair re-runs only the blocks from the
+// one holding the unit's layer onward (Backbone.ForwardFrom), jobs spread
+// over all cores.
+//
+// # Fast mode
+//
+// Fast mode estimates D_u(b) from two cheap measurements per layer L:
+//
+//   - E_g(b): the output-error energy of group g at b bits, Σ over all
+//     calibration tokens and the group's output channels of
+//     (y_q − y)², where y is the layer's fp32 output and y_q the kernel
+//     output with the whole layer at b bits (int8 activations included).
+//     It is accumulated during one fp32 pass (the layer's input is at hand
+//     there), costing about len(bits) extra quantized layer products.
+//   - D_L(a): the exact distortion of the whole layer quantized at a few
+//     anchor bit-widths a (default 2 and 4), one partial forward per anchor.
+//
+// The layer's sensitivity s_L(a) = D_L(a) / Σ_g E_g(a) turns energies into
+// feature distortion; between anchors s_L(b) is interpolated linearly in
+// log s, outside it is held constant, and D_g(b) = s_L(b)·E_g(b). At the
+// anchors the group curves sum to the exact layer curve. The cost is
+// (len(bits)/2 + len(anchors)·L/2)-ish forwards per image instead of
+// units·len(bits)/2: for Swin-T with 32-channel groups about 100× less.
+package calib
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/flbq/flbq/runtime/model"
+	"github.com/flbq/flbq/runtime/nn"
+	"github.com/flbq/flbq/runtime/qformat"
+	"github.com/flbq/flbq/runtime/tensor"
+	"github.com/flbq/flbq/solver"
+)
+
+// Modes of Measure.
+const (
+	Exact = "exact"
+	Fast  = "fast"
+)
+
+// Definition is the distortion definition recorded in curves.json's meta.
+const Definition = "D_u(b) = mean over calibration images of ||F(x) - F_{u,b}(x)||^2 / numel(F(x)); F = all backbone outputs concatenated; F_{u,b} = unit u alone through the int8 kernel at b bits (per-row int8 activations, per-channel asymmetric weights), everything else fp32"
+
+// Options configure Measure.
+type Options struct {
+	Mode      string       // Exact (default) or Fast
+	GroupSize int          // output channels per unit; 0 for whole layers
+	Rule      qformat.Rule // weight scale rule
+	Bits      []int        // measured bit-widths (default 1..8)
+	// Layers are the indices (into QuantLayers) to measure; nil for all.
+	Layers []int
+	// Anchors are fast mode's exact layer-level bit-widths (default 2, 4).
+	Anchors []int
+	// WholeQKV turns off fast mode's split of fused attention input
+	// projections (Out = 3·In: Swin attn.qkv, ViT in_proj) into q, k and v
+	// segments with their own sensitivities.
+	WholeQKV bool
+	// Unweighted turns off fast mode's structural channel weights.
+	Unweighted bool
+	// Workers run (unit, bits) jobs concurrently (default GOMAXPROCS).
+	Workers int
+	// Progress, if set, is called with steps done and the total.
+	Progress func(done, total int)
+	// Save, if set, is called with the state after a task when SaveEvery
+	// has passed since the last save, and before returning on interrupt.
+	Save      func(*State) error
+	SaveEvery time.Duration
+}
+
+// ErrInterrupted is returned (wrapped) when the context ends a run.
+var ErrInterrupted = errors.New("calibration interrupted")
+
+// DefaultBits are the bit-widths measured by default.
+var DefaultBits = []int{1, 2, 3, 4, 5, 6, 7, 8}
+
+// DefaultAnchors are fast mode's default exact layer-level bit-widths.
+var DefaultAnchors = []int{2, 4}
+
+// State is the resumable progress of a Measure run: finished tasks and the
+// per-layer sums they contributed. Tasks are (batch, layer) pieces; sums are
+// added in batch order, so a resumed run gives bit-identical curves.
+type State struct {
+	mu      sync.Mutex
+	Done    map[string]bool      `json:"done"`
+	Acc     map[string][]float64 `json:"acc"`
+	Seconds float64              `json:"seconds"` // compute time of earlier runs
+}
+
+// NewState returns an empty state.
+func NewState() *State { return &State{Done: map[string]bool{}, Acc: map[string][]float64{}} }
+
+func (s *State) done(k string) bool { s.mu.Lock(); defer s.mu.Unlock(); return s.Done[k] }
+
+// commit adds sums into the accumulators and marks task k done, atomically.
+func (s *State) commit(k string, sums map[string][]float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for key, v := range sums {
+		a := s.Acc[key]
+		if a == nil {
+			a = make([]float64, len(v))
+			s.Acc[key] = a
+		}
+		for i := range v {
+			a[i] += v[i]
+		}
+	}
+	s.Done[k] = true
+}
+
+// Snapshot returns a deep copy safe to serialise while the run continues.
+func (s *State) Snapshot() *State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := NewState()
+	c.Seconds = s.Seconds
+	for k, v := range s.Done {
+		c.Done[k] = v
+	}
+	for k, v := range s.Acc {
+		c.Acc[k] = append([]float64(nil), v...)
+	}
+	return c
+}
+
+// Result is Measure's output.
+type Result struct {
+	Curves  *solver.Curves // units in layer order; Meta holds engine details
+	Seconds float64        // compute time including earlier (resumed) runs
+}
+
+type engine struct {
+	bb      model.Backbone
+	layers  []model.LayerRef
+	sel     []int
+	units   map[int][]Unit
+	blockOf map[string]int
+	batches []Batch
+	nImages int
+	o       Options
+	z       *Quantizer
+	st      *State
+
+	steps, total atomic.Int64
+	lastSave     time.Time
+	start        time.Time
+}
+
+// Measure computes the error curves of the selected layers of bb on the
+// calibration batches. st carries progress (NewState for a fresh run, a
+// checkpoint's state to resume). On ctx cancellation it saves the state
+// (Options.Save) and returns an error wrapping ErrInterrupted.
+func Measure(ctx context.Context, bb model.Backbone, batches []Batch, o Options, st *State) (*Result, error) {
+	layers := bb.QuantLayers()
+	if len(layers) == 0 {
+		return nil, errors.New("the model's backbone has no quantizable linear layers: nothing to calibrate")
+	}
+	if len(batches) == 0 {
+		return nil, errors.New("no calibration images")
+	}
+	if o.Mode == "" {
+		o.Mode = Exact
+	}
+	if o.Mode != Exact && o.Mode != Fast {
+		return nil, fmt.Errorf("mode %q: want exact or fast", o.Mode)
+	}
+	if len(o.Bits) == 0 {
+		o.Bits = DefaultBits
+	}
+	for i, b := range o.Bits {
+		if b < qformat.MinBits || b > qformat.MaxBits || (i > 0 && b <= o.Bits[i-1]) {
+			return nil, fmt.Errorf("bits %v: want strictly increasing values in 1..8", o.Bits)
+		}
+	}
+	if len(o.Anchors) == 0 {
+		o.Anchors = DefaultAnchors
+	}
+	for i, b := range o.Anchors {
+		if b < qformat.MinBits || b > qformat.MaxBits || (i > 0 && b <= o.Anchors[i-1]) {
+			return nil, fmt.Errorf("anchors %v: want strictly increasing values in 1..8", o.Anchors)
+		}
+	}
+	if o.Mode == Fast {
+		for _, a := range o.Anchors {
+			if indexOf(o.Bits, a) < 0 {
+				return nil, fmt.Errorf("fast mode: anchor %d bits is not among the measured bits %v", a, o.Bits)
+			}
+		}
+	}
+	if o.GroupSize != 0 {
+		if err := CheckGroupSize(o.GroupSize); err != nil {
+			return nil, err
+		}
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	sel := o.Layers
+	if sel == nil {
+		for i := range layers {
+			sel = append(sel, i)
+		}
+	}
+	e := &engine{bb: bb, layers: layers, sel: sel, units: map[int][]Unit{}, blockOf: blockOf(bb),
+		batches: batches, o: o, z: NewQuantizer(o.Rule), st: st, start: time.Now(), lastSave: time.Now()}
+	for _, li := range sel {
+		if li < 0 || li >= len(layers) {
+			return nil, fmt.Errorf("layer index %d outside the model's %d quantizable layers", li, len(layers))
+		}
+		l := layers[li]
+		if l.In > qformat.MaxK {
+			return nil, fmt.Errorf("%s: K = %d exceeds the kernel's exact-accumulation limit %d", l.Name, l.In, qformat.MaxK)
+		}
+		e.units[li] = LayerUnits(li, l.Out, o.GroupSize)
+	}
+	for _, b := range batches {
+		e.nImages += len(b.Images)
+	}
+	e.countSteps()
+	if err := e.run(ctx); err != nil {
+		st.mu.Lock()
+		st.Seconds += time.Since(e.start).Seconds()
+		st.mu.Unlock()
+		if errors.Is(err, ErrInterrupted) && o.Save != nil {
+			if serr := o.Save(st.Snapshot()); serr != nil {
+				return nil, fmt.Errorf("%w; saving the checkpoint failed: %v", err, serr)
+			}
+		}
+		return nil, err
+	}
+	st.mu.Lock()
+	st.Seconds += time.Since(e.start).Seconds()
+	secs := st.Seconds
+	st.mu.Unlock()
+	c, err := e.curves()
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Curves: c, Seconds: secs}, nil
+}
+
+func exactKey(b int, layer string) string  { return fmt.Sprintf("x/%d/%s", b, layer) }
+func statsKey(b int) string                { return fmt.Sprintf("s/%d", b) }
+func anchorKey(b int, layer string) string { return fmt.Sprintf("a/%d/%s", b, layer) }
+
+// countSteps sets the progress total and the steps already done.
+func (e *engine) countSteps() {
+	var total, done int64
+	add := func(k string, n int64) {
+		total += n
+		if e.st.done(k) {
+			done += n
+		}
+	}
+	for bi := range e.batches {
+		if e.o.Mode == Exact {
+			for _, li := range e.sel {
+				add(exactKey(bi, e.layers[li].Name), int64(len(e.units[li])*len(e.o.Bits)))
+			}
+			continue
+		}
+		add(statsKey(bi), int64(len(e.sel)))
+		for _, li := range e.sel {
+			add(anchorKey(bi, e.layers[li].Name), int64(len(e.o.Anchors)*len(e.segments(li))))
+		}
+	}
+	e.total.Store(total)
+	e.steps.Store(done)
+	e.progress(0)
+}
+
+func (e *engine) progress(n int64) {
+	d := e.steps.Add(n)
+	if e.o.Progress != nil {
+		e.o.Progress(int(d), int(e.total.Load()))
+	}
+}
+
+func (e *engine) maybeSave() error {
+	if e.o.Save == nil || time.Since(e.lastSave) < e.o.SaveEvery {
+		return nil
+	}
+	e.lastSave = time.Now()
+	snap := e.st.Snapshot()
+	snap.Seconds += time.Since(e.start).Seconds()
+	return e.o.Save(snap)
+}
+
+func (e *engine) run(ctx context.Context) error {
+	for bi, b := range e.batches {
+		pending := false
+		for _, li := range e.sel {
+			name := e.layers[li].Name
+			if e.o.Mode == Exact && !e.st.done(exactKey(bi, name)) || e.o.Mode == Fast && !e.st.done(anchorKey(bi, name)) {
+				pending = true
+			}
+		}
+		if e.o.Mode == Fast && !e.st.done(statsKey(bi)) {
+			pending = true
+		}
+		if !pending {
+			continue
+		}
+		if ctx.Err() != nil {
+			return ErrInterrupted
+		}
+		// fp32 pass: cache every block's input and the outputs (fast mode:
+		// accumulate the energies on the way when that task is pending).
+		inputs := make([]*tensor.Tensor, len(e.bb.Blocks()))
+		var ov nn.Overrides
+		var stats *statsHook
+		if e.o.Mode == Fast && !e.st.done(statsKey(bi)) {
+			stats = e.newStatsHook()
+			ov = stats.overrides()
+		}
+		ref := e.bb.ForwardFrom(0, b.X, nil, ov, inputs)
+		if stats != nil {
+			if stats.err != nil {
+				return stats.err
+			}
+			e.st.commit(statsKey(bi), stats.sums())
+			e.progress(int64(len(e.sel)))
+		}
+		for _, li := range e.sel {
+			if err := e.layerTask(ctx, bi, li, inputs, ref); err != nil {
+				return err
+			}
+			if err := e.maybeSave(); err != nil {
+				return fmt.Errorf("saving the checkpoint: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// layerTask measures, on batch bi, every (unit, bits) of layer li (exact)
+// or the layer's anchors (fast).
+func (e *engine) layerTask(ctx context.Context, bi, li int, inputs, ref []*tensor.Tensor) error {
+	l := e.layers[li]
+	b := e.batches[bi]
+	n := len(b.Images)
+	blk := e.blockOf[l.Name]
+	var key, acc string
+	type job struct{ groups []GroupBits }
+	var jobs []job
+	if e.o.Mode == Exact {
+		key, acc = exactKey(bi, l.Name), "x/"+l.Name
+		for _, u := range e.units[li] {
+			for _, bits := range e.o.Bits {
+				jobs = append(jobs, job{[]GroupBits{{u.Lo, u.Hi, bits}}})
+			}
+		}
+	} else {
+		key, acc = anchorKey(bi, l.Name), "a/"+l.Name
+		for _, sg := range e.segments(li) {
+			for _, a := range e.o.Anchors {
+				jobs = append(jobs, job{[]GroupBits{{sg[0], sg[1], a}}})
+			}
+		}
+	}
+	if e.st.done(key) {
+		return nil
+	}
+	sums := make([]float64, len(jobs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+	}
+	for w := 0; w < min(e.o.Workers, len(jobs)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				j := int(next.Add(1) - 1)
+				if j >= len(jobs) {
+					return
+				}
+				if ctx.Err() != nil {
+					fail(ErrInterrupted)
+					return
+				}
+				op, err := e.z.Op(l.Layer, jobs[j].groups)
+				if err != nil {
+					fail(err)
+					return
+				}
+				out := e.bb.ForwardFrom(blk, inputs[blk], ref, nn.Overrides{l.Name: op}, nil)
+				var s float64
+				for _, v := range featureSSE(ref, out, n) {
+					s += v
+				}
+				sums[j] = s
+				e.progress(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	e.st.commit(key, map[string][]float64{acc: sums})
+	return nil
+}
+
+// statsHook accumulates fast mode's group output-error energies during an
+// fp32 pass.
+type statsHook struct {
+	e   *engine
+	mu  sync.Mutex
+	acc map[string][]float64 // "e/<layer>": [group·len(bits) + bit index]
+	err error
+}
+
+func (e *engine) newStatsHook() *statsHook {
+	return &statsHook{e: e, acc: map[string][]float64{}}
+}
+
+func (h *statsHook) overrides() nn.Overrides {
+	ov := nn.Overrides{}
+	for _, li := range h.e.sel {
+		l := h.e.layers[li]
+		ops := make([]*LayerOp, len(h.e.o.Bits))
+		for i, b := range h.e.o.Bits {
+			op, err := h.e.z.Op(l.Layer, []GroupBits{{0, l.Out, b}})
+			if err != nil {
+				h.err = err
+				return nil
+			}
+			ops[i] = op
+		}
+		nb := len(h.e.o.Bits)
+		ov[l.Name] = nn.LinearFunc(func(dst, x []float32, M int) {
+			lin := l.Layer
+			lin.ForwardFP32(dst, x, M)
+			part := make([]float64, lin.Out*nb) // [channel·nb + bit index]
+			nn.ParallelFor(nb, 1, func(lo, hi int) {
+				buf := nn.GetScratch(M * lin.Out)
+				y := *buf
+				acc := make([]float64, lin.Out)
+				for bi := lo; bi < hi; bi++ {
+					ops[bi].Forward(y, x, M)
+					clear(acc)
+					for m := 0; m < M; m++ {
+						r := m * lin.Out
+						for c := range acc {
+							d := float64(y[r+c]) - float64(dst[r+c])
+							acc[c] += d * d
+						}
+					}
+					for c, v := range acc {
+						part[c*nb+bi] = v
+					}
+				}
+				nn.PutScratch(buf)
+			})
+			// Per-channel Σ z² and Σ GELU'(z)² of the fp32 output, for the
+			// structural channel weights (see channelWeights).
+			mom := make([]float64, 2*lin.Out)
+			for m := 0; m < M; m++ {
+				for c, v := range dst[m*lin.Out : (m+1)*lin.Out] {
+					z := float64(v)
+					g := 0.5*(1+math.Erf(z/math.Sqrt2)) + z*math.Exp(-z*z/2)/math.Sqrt(2*math.Pi)
+					mom[c] += z * z
+					mom[lin.Out+c] += g * g
+				}
+			}
+			h.mu.Lock()
+			if a := h.acc["m/"+l.Name]; a == nil {
+				h.acc["m/"+l.Name] = mom
+			} else {
+				for i, v := range mom {
+					a[i] += v
+				}
+			}
+			a := h.acc["e/"+l.Name]
+			if a == nil {
+				a = make([]float64, len(part))
+				h.acc["e/"+l.Name] = a
+			}
+			for i, v := range part {
+				a[i] += v
+			}
+			h.mu.Unlock()
+		})
+	}
+	return ov
+}
+
+func (h *statsHook) sums() map[string][]float64 { return h.acc }
+
+// curves turns the accumulated sums into curves.
+func (e *engine) curves() (*solver.Curves, error) {
+	c := &solver.Curves{Bits: append([]int(nil), e.o.Bits...), Meta: map[string]any{}}
+	nb := len(e.o.Bits)
+	N := float64(e.nImages)
+	for _, li := range e.sel {
+		l := e.layers[li]
+		units := e.units[li]
+		dist := make([][]float64, len(units))
+		switch e.o.Mode {
+		case Exact:
+			acc := e.st.Acc["x/"+l.Name]
+			if len(acc) != len(units)*nb {
+				return nil, fmt.Errorf("%s: internal: %d sums for %d units × %d bits", l.Name, len(acc), len(units), nb)
+			}
+			for ui := range units {
+				dist[ui] = make([]float64, nb)
+				for bi := range e.o.Bits {
+					dist[ui][bi] = acc[ui*nb+bi] / N
+				}
+			}
+		case Fast:
+			en := e.st.Acc["e/"+l.Name]
+			an := e.st.Acc["a/"+l.Name]
+			segs := e.segments(li)
+			if len(en) != l.Out*nb || len(an) != len(e.o.Anchors)*len(segs) {
+				return nil, fmt.Errorf("%s: internal: fast-mode sums have the wrong length", l.Name)
+			}
+			w := e.channelWeights(li, e.st.Acc["m/"+l.Name])
+			en = append([]float64(nil), en...)
+			for c := 0; c < l.Out; c++ {
+				for bi := 0; bi < nb; bi++ {
+					en[c*nb+bi] *= w[c]
+				}
+			}
+			// Sensitivity per segment and bit-width.
+			sens := make([][]float64, len(segs))
+			for si, sg := range segs {
+				sens[si] = e.sensitivity(en, an[si*len(e.o.Anchors):(si+1)*len(e.o.Anchors)], sg[0], sg[1])
+			}
+			for ui, u := range units {
+				dist[ui] = make([]float64, nb)
+				for bi := range e.o.Bits {
+					var d float64
+					for si, sg := range segs {
+						for c := max(u.Lo, sg[0]); c < min(u.Hi, sg[1]); c++ {
+							d += sens[si][bi] * en[c*nb+bi]
+						}
+					}
+					dist[ui][bi] = d
+				}
+			}
+		}
+		for ui, u := range units {
+			c.Units = append(c.Units, solver.CurveUnit{
+				UnitID:     solver.UnitID{Layer: l.Name, Group: u.Group},
+				Channels:   [2]int{u.Lo, u.Hi},
+				Weights:    int64(u.Hi-u.Lo) * int64(l.In),
+				Distortion: dist[ui],
+			})
+		}
+	}
+	return c, nil
+}
+
+// sensitivity returns s(b) for every measured bit-width of the channel
+// segment [lo, hi) from its anchor distortions an (sums over images) and
+// the per-channel energies en.
+func (e *engine) sensitivity(en, an []float64, lo, hi int) []float64 {
+	nb := len(e.o.Bits)
+	s := make([]float64, len(e.o.Anchors))
+	for ai, a := range e.o.Anchors {
+		bi := indexOf(e.o.Bits, a)
+		var el float64
+		for c := lo; c < hi; c++ {
+			el += en[c*nb+bi]
+		}
+		if el > 0 {
+			s[ai] = an[ai] / float64(e.nImages) / el
+		}
+	}
+	out := make([]float64, nb)
+	for bi, b := range e.o.Bits {
+		out[bi] = interpSensitivity(e.o.Anchors, s, b)
+	}
+	return out
+}
+
+// channelWeights returns fast mode's structural weight of each output
+// channel of layer li: how strongly an error in that channel reaches the
+// rest of the block, to first order. Only ratios inside a segment matter
+// (each segment's anchors fix the scale).
+//
+//   - MLP fc1 (".mlp.0", feeding GELU and ".mlp.3"): ‖W_fc2[:, c]‖² · Σ GELU'(z_c)².
+//   - fused q/k/v (".attn.qkv", ".self_attention.in_proj"): a query channel
+//     is weighted by its key partner's Σ k_c², a key channel by Σ q_c², a
+//     value channel by ‖W_proj[:, c]‖² (".attn.proj", ".self_attention.out_proj").
+//   - every other layer: 1.
+func (e *engine) channelWeights(li int, mom []float64) []float64 {
+	l := e.layers[li]
+	w := make([]float64, l.Out)
+	for c := range w {
+		w[c] = 1
+	}
+	if e.o.Unweighted || len(mom) != 2*l.Out {
+		return w
+	}
+	next := func(from, to string) *nn.Linear {
+		if !strings.HasSuffix(l.Name, from) {
+			return nil
+		}
+		want := strings.TrimSuffix(l.Name, from) + to
+		for _, r := range e.layers {
+			if r.Name == want {
+				return r.Layer
+			}
+		}
+		return nil
+	}
+	colNorm := func(n *nn.Linear, c int) float64 {
+		var s float64
+		for o := 0; o < n.Out; o++ {
+			v := float64(n.Weight[o*n.In+c])
+			s += v * v
+		}
+		return s
+	}
+	if fc2 := next(".mlp.0", ".mlp.3"); fc2 != nil && fc2.In == l.Out {
+		for c := range w {
+			w[c] = colNorm(fc2, c) * mom[l.Out+c]
+		}
+		return w
+	}
+	proj := next(".attn.qkv", ".attn.proj")
+	if proj == nil {
+		proj = next(".self_attention.in_proj", ".self_attention.out_proj")
+	}
+	if proj != nil && len(e.segments(li)) == 3 && proj.In == l.In {
+		d := l.In
+		for c := 0; c < d; c++ {
+			w[c] = mom[d+c] // query c: Σ k_c²
+			w[d+c] = mom[c] // key c: Σ q_c²
+			w[2*d+c] = colNorm(proj, c)
+		}
+	}
+	return w
+}
+
+// segments returns fast mode's channel segments of layer li: q, k and v of
+// a fused attention input projection (Out = 3·In, tile-aligned), else the
+// whole layer.
+func (e *engine) segments(li int) [][2]int {
+	l := e.layers[li]
+	if !e.o.WholeQKV && l.Out == 3*l.In && l.In%qformat.TileN == 0 {
+		return [][2]int{{0, l.In}, {l.In, 2 * l.In}, {2 * l.In, 3 * l.In}}
+	}
+	return [][2]int{{0, l.Out}}
+}
+
+// interpSensitivity interpolates s over anchors at b: linear in log s
+// between anchors (linear in s if either is 0), constant outside.
+func interpSensitivity(anchors []int, s []float64, b int) float64 {
+	if b <= anchors[0] {
+		return s[0]
+	}
+	last := len(anchors) - 1
+	if b >= anchors[last] {
+		return s[last]
+	}
+	for i := 0; i < last; i++ {
+		a0, a1 := anchors[i], anchors[i+1]
+		if b >= a0 && b <= a1 {
+			t := float64(b-a0) / float64(a1-a0)
+			if s[i] > 0 && s[i+1] > 0 {
+				return math.Exp((1-t)*math.Log(s[i]) + t*math.Log(s[i+1]))
+			}
+			return (1-t)*s[i] + t*s[i+1]
+		}
+	}
+	return s[last]
+}
+
+func indexOf(xs []int, v int) int {
+	for i, x := range xs {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}

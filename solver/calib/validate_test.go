@@ -1,0 +1,101 @@
+package calib
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/flbq/flbq/runtime/nn"
+	"github.com/flbq/flbq/runtime/qformat"
+	"github.com/flbq/flbq/solver"
+	"github.com/flbq/flbq/solver/allocate"
+)
+
+// fastVsExact compares fast-mode curves with exact ones: Spearman per
+// layer over all (group, bits) values, and the measured distortion of DP
+// allocations from each at the given budgets.
+func fastVsExact(t *testing.T, name string, nImages int, budgets []float64) {
+	m := fixture(t, name)
+	in := calibInputs(t, m, nImages, false)
+	batches := MakeBatches(in, 8)
+	o := Options{GroupSize: 32, Rule: qformat.MSE}
+	o.Mode = Exact
+	ex, err := Measure(context.Background(), m.Backbone, batches, o, NewState())
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Mode = Fast
+	if s := os.Getenv("ANCH"); s == "all" {
+		o.Anchors = DefaultBits
+	} else if s == "246" {
+		o.Anchors = []int{2, 4, 6}
+	} else if s == "35" {
+		o.Anchors = []int{3, 5}
+		o.Anchors = DefaultBits
+	}
+	fa, err := Measure(context.Background(), m.Backbone, batches, o, NewState())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s, %d images: exact %.2fs, fast %.2fs", name, nImages, ex.Seconds, fa.Seconds)
+	minRho := 1.0
+	var worst string
+	byLayer := map[string][2][]float64{}
+	var order []string
+	for i, u := range ex.Curves.Units {
+		p := byLayer[u.Layer]
+		if p[0] == nil {
+			order = append(order, u.Layer)
+		}
+		p[0] = append(p[0], u.Distortion...)
+		p[1] = append(p[1], fa.Curves.Units[i].Distortion...)
+		byLayer[u.Layer] = p
+	}
+	for _, l := range order {
+		rho := Spearman(byLayer[l][0], byLayer[l][1])
+		if rho < minRho {
+			minRho, worst = rho, l
+		}
+		if rho < 0.9 {
+			t.Errorf("%s: Spearman(fast, exact) = %.3f < 0.9", l, rho)
+		}
+	}
+	t.Logf("%s: min per-layer Spearman %.4f (%s) over %d layers", name, minRho, worst, len(order))
+	z := NewQuantizer(qformat.MSE)
+	for _, tb := range budgets {
+		var ovs []nn.Overrides
+		var pred []float64
+		for _, c := range []*solver.Curves{ex.Curves, fa.Curves} {
+			p, err := allocate.NewProblem(c, allocate.Options{TargetBits: tb, MinBitsBelow: allocate.DefaultMinBitsBelow})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := allocate.SolveDP(p, 1<<30)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ov, err := z.AllocationOverrides(m.Backbone, p.Allocation(r).Units)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ovs = append(ovs, ov)
+			pred = append(pred, r.Distortion)
+		}
+		d, err := MeasureOverrides(context.Background(), m.Backbone, batches, ovs, 0, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ratio := d[1] / d[0]
+		t.Logf("%s DP@%g: measured distortion from exact curves %.4g, from fast curves %.4g (ratio %.3f)", name, tb, d[0], d[1], ratio)
+		if ratio > 1.10 {
+			t.Errorf("%s DP@%g: fast-curve allocation %.1f%% worse than exact", name, tb, 100*(ratio-1))
+		}
+	}
+}
+
+func TestFastVsExact(t *testing.T) {
+	fastVsExact(t, "vitdet_tiny", 6, []float64{3, 4})
+	if os.Getenv("FLBQ_CALIB_LONG") != "" {
+		fastVsExact(t, "swin_tiny", 8, []float64{3, 4})
+	}
+}
