@@ -147,6 +147,11 @@ type LayerOp struct {
 func (z *Quantizer) Op(l *nn.Linear, groups []GroupBits) (*LayerOp, error) {
 	gs := append([]GroupBits(nil), groups...)
 	sortGroups(gs)
+	for i := 1; i < len(gs); i++ {
+		if gs[i].Lo < gs[i-1].Hi {
+			return nil, fmt.Errorf("%s: channel groups [%d, %d) and [%d, %d) overlap", l.Name, gs[i-1].Lo, gs[i-1].Hi, gs[i].Lo, gs[i].Hi)
+		}
+	}
 	op := &LayerOp{Layer: l}
 	for i := 0; i < len(gs); {
 		// Extend a run over adjacent groups.

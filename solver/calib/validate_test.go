@@ -25,14 +25,6 @@ func fastVsExact(t *testing.T, name string, nImages int, budgets []float64) {
 		t.Fatal(err)
 	}
 	o.Mode = Fast
-	if s := os.Getenv("ANCH"); s == "all" {
-		o.Anchors = DefaultBits
-	} else if s == "246" {
-		o.Anchors = []int{2, 4, 6}
-	} else if s == "35" {
-		o.Anchors = []int{3, 5}
-		o.Anchors = DefaultBits
-	}
 	fa, err := Measure(context.Background(), m.Backbone, batches, o, NewState())
 	if err != nil {
 		t.Fatal(err)
@@ -93,6 +85,8 @@ func fastVsExact(t *testing.T, name string, nImages int, budgets []float64) {
 	}
 }
 
+// TestFastVsExact validates fast mode on vitdet_tiny; FLBQ_CALIB_LONG=1
+// adds swin_tiny (about a minute of exact-mode curves on 2 cores).
 func TestFastVsExact(t *testing.T) {
 	fastVsExact(t, "vitdet_tiny", 6, []float64{3, 4})
 	if os.Getenv("FLBQ_CALIB_LONG") != "" {

@@ -1,0 +1,150 @@
+package calib
+
+import (
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/flbq/flbq/runtime/model"
+	"github.com/flbq/flbq/runtime/nn"
+	"github.com/flbq/flbq/runtime/qformat"
+)
+
+// DefaultHeadBits is the paper's uniform bit-width of the detection heads.
+const DefaultHeadBits = 8
+
+// FakeQuantWeight returns w (shape, row-major, torch layout) quantized per
+// output channel at b bits and dequantized, with the output channel on axis
+// outAxis (0 for Linear and Conv2d [out, in, kh, kw]; 1 for ConvTranspose2d
+// [in, out, k, k]). The heads use qformat.MinMax ("vanilla") as the paper
+// does.
+func FakeQuantWeight(w []float32, shape []int, outAxis, b int, rule qformat.Rule) ([]float32, error) {
+	if len(shape) < 2 || outAxis < 0 || outAxis >= len(shape) {
+		return nil, fmt.Errorf("fake-quant: shape %v with output axis %d", shape, outAxis)
+	}
+	if b < qformat.MinBits || b > qformat.MaxBits {
+		return nil, fmt.Errorf("fake-quant: bit-width %d out of range [1, 8]", b)
+	}
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	if n != len(w) {
+		return nil, fmt.Errorf("fake-quant: %d values for shape %v", len(w), shape)
+	}
+	outer := 1
+	for _, d := range shape[:outAxis] {
+		outer *= d
+	}
+	out := shape[outAxis]
+	inner := n / (outer * out)
+	K := outer * inner
+	// Gather each output channel's weights, quantize, scatter back.
+	res := make([]float32, len(w))
+	row := make([]float32, K)
+	q := make([]uint8, K)
+	for c := 0; c < out; c++ {
+		for o := 0; o < outer; o++ {
+			copy(row[o*inner:(o+1)*inner], w[(o*out+c)*inner:(o*out+c+1)*inner])
+		}
+		s, z, err := qformat.QuantizeChannel(q, row, b, rule)
+		if err != nil {
+			return nil, fmt.Errorf("output channel %d: %w", c, err)
+		}
+		for k := range row {
+			row[k] = s * float32(int32(q[k])-z)
+		}
+		for o := 0; o < outer; o++ {
+			copy(res[(o*out+c)*inner:(o*out+c+1)*inner], row[o*inner:(o+1)*inner])
+		}
+	}
+	return res, nil
+}
+
+// HeadPatterns select the head weight tensors (path.Match on the tensor
+// name) that QuantizedHeadTensors quantizes: the Mask R-CNN RPN and RoI
+// heads. Only tensors with at least two dimensions (weights, not biases or
+// norms) are taken.
+var HeadPatterns = []string{"rpn.*", "roi_heads.*"}
+
+// QuantizedHeadTensors returns fake-quantized copies (b bits, vanilla
+// min–max scales, per output channel) of every weight tensor of the file
+// behind w whose name matches one of patterns (HeadPatterns when nil),
+// keyed by name. ConvTranspose weights (names containing "conv5_mask", as
+// in torchvision's MaskRCNNPredictor) have the output channel on axis 1.
+// The Mask R-CNN heads loader can take these in place of the fp32 tensors.
+func QuantizedHeadTensors(w *model.Weights, patterns []string, b int) (map[string][]float32, error) {
+	if patterns == nil {
+		patterns = HeadPatterns
+	}
+	out := map[string][]float32{}
+	names := w.File.Names()
+	sort.Strings(names)
+	for _, name := range names {
+		match := false
+		for _, p := range patterns {
+			if ok, _ := path.Match(p, name); ok {
+				match = true
+			}
+		}
+		info, _ := w.File.Info(name)
+		if !match || len(info.Shape) < 2 || !info.DType.IsFloat() {
+			continue
+		}
+		data, shape, err := w.File.Float32(name)
+		if err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", name, err)
+		}
+		axis := 0
+		if strings.Contains(name, "conv5_mask") {
+			axis = 1
+		}
+		q, err := FakeQuantWeight(data, shape, axis, b, qformat.MinMax)
+		if err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", name, err)
+		}
+		out[name] = q
+	}
+	return out, nil
+}
+
+// QuantizePyramid replaces the weights of the model's feature pyramid
+// (torchvision FPN or ViTDet's simple feature pyramid: every Conv2d and
+// ConvTranspose2d) by their b-bit fake-quantized values with vanilla
+// scales, in place, and returns the number of tensors changed. Call it
+// before the model's first forward pass (ConvTranspose2d caches a
+// transposed copy of its weight) and not while other goroutines use m.
+func QuantizePyramid(m *model.Model, b int) (int, error) {
+	var convs []*nn.Conv2d
+	var tconvs []*nn.ConvTranspose2d
+	switch p := m.Pyramid.(type) {
+	case *model.FPN:
+		convs = append(append(convs, p.Inner...), p.Layer...)
+	case *model.SimpleFP:
+		convs = append(append(convs, p.Lateral...), p.Output...)
+		tconvs = append(tconvs, p.Up4a, p.Up4b, p.Up8)
+	case nil:
+		return 0, fmt.Errorf("the model has no feature pyramid")
+	default:
+		return 0, fmt.Errorf("unknown pyramid type %T", p)
+	}
+	n := 0
+	for _, c := range convs {
+		q, err := FakeQuantWeight(c.Weight, []int{c.OutC, c.InC, c.KH, c.KW}, 0, b, qformat.MinMax)
+		if err != nil {
+			return n, fmt.Errorf("%s: %w", c.Name, err)
+		}
+		c.Weight = q
+		n++
+	}
+	for _, c := range tconvs {
+		q, err := FakeQuantWeight(c.Weight, []int{c.InC, c.OutC, c.K, c.K}, 1, b, qformat.MinMax)
+		if err != nil {
+			return n, fmt.Errorf("%s: %w", c.Name, err)
+		}
+		c.Weight = q
+		n++
+	}
+	return n, nil
+}
