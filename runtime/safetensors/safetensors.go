@@ -405,10 +405,12 @@ func HalfToFloat32(h uint16) float32 {
 // Tensor is one entry to write.
 type Tensor struct {
 	Name  string
-	DType DType // F32 or I64 (default F32)
+	DType DType // F32 or I64 (default F32), or any dtype with Raw
 	Shape []int
 	F32   []float32
 	I64   []int64
+	// Raw, when not nil, is the little-endian data of any dtype, written as is.
+	Raw []byte
 }
 
 // Encode serialises tensors (sorted by name) and metadata.
@@ -446,13 +448,21 @@ func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 			n *= d
 		}
 		var have int
-		switch t.DType {
-		case F32:
+		switch {
+		case t.Raw != nil:
+			if t.DType.Size() == 0 {
+				return fmt.Errorf("safetensors: tensor %q: unknown dtype %q", t.Name, t.DType)
+			}
+			if int64(len(t.Raw))%t.DType.Size() != 0 {
+				return fmt.Errorf("safetensors: tensor %q: %d raw bytes are not whole %s elements", t.Name, len(t.Raw), t.DType)
+			}
+			have = int(int64(len(t.Raw)) / t.DType.Size())
+		case t.DType == F32:
 			have = len(t.F32)
-		case I64:
+		case t.DType == I64:
 			have = len(t.I64)
 		default:
-			return fmt.Errorf("safetensors: tensor %q: writer supports F32 and I64, not %s", t.Name, t.DType)
+			return fmt.Errorf("safetensors: tensor %q: writer supports F32 and I64 (other dtypes through Raw), not %s", t.Name, t.DType)
 		}
 		if have != n {
 			return fmt.Errorf("safetensors: tensor %q: shape %v has %d elements, data has %d", t.Name, t.Shape, n, have)
@@ -485,8 +495,16 @@ func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 	}
 	buf := make([]byte, 0, 1<<16)
 	for _, t := range ts {
-		switch t.DType {
-		case F32:
+		switch {
+		case t.Raw != nil:
+			if _, err := w.Write(buf); err != nil {
+				return err
+			}
+			buf = buf[:0]
+			if _, err := w.Write(t.Raw); err != nil {
+				return err
+			}
+		case t.DType == F32:
 			for _, v := range t.F32 {
 				buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
 				if len(buf) >= 1<<16-8 {
@@ -496,7 +514,7 @@ func Encode(w io.Writer, tensors []Tensor, metadata map[string]string) error {
 					buf = buf[:0]
 				}
 			}
-		case I64:
+		case t.DType == I64:
 			for _, v := range t.I64 {
 				buf = binary.LittleEndian.AppendUint64(buf, uint64(v))
 				if len(buf) >= 1<<16-8 {
