@@ -1,0 +1,243 @@
+package modelpkg
+
+import (
+	"bytes"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/flbq/flbq/runtime/maskrcnn"
+	"github.com/flbq/flbq/runtime/model"
+	"github.com/flbq/flbq/runtime/qformat"
+	"github.com/flbq/flbq/runtime/qmodel"
+	"github.com/flbq/flbq/runtime/safetensors"
+	"github.com/flbq/flbq/solver"
+	"github.com/flbq/flbq/solver/calib"
+)
+
+const fixture = "../../runtime/maskrcnn/testdata/swin_maskrcnn.safetensors"
+
+// mixedAlloc gives every 16-channel group of every layer a bit-width that
+// cycles through 3..8, so runs of several widths appear in one layer.
+func mixedAlloc(t *testing.T, m *model.Model) *solver.Allocation {
+	t.Helper()
+	a := &solver.Allocation{Solver: "test", TargetBits: 5}
+	i := 0
+	for _, l := range m.QuantLayers() {
+		for lo, g := 0, 0; lo < l.Out; lo, g = lo+16, g+1 {
+			hi := min(lo+16, l.Out)
+			bits := 3 + (i/2)%6 // pairs of groups share a width → merged runs
+			a.Units = append(a.Units, solver.AllocUnit{UnitID: solver.UnitID{Layer: l.Name, Group: g}, Channels: [2]int{lo, hi}, Weights: int64(hi-lo) * int64(l.In), Bits: bits})
+			i++
+		}
+	}
+	a.AvgBits = solver.ComputeAvgBits(a.Units)
+	return a
+}
+
+func load(t *testing.T) (*safetensors.File, *model.Model) { return loadFile(t, fixture) }
+
+func loadFile(t *testing.T, path string) (*safetensors.File, *model.Model) {
+	t.Helper()
+	f, err := safetensors.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.FromFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, m
+}
+
+func TestGenerateIsDeterministicAndRefusesForeignFiles(t *testing.T) {
+	f, m := load(t)
+	a := mixedAlloc(t, m)
+	o := Options{Pkg: "tiny", ModelArg: "m.safetensors", AllocArg: "a.json", Rule: qformat.MSE}
+	d1, d2 := t.TempDir(), t.TempDir()
+	if _, err := Write(d1, f, a, o); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Write(d2, f, a, o); err != nil {
+		t.Fatal(err)
+	}
+	// Regenerating over an existing package is allowed and identical.
+	if _, err := Write(d1, f, a, o); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"doc.go", "model.go", BlobName} {
+		b1, _ := os.ReadFile(filepath.Join(d1, n))
+		b2, _ := os.ReadFile(filepath.Join(d2, n))
+		if len(b1) == 0 || !bytes.Equal(b1, b2) {
+			t.Fatalf("%s differs between two generations", n)
+		}
+	}
+	src, _ := os.ReadFile(filepath.Join(d1, "model.go"))
+	if !strings.HasPrefix(string(src), generatedMarker) || !strings.Contains(string(src), "//go:embed weights.bin") {
+		t.Fatalf("model.go lacks the marker or the embed:\n%s", src[:200])
+	}
+	os.WriteFile(filepath.Join(d1, "notes.txt"), []byte("mine"), 0o644)
+	if _, err := Write(d1, f, a, o); err == nil || !strings.Contains(err.Error(), "notes.txt") {
+		t.Fatalf("foreign file: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(d1, "notes.txt")); string(b) != "mine" {
+		t.Fatal("foreign file changed")
+	}
+	if _, err := Write(t.TempDir(), f, a, Options{Pkg: "not-an-ident", Rule: qformat.MSE}); err == nil {
+		t.Fatal("bad package name accepted")
+	}
+}
+
+func TestAllocationMismatches(t *testing.T) {
+	f, m := load(t)
+	o := Options{Pkg: "tiny", Rule: qformat.MSE}
+	for _, tc := range []struct {
+		edit func(a *solver.Allocation)
+		want string
+	}{
+		{func(a *solver.Allocation) {
+			u := a.Units[0]
+			u.Layer = "backbone.body.9.9.attn.qkv"
+			a.Units = append(a.Units, u)
+		}, "not a quantizable layer"},
+		{func(a *solver.Allocation) { a.Units = a.Units[1:] }, "expected one starting at 0"},
+		{func(a *solver.Allocation) { a.Units[0].Weights++ }, "different models"},
+		{func(a *solver.Allocation) {
+			in := a.Units[0].Weights / 16
+			a.Units[0].Channels[1] += 8
+			a.Units[0].Weights += 8 * in
+			a.Units[1].Channels[0] += 8
+			a.Units[1].Weights -= 8 * in
+		}, "kernel tile"},
+	} {
+		a := mixedAlloc(t, m)
+		tc.edit(a)
+		dir := t.TempDir()
+		_, err := Write(dir, f, a, o)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("error %v, want %q", err, tc.want)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+			t.Errorf("files written despite the error: %v", ents)
+		}
+	}
+}
+
+// The quantized detector must give the detections of the calibration's
+// fake-quant path with the same allocation: the kernels' integer
+// arithmetic is the only difference.
+func TestQuantizedMatchesFakeQuant(t *testing.T) {
+	for _, fx := range []string{fixture, "../../runtime/maskrcnn/testdata/vit_maskrcnn.safetensors"} {
+		t.Run(filepath.Base(fx), func(t *testing.T) { quantizedMatchesFakeQuant(t, fx) })
+	}
+}
+
+func quantizedMatchesFakeQuant(t *testing.T, fx string) {
+	f, m := loadFile(t, fx)
+	a := mixedAlloc(t, m)
+	blob, layers, err := Pack(f, a, qformat.MSE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := qmodel.Load(blob, layers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fake-quant: the heads' 8-bit values in place of their fp32 tensors,
+	// the pyramid fake-quantized, the backbone layers as calibration runs
+	// them (dequantized weights, int8-rounded activations).
+	heads, err := calib.QuantizedHeadTensors(model.NewWeights(f), nil, HeadBits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fm, err := model.FromFile(replaced(t, f, heads))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ovs, err := calib.NewQuantizer(qformat.MSE).AllocationOverrides(fm.Backbone, a.Units)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, op := range ovs {
+		if err := fm.SetLinearImpl(name, op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := calib.QuantizePyramid(fm, HeadBits); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := maskrcnn.New(fm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imgs, _ := filepath.Glob("../../runtime/maskrcnn/testdata/images/*")
+	if len(imgs) == 0 {
+		t.Fatal("no test images")
+	}
+	compared := 0
+	for _, p := range imgs {
+		got, err := q.DetectFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := fd.DetectFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(want) == 0 {
+			continue
+		}
+		// Match each fake-quant detection to a quantized one of the same label.
+		matched := 0
+		for _, w := range want {
+			for _, g := range got {
+				if g.Label == w.Label && iou(g.Box, w.Box) >= 0.99 {
+					matched++
+					break
+				}
+			}
+		}
+		if float64(matched) < 0.9*float64(len(want)) {
+			t.Errorf("%s: %d of %d fake-quant detections found in the quantized output (%d detections)", p, matched, len(want), len(got))
+		}
+		compared += len(want)
+		t.Logf("%s: %d fake-quant detections, %d quantized", filepath.Base(p), len(want), len(got))
+	}
+	if compared == 0 {
+		t.Fatal("no detections to compare")
+	}
+}
+
+func iou(a, b [4]float32) float64 {
+	ix := math.Max(0, math.Min(float64(a[2]), float64(b[2]))-math.Max(float64(a[0]), float64(b[0])))
+	iy := math.Max(0, math.Min(float64(a[3]), float64(b[3]))-math.Max(float64(a[1]), float64(b[1])))
+	inter := ix * iy
+	area := func(r [4]float32) float64 { return float64(r[2]-r[0]) * float64(r[3]-r[1]) }
+	return inter / (area(a) + area(b) - inter)
+}
+
+// replaced re-encodes f with some float tensors replaced.
+func replaced(t *testing.T, f *safetensors.File, repl map[string][]float32) *safetensors.File {
+	t.Helper()
+	var ts []safetensors.Tensor
+	for _, n := range f.Names() {
+		info, _ := f.Info(n)
+		if v, ok := repl[n]; ok {
+			ts = append(ts, safetensors.Tensor{Name: n, Shape: info.Shape, F32: v})
+			continue
+		}
+		raw, _ := f.Raw(n)
+		ts = append(ts, safetensors.Tensor{Name: n, DType: info.DType, Shape: info.Shape, Raw: raw})
+	}
+	var buf bytes.Buffer
+	if err := safetensors.Encode(&buf, ts, f.Metadata); err != nil {
+		t.Fatal(err)
+	}
+	out, err := safetensors.Parse(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

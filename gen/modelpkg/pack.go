@@ -1,0 +1,202 @@
+// Package modelpkg generates the Go package of a quantized model: from a
+// detector (safetensors) and an allocation (alloc.json) it packs the
+// weights into the compact blob runtime/qmodel loads, and emits with
+// jennifer the package that embeds it, declares every quantized layer's
+// shape and runs of channel-group bit-widths as constants, and returns a
+// ready detector bound to the quantized kernels.
+package modelpkg
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"path"
+	"sort"
+
+	"github.com/flbq/flbq/runtime/maskrcnn"
+	"github.com/flbq/flbq/runtime/model"
+	"github.com/flbq/flbq/runtime/qformat"
+	"github.com/flbq/flbq/runtime/qmodel"
+	"github.com/flbq/flbq/runtime/safetensors"
+	"github.com/flbq/flbq/solver"
+)
+
+// HeadBits is the paper's uniform bit-width of the FPN and detection heads.
+const HeadBits = 8
+
+// headPatterns select the head weights stored at HeadBits bits (tensors of
+// rank ≥ 2 only: weights, not biases or norms): the feature pyramid (FPN or
+// ViTDet's simple pyramid) and the Mask R-CNN RPN and RoI heads.
+var headPatterns = []string{"backbone.fpn.*", "backbone.simfp_*", "backbone.lateral.*", "backbone.output.*", "rpn.*", "roi_heads.*"}
+
+// Layers checks the allocation against the model's quantizable layers and
+// returns each layer's runs of equal bit-widths, in the model's order.
+func Layers(m *model.Model, a *solver.Allocation) ([]qmodel.Layer, error) {
+	byLayer := map[string][]solver.AllocUnit{}
+	for _, u := range a.Units {
+		byLayer[u.Layer] = append(byLayer[u.Layer], u)
+	}
+	var out []qmodel.Layer
+	for _, ref := range m.QuantLayers() {
+		units, ok := byLayer[ref.Name]
+		if !ok {
+			return nil, fmt.Errorf("allocation has no units for layer %s of the model (were the model and the allocation made for different models?)", ref.Name)
+		}
+		delete(byLayer, ref.Name)
+		sort.Slice(units, func(i, j int) bool { return units[i].Channels[0] < units[j].Channels[0] })
+		l := qmodel.Layer{Name: ref.Name, N: ref.Out, K: ref.In}
+		next := 0
+		for _, u := range units {
+			lo, hi := u.Channels[0], u.Channels[1]
+			switch {
+			case lo != next:
+				return nil, fmt.Errorf("allocation: layer %s: unit %s covers channels [%d, %d), expected one starting at %d: the units must tile the layer's %d channels", ref.Name, u.UnitID, lo, hi, next, ref.Out)
+			case hi > ref.Out:
+				return nil, fmt.Errorf("allocation: layer %s: unit %s ends at channel %d, the layer has %d", ref.Name, u.UnitID, hi, ref.Out)
+			case u.Weights != int64(hi-lo)*int64(ref.In):
+				return nil, fmt.Errorf("allocation: layer %s: unit %s has %d weights, the model's %d×%d channels have %d (different models?)", ref.Name, u.UnitID, u.Weights, hi-lo, ref.In, int64(hi-lo)*int64(ref.In))
+			case lo%qformat.TileN != 0:
+				return nil, fmt.Errorf("allocation: layer %s: unit %s starts at channel %d, not on a %d-channel kernel tile", ref.Name, u.UnitID, lo, qformat.TileN)
+			}
+			if n := len(l.Runs); n > 0 && l.Runs[n-1].Bits == u.Bits {
+				l.Runs[n-1].Hi = hi
+			} else {
+				l.Runs = append(l.Runs, qmodel.Run{Lo: lo, Hi: hi, Bits: u.Bits})
+			}
+			next = hi
+		}
+		if next != ref.Out {
+			return nil, fmt.Errorf("allocation: layer %s: units cover channels [0, %d) of %d", ref.Name, next, ref.Out)
+		}
+		out = append(out, l)
+	}
+	for name := range byLayer {
+		return nil, fmt.Errorf("allocation: layer %s is not a quantizable layer of the model", name)
+	}
+	return out, nil
+}
+
+// Pack builds the weight blob: quantized backbone layers packed for the
+// kernels (scale rule rule), head weights at HeadBits bits, every other
+// tensor as in the source file.
+func Pack(src *safetensors.File, a *solver.Allocation, rule qformat.Rule) ([]byte, []qmodel.Layer, error) {
+	m, err := model.FromFile(src)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := maskrcnn.New(m); err != nil {
+		return nil, nil, err
+	}
+	layers, err := Layers(m, a)
+	if err != nil {
+		return nil, nil, err
+	}
+	done := map[string]bool{}
+	var ts []safetensors.Tensor
+	for i := range layers {
+		l := &layers[i]
+		wname, ok := qmodel.WeightName(src, l.Name)
+		if !ok {
+			return nil, nil, fmt.Errorf("layer %s: no weight tensor", l.Name)
+		}
+		w, _, err := src.Float32(wname)
+		if err != nil {
+			return nil, nil, err
+		}
+		tb, err := l.TileBits()
+		if err != nil {
+			return nil, nil, err
+		}
+		mat, err := qformat.QuantizeWeights(w, l.N, l.K, tb, rule)
+		if err != nil {
+			return nil, nil, fmt.Errorf("layer %s: %w", l.Name, err)
+		}
+		ts = append(ts,
+			safetensors.Tensor{Name: qmodel.QWeight(l.Name), DType: safetensors.U8, Shape: []int{len(mat.Data)}, Raw: mat.Data},
+			safetensors.Tensor{Name: qmodel.QScale(l.Name), Shape: []int{len(mat.Scale)}, F32: mat.Scale},
+			safetensors.Tensor{Name: qmodel.QZero(l.Name), DType: safetensors.I32, Shape: []int{len(mat.Zero)}, Raw: int32Bytes(mat.Zero)},
+			safetensors.Tensor{Name: qmodel.QTileBits(l.Name), DType: safetensors.U8, Shape: []int{len(tb)}, Raw: tb})
+		done[wname] = true
+	}
+	tconv := transposedConvs(m)
+	var heads []qmodel.HeadTensor
+	for _, name := range src.Names() {
+		info, _ := src.Info(name)
+		if done[name] || !matchAny(headPatterns, name) || len(info.Shape) < 2 || !info.DType.IsFloat() {
+			continue
+		}
+		h := qmodel.HeadTensor{Name: name}
+		if tconv[name] {
+			h.Axis = 1 // ConvTranspose2d weights are [in, out, k, k]
+		}
+		w, shape, err := src.Float32(name)
+		if err != nil {
+			return nil, nil, err
+		}
+		q, s, z, err := qformat.QuantizeTensor(w, shape, h.Axis, HeadBits, qformat.MinMax)
+		if err != nil {
+			return nil, nil, fmt.Errorf("tensor %q: %w", name, err)
+		}
+		ts = append(ts,
+			safetensors.Tensor{Name: qmodel.Q8(name), DType: safetensors.U8, Shape: shape, Raw: q},
+			safetensors.Tensor{Name: qmodel.Q8Scale(name), Shape: []int{len(s)}, F32: s},
+			safetensors.Tensor{Name: qmodel.Q8Zero(name), DType: safetensors.I32, Shape: []int{len(z)}, Raw: int32Bytes(z)})
+		heads = append(heads, h)
+		done[name] = true
+	}
+	for _, name := range src.Names() {
+		if done[name] {
+			continue
+		}
+		info, _ := src.Info(name)
+		raw, err := src.Raw(name)
+		if err != nil {
+			return nil, nil, err
+		}
+		ts = append(ts, safetensors.Tensor{Name: name, DType: info.DType, Shape: info.Shape, Raw: raw})
+	}
+	meta, err := json.Marshal(qmodel.Meta{
+		Format: qmodel.Format, Solver: a.Solver, TargetBits: a.TargetBits, AvgBits: a.AvgBits,
+		Rule: rule.String(), HeadBits: HeadBits, Layers: layers, Heads: heads,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	var buf bytes.Buffer
+	md := map[string]string{safetensors.ConfigKey: src.Metadata[safetensors.ConfigKey], qmodel.MetaKey: string(meta)}
+	if err := safetensors.Encode(&buf, ts, md); err != nil {
+		return nil, nil, err
+	}
+	return buf.Bytes(), layers, nil
+}
+
+// transposedConvs names the ConvTranspose2d weights, whose output channels
+// are on axis 1: the simple pyramid's deconvolutions and torchvision's
+// MaskRCNNPredictor.conv5_mask.
+func transposedConvs(m *model.Model) map[string]bool {
+	out := map[string]bool{"roi_heads.mask_predictor.conv5_mask.weight": true}
+	if s, ok := m.Pyramid.(*model.SimpleFP); ok {
+		for _, c := range []string{s.Up4a.Name, s.Up4b.Name, s.Up8.Name} {
+			out[c+".weight"] = true
+		}
+	}
+	return out
+}
+
+func matchAny(patterns []string, name string) bool {
+	for _, p := range patterns {
+		if ok, _ := path.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func int32Bytes(v []int32) []byte {
+	b := make([]byte, 4*len(v))
+	for i, x := range v {
+		u := uint32(x)
+		b[4*i], b[4*i+1], b[4*i+2], b[4*i+3] = byte(u), byte(u>>8), byte(u>>16), byte(u>>24)
+	}
+	return b
+}
