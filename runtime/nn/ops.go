@@ -121,11 +121,17 @@ func Exp(x float32) float32 {
 	if x > 88.72283 {
 		return float32(math.Inf(1))
 	}
+	if x != x {
+		return x
+	}
 	if x < -103.9 {
 		return 0
 	}
-	// x = n·ln2 + r, |r| <= ln2/2
-	n := float32(math.Floor(float64(x*1.44269504088896341 + 0.5)))
+	// x = n·ln2 + r, |r| <= ln2/2; n rounded with the 1.5·2^23 trick.
+	const magic = 12582912
+	kf := x*1.44269504088896341 + magic
+	n := kf - magic
+	ni := int32(math.Float32bits(kf)) - 0x4B400000
 	r := x - n*0.693359375
 	r = r - n*-2.12194440e-4
 	p := float32(1.9875691500e-4)
@@ -135,7 +141,9 @@ func Exp(x float32) float32 {
 	p = p*r + 1.6666665459e-1
 	p = p*r + 5.0000001201e-1
 	y := p*r*r + r + 1
-	ni := int32(n)
+	if ni > 127 {
+		return y * 2 * math.Float32frombits(uint32(ni-1+127)<<23)
+	}
 	if ni < -126 {
 		// subnormal result: scale in two steps
 		return y * math.Float32frombits(uint32(ni+126+127)<<23) * math.Float32frombits(uint32(-126+127)<<23)
