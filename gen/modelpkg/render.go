@@ -66,20 +66,18 @@ func Files(src *safetensors.File, a *solver.Allocation, o Options) (map[string][
 	f.Line()
 	f.Comment("Layers declares every quantized layer: its shape (N outputs, K inputs) and its")
 	f.Comment("runs of output channels sharing a bit-width. Load checks the blob against it.")
-	var elems []jen.Code
-	for _, l := range layers {
-		var runs []jen.Code
-		for _, r := range l.Runs {
-			runs = append(runs, jen.Values(jen.Dict{jen.Id("Lo"): jen.Lit(r.Lo), jen.Id("Hi"): jen.Lit(r.Hi), jen.Id("Bits"): jen.Lit(r.Bits)}))
-		}
-		elems = append(elems, jen.Values(jen.Dict{
-			jen.Id("Name"): jen.Lit(l.Name), jen.Id("N"): jen.Lit(l.N), jen.Id("K"): jen.Lit(l.K),
-			jen.Id("Runs"): jen.Index().Qual(qmodelPath, "Run").Values(runs...),
-		}))
-	}
 	f.Var().Id("Layers").Op("=").Index().Qual(qmodelPath, "Layer").ValuesFunc(func(g *jen.Group) {
-		for _, e := range elems {
-			g.Line().Add(e)
+		for _, l := range layers {
+			var runs []jen.Code
+			for _, r := range l.Runs {
+				runs = append(runs, jen.Values(jen.Id("Lo").Op(":").Lit(r.Lo), jen.Id("Hi").Op(":").Lit(r.Hi), jen.Id("Bits").Op(":").Lit(r.Bits)))
+			}
+			g.Line().Values(
+				jen.Id("Name").Op(":").Lit(l.Name),
+				jen.Id("N").Op(":").Lit(l.N),
+				jen.Id("K").Op(":").Lit(l.K),
+				jen.Id("Runs").Op(":").Index().Qual(qmodelPath, "Run").Values(runs...),
+			)
 		}
 		g.Line()
 	})
