@@ -226,15 +226,22 @@ func MatMul(transB bool, M, N, K int, a []float32, lda int, b []float32, ldb int
 	PutScratch(s)
 }
 
-// rowBlock is the row granularity of parallel products.
-const rowBlock = 4 * MR
+// rowBlockFor picks the rows per parallel task: large enough that each
+// packed B panel (kc×NR, in L1) is reused over many row strips, small
+// enough to give every goroutine several tasks.
+func rowBlockFor(M, workers int) int {
+	rb := (M + 4*workers - 1) / (4 * workers)
+	rb = (rb + MR - 1) / MR * MR
+	return min(max(rb, 4*MR), 20*MR)
+}
 
 // MulPackedParallel is MulPacked split across Threads() goroutines (by
 // row blocks, or by column panels when M is small).
 func MulPackedParallel(M int, a []float32, lda int, p *Packed, c []float32, ldc int, accumulate bool) {
 	K, N := p.K, p.N
 	panels := (N + NR - 1) / NR
-	if M >= rowBlock*Threads() || panels == 1 {
+	if M >= 4*MR*Threads() || panels == 1 {
+		rowBlock := rowBlockFor(M, Threads())
 		ParallelFor((M+rowBlock-1)/rowBlock, 1, func(lo, hi int) {
 			r0, r1 := lo*rowBlock, hi*rowBlock
 			if r1 > M {
