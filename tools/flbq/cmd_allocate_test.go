@@ -125,15 +125,3 @@ func TestCurvesSynthRejectsBadArgs(t *testing.T) {
 		t.Fatal("output written despite errors")
 	}
 }
-
-func TestDemo(t *testing.T) {
-	out, err := runCLI(t, "demo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"lg+fill", "dp", "1284 units"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("demo output lacks %q:\n%s", want, out)
-		}
-	}
-}

@@ -1,48 +1,242 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/flbq/flbq/gen/modelpkg"
+	"github.com/flbq/flbq/runtime/atomicfile"
+	"github.com/flbq/flbq/runtime/coco"
+	"github.com/flbq/flbq/runtime/imageio"
+	"github.com/flbq/flbq/runtime/maskrcnn"
+	"github.com/flbq/flbq/runtime/qformat"
+	"github.com/flbq/flbq/runtime/qmodel"
+	"github.com/flbq/flbq/runtime/safetensors"
+	"github.com/flbq/flbq/runtime/shapes"
 	"github.com/flbq/flbq/solver"
 	"github.com/flbq/flbq/solver/allocate"
-	"github.com/flbq/flbq/solver/examples"
+	"github.com/flbq/flbq/solver/calib"
 )
+
+// BundledModel is the trained default detector (tools/models/README.md).
+const BundledModel = "tools/models/shapes-swin-t32.safetensors"
 
 func init() {
 	register(&cli.Command{
 		Name:  "demo",
-		Usage: "the main job on the bundled default: solve the bundled Swin-T curves with every solver",
-		Action: func(c *cli.Context) error {
-			curves, err := solver.ParseCurves(examples.SwinTG32)
+		Usage: "the main job on the bundled model: calibrate → allocate → generate → quantized detection → COCO AP",
+		Description: `On the bundled Swin Mask R-CNN trained on the procedural shapes dataset:
+   1. regenerates its training set (flbq data shapes --n TRAIN --seed 1) and a
+      held-out set (--n VAL --seed 2) under --work;
+   2. calibrates error curves on --calib-size training images (fast mode);
+   3. allocates --target-bits average bits with F-LBQ-LG and F-LBQ-DP (and the
+      uniform baseline);
+   4. packs each allocation for the kernels (the blob a generated package
+      embeds) and writes the DP one as a Go package under --work;
+   5. runs fp32 and every quantized detector on the held-out images, and
+      prints box/mask AP (pycocotools-exact), model size and speed;
+   6. writes an overlay of the DP-quantized detections to --out.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "model", Value: BundledModel, Usage: "detector `FILE`"},
+			&cli.StringFlag{Name: "work", Usage: "working `DIR` for data, curves, allocations, package (default: a temporary directory, removed)"},
+			&cli.StringFlag{Name: "out", Value: "demo-out", Usage: "`DIR` for the overlay PNG and the results JSON"},
+			&cli.IntFlag{Name: "calib-size", Value: 64},
+			&cli.StringFlag{Name: "calib-mode", Value: "fast", Usage: "fast or exact"},
+			&cli.Float64Flag{Name: "target-bits", Value: 4},
+			&cli.IntFlag{Name: "val", Value: 100, Usage: "held-out images"},
+			&cli.IntFlag{Name: "train", Value: 2000, Usage: "training images to regenerate (the bundled model saw 2000)"},
+		},
+		Action: runDemo,
+	})
+}
+
+type demoVariant struct {
+	name       string
+	alloc      *solver.Allocation // nil for fp32
+	det        *maskrcnn.Detector
+	bytes      int64 // weights as stored
+	box, mask  float64
+	msPerImage float64
+}
+
+func runDemo(c *cli.Context) error {
+	w := c.App.Writer
+	start := time.Now()
+	modelPath := c.String("model")
+	if _, err := os.Stat(modelPath); err != nil {
+		return fmt.Errorf("model %s: %w (run from the repository root or pass --model)", modelPath, err)
+	}
+	work := c.String("work")
+	if work == "" {
+		tmp, err := os.MkdirTemp("", "flbq-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		work = tmp
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	step := func(format string, args ...any) {
+		fmt.Fprintf(w, "[%5.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+	}
+
+	// 1. Data, exactly as the model was trained and held out.
+	step("data: regenerating the training set (%d images) and %d held-out images in %s", c.Int("train"), c.Int("val"), work)
+	trainDir, valDir := filepath.Join(work, "train"), filepath.Join(work, "val")
+	if _, err := shapes.Generate(shapes.Options{N: c.Int("train"), Seed: 1, Size: 192, Out: trainDir}); err != nil {
+		return err
+	}
+	val, err := shapes.Generate(shapes.Options{N: c.Int("val"), Seed: 2, Size: 192, Out: valDir})
+	if err != nil {
+		return err
+	}
+
+	// 2. Calibration.
+	step("calibrate: %d training images, %s mode, 32-channel groups", c.Int("calib-size"), c.String("calib-mode"))
+	rc := &calib.RunConfig{
+		Model: modelPath, Data: filepath.Join(trainDir, shapes.InstancesFile), Images: filepath.Join(trainDir, shapes.ImagesDir),
+		CalibSize: c.Int("calib-size"), Granularity: "group", GroupSize: 32, Mode: c.String("calib-mode"), Rule: qformat.MSE,
+		Bits: []int{1, 2, 3, 4, 5, 6, 7, 8}, Warn: func(m string) { fmt.Fprintf(os.Stderr, "flbq: warning: %s\n", m) },
+	}
+	prep, err := calib.Prepare(rc)
+	if err != nil {
+		return err
+	}
+	res, err := calib.RunPrepared(ctx, rc, prep)
+	if err != nil {
+		return err
+	}
+	curves := res.Curves
+	if err := solver.WriteCurvesFile(filepath.Join(work, "curves.json"), curves); err != nil {
+		return err
+	}
+	step("calibrate: %d units × %d bit-widths in %.1fs", len(curves.Units), len(curves.Bits), res.Seconds)
+
+	// 3. Allocation.
+	p, err := allocate.NewProblem(curves, allocate.Options{TargetBits: c.Float64("target-bits"), MinBitsBelow: allocate.DefaultMinBitsBelow})
+	if err != nil {
+		return err
+	}
+	src, err := safetensors.Open(modelPath)
+	if err != nil {
+		return err
+	}
+	fp32, err := maskrcnn.Load(modelPath)
+	if err != nil {
+		return err
+	}
+	fi, _ := os.Stat(modelPath)
+	variants := []*demoVariant{{name: "fp32", det: fp32, bytes: fi.Size()}}
+	for _, name := range []string{"uniform", "lg", "dp"} {
+		r, err := allocate.Solve(p, name, allocate.DefaultEpsilon, allocate.DefaultDPMaxBytes)
+		if err != nil {
+			return err
+		}
+		a := p.Allocation(r)
+		if err := solver.WriteAllocFile(filepath.Join(work, name+".alloc.json"), a); err != nil {
+			return err
+		}
+		step("allocate %-7s avg %.3f bits, predicted distortion %.4g", name, r.AvgBits, r.Distortion)
+		// 4. Pack as the generated package does, and load onto the kernels.
+		blob, layers, err := modelpkg.Pack(src, a, qformat.MSE)
+		if err != nil {
+			return err
+		}
+		qm, err := qmodel.Load(blob, layers)
+		if err != nil {
+			return err
+		}
+		variants = append(variants, &demoVariant{name: fmt.Sprintf("%s %.2f bits", name, r.AvgBits), alloc: a, det: qm.Detector, bytes: int64(len(blob))})
+		if name == "dp" {
+			pkgDir := filepath.Join(work, "shapesswin")
+			files, err := modelpkg.Write(pkgDir, src, a, modelpkg.Options{Pkg: "shapesswin", ModelArg: modelPath, AllocArg: "../dp.alloc.json", Rule: qformat.MSE})
 			if err != nil {
-				return fmt.Errorf("%s: %w", examples.SwinTG32Name, err)
-			}
-			w := c.App.Writer
-			fmt.Fprintf(w, "%s: %d units (Swin-T, 32-channel groups), %d weights\n\n", examples.SwinTG32Name, len(curves.Units), curves.TotalWeights())
-			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "target\tsolver\tavg bits\tdistortion\tvs DP\ttime\t")
-			for _, target := range []float64{2, 3, 4, 5, 6} {
-				p, err := allocate.NewProblem(curves, allocate.Options{TargetBits: target, MinBitsBelow: allocate.DefaultMinBitsBelow})
-				if err != nil {
-					return err
-				}
-				dp, err := allocate.SolveDP(p, allocate.DefaultDPMaxBytes)
-				if err != nil {
-					return err
-				}
-				for _, r := range []*allocate.Result{allocate.SolveLG(p, allocate.DefaultEpsilon), allocate.SolveLGFill(p, allocate.DefaultEpsilon), dp} {
-					fmt.Fprintf(tw, "%g\t%s\t%.4f\t%.6g\t%+.2f%%\t%s\t\n", target, r.Solver, r.AvgBits, r.Distortion,
-						100*(r.Distortion/dp.Distortion-1), fmtSeconds(r.Meta["seconds"]))
-				}
-			}
-			if err := tw.Flush(); err != nil {
 				return err
 			}
-			fmt.Fprintln(w, "\nDP is the exact optimum within the budget; LG may exceed the target by up to ε = 0.02 bits.")
-			return nil
-		},
-	})
+			step("generate: Go package shapesswin in %s %v", pkgDir, files)
+		}
+	}
+
+	// 5. Detection and COCO AP on the held-out images.
+	for _, v := range variants {
+		if err := demoEvaluate(v, val, filepath.Join(valDir, shapes.ImagesDir)); err != nil {
+			return err
+		}
+		step("detect %-16s box AP %.3f  mask AP %.3f  %.1f ms/image", v.name, v.box, v.mask, v.msPerImage)
+	}
+
+	// 6. Overlay of the DP-quantized detector on the first held-out image.
+	if err := os.MkdirAll(c.String("out"), 0o755); err != nil {
+		return err
+	}
+	overlay := filepath.Join(c.String("out"), "overlay.png")
+	if err := demoOverlay(variants[len(variants)-1].det, filepath.Join(valDir, shapes.ImagesDir, val.Images[0].FileName), overlay); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "detector\tweights\tbox AP\tmask AP\tms/image\t")
+	for _, v := range variants {
+		fmt.Fprintf(tw, "%s\t%.2f MB\t%.3f\t%.3f\t%.1f\t\n", v.name, float64(v.bytes)/1e6, v.box, v.mask, v.msPerImage)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nheld-out: %d images; weights: the file as stored (fp32: the f16 safetensors; quantized: the\n"+
+		"generated package's blob: packed backbone + 8-bit heads). Overlay: %s. Total %.1fs.\n", len(val.Images), overlay, time.Since(start).Seconds())
+	return nil
+}
+
+// demoEvaluate detects on every image of ds and scores box and mask AP.
+func demoEvaluate(v *demoVariant, ds *coco.Dataset, imgDir string) error {
+	var results []coco.Result
+	var elapsed time.Duration
+	for _, im := range ds.Images {
+		img, err := imageio.Load(filepath.Join(imgDir, im.FileName))
+		if err != nil {
+			return err
+		}
+		t0 := time.Now()
+		out, err := v.det.DetectRGB(img)
+		if err != nil {
+			return err
+		}
+		elapsed += time.Since(t0)
+		results = append(results, cocoResults(im.ID, out.Detections)...)
+	}
+	v.msPerImage = float64(elapsed.Microseconds()) / 1e3 / float64(len(ds.Images))
+	for _, t := range []coco.IoUType{coco.BBox, coco.Segm} {
+		e, err := coco.Evaluate(ds, results, t, coco.Options{})
+		if err != nil {
+			return err
+		}
+		if t == coco.BBox {
+			v.box = e.Stats[0]
+		} else {
+			v.mask = e.Stats[0]
+		}
+	}
+	return nil
+}
+
+func demoOverlay(d *maskrcnn.Detector, imgPath, out string) error {
+	img, err := imageio.Load(imgPath)
+	if err != nil {
+		return err
+	}
+	res, err := d.DetectRGB(img)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(out, func(w io.Writer) error { return drawDetections(w, img, res.Detections) })
 }
