@@ -234,7 +234,8 @@ func demoOverlay(d *maskrcnn.Detector, imgPath, out string) error {
 	if err != nil {
 		return err
 	}
-	res, err := d.DetectRGB(img)
+	// Draw what a user would keep: scores above 0.5.
+	res, err := d.WithOptions(maskrcnn.Options{ScoreThresh: 0.5}).DetectRGB(img)
 	if err != nil {
 		return err
 	}
