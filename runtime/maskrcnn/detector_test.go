@@ -15,7 +15,9 @@ import (
 	"github.com/flbq/flbq/runtime/cocomask"
 	"github.com/flbq/flbq/runtime/imageio"
 	"github.com/flbq/flbq/runtime/model"
+	"github.com/flbq/flbq/runtime/nn"
 	"github.com/flbq/flbq/runtime/safetensors"
+	"github.com/flbq/flbq/runtime/tensor"
 )
 
 func loadTestImage(t testing.TB, name string) image.Image {
@@ -387,9 +389,9 @@ func TestLoadErrors(t *testing.T) {
 	}
 }
 
-// MaskLabels (the predicted class only) agrees with the full
-// MaskRCNNPredictor output.
-func TestMaskLabelsMatchesMask(t *testing.T) {
+// The channels-last mask head (Mask, MaskLabels) agrees with torch's
+// layout computed by runtime/nn's Conv2d and ConvTranspose2d.
+func TestMaskHeadMatchesCHW(t *testing.T) {
 	d := loadDetector(t, "swin_maskrcnn")
 	m := d.Heads.MaskHead
 	n := 5
@@ -398,6 +400,15 @@ func TestMaskLabelsMatchesMask(t *testing.T) {
 	for i := range pooled {
 		pooled[i] = float32(rng.NormFloat64())
 	}
+	// Reference: NCHW through the torch-layout modules.
+	x := tensor.From(append([]float32(nil), pooled...), n, m.InC, 14, 14)
+	for _, c := range m.Convs {
+		x = c.Forward(x)
+		nn.ReLU(x.Data)
+	}
+	x = m.Deconv.Forward(x)
+	nn.ReLU(x.Data)
+	ref := m.Logits.Forward(x).Data
 	labels := []int{1, 4, 0, 2, 4}
 	full, err := d.Heads.Mask(pooled, n)
 	if err != nil {
@@ -408,13 +419,17 @@ func TestMaskLabelsMatchesMask(t *testing.T) {
 		t.Fatal(err)
 	}
 	k, mm := d.NumClasses(), 28*28
-	if len(full) != n*k*mm || len(one) != n*mm {
-		t.Fatalf("sizes %d, %d", len(full), len(one))
+	if len(full) != n*k*mm || len(one) != n*mm || len(ref) != len(full) {
+		t.Fatalf("sizes %d, %d, %d", len(full), len(one), len(ref))
+	}
+	tol := 1e-5 * float64(tensor.MaxAbs(ref))
+	if dd := float64(tensor.MaxAbsDiff(full, ref)); dd > tol {
+		t.Errorf("Mask differs from the NCHW reference by %g (tol %g)", dd, tol)
 	}
 	for i, l := range labels {
 		for p := 0; p < mm; p++ {
-			a, b := one[i*mm+p], full[(i*k+l)*mm+p]
-			if d := a - b; d > 1e-4 || d < -1e-4 {
+			a, b := one[i*mm+p], ref[(i*k+l)*mm+p]
+			if dd := float64(a - b); dd > tol || dd < -tol {
 				t.Fatalf("roi %d pixel %d: %v vs %v", i, p, a, b)
 			}
 		}
@@ -424,5 +439,8 @@ func TestMaskLabelsMatchesMask(t *testing.T) {
 	}
 	if out, err := d.Heads.MaskLabels(nil, 0, nil); err != nil || len(out) != 0 {
 		t.Errorf("no RoIs: %v, %v", out, err)
+	}
+	if _, err := d.Heads.Mask(pooled[:len(pooled)-1], n); err == nil {
+		t.Error("short input: no error")
 	}
 }

@@ -2,11 +2,11 @@ package maskrcnn
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/flbq/flbq/runtime/detection"
 	"github.com/flbq/flbq/runtime/model"
 	"github.com/flbq/flbq/runtime/nn"
-	"github.com/flbq/flbq/runtime/tensor"
 )
 
 // RPNHead is torchvision's RPNHead: a 3×3 convolution with ReLU shared by
@@ -30,11 +30,54 @@ type BoxHead struct {
 // padding 1, each followed by ReLU) and MaskRCNNPredictor
 // (roi_heads.mask_predictor.conv5_mask: ConvTranspose2d 2×2 stride 2 +
 // ReLU; mask_fcn_logits: 1×1 convolution to one map per class).
+//
+// It runs channels-last: each 3×3 convolution is an im2col of whole
+// channel vectors (copies) times a Linear holding the weight as
+// [out, (ky, kx, in)], and the transposed convolution a Linear to
+// (dy, dx, out) per input pixel; Convs, Deconv and Logits keep torch's
+// layout for inspection.
 type MaskHead struct {
 	Convs  []*nn.Conv2d
 	Deconv *nn.ConvTranspose2d
 	Logits *nn.Conv2d
 	InC    int
+
+	once   sync.Once
+	lin    []*nn.Linear // Convs as channels-last Linears
+	deconv *nn.Linear   // Deconv: [(dy, dx, out), in]
+}
+
+// linears builds the channels-last Linears once.
+func (m *MaskHead) linears() {
+	m.once.Do(func() {
+		for _, c := range m.Convs {
+			in, kk := c.InC, c.KH*c.KW
+			w := make([]float32, c.OutC*kk*in)
+			for o := 0; o < c.OutC; o++ {
+				for ci := 0; ci < in; ci++ {
+					for k := 0; k < kk; k++ {
+						w[(o*kk+k)*in+ci] = c.Weight[(o*in+ci)*kk+k]
+					}
+				}
+			}
+			m.lin = append(m.lin, nn.NewLinear(c.Name, kk*in, c.OutC, w, c.Bias))
+		}
+		d := m.Deconv
+		kk := d.K * d.K
+		w := make([]float32, kk*d.OutC*d.InC)
+		b := make([]float32, kk*d.OutC)
+		for k := 0; k < kk; k++ {
+			for o := 0; o < d.OutC; o++ {
+				for ci := 0; ci < d.InC; ci++ {
+					w[(k*d.OutC+o)*d.InC+ci] = d.Weight[(ci*d.OutC+o)*kk+k]
+				}
+				if d.Bias != nil {
+					b[k*d.OutC+o] = d.Bias[o]
+				}
+			}
+		}
+		m.deconv = nn.NewLinear(d.Name, d.InC, kk*d.OutC, w, b)
+	})
 }
 
 // Heads are a Mask R-CNN's learned heads; they implement detection.Heads
@@ -273,11 +316,21 @@ func (h *Heads) Box(pooled []float32, n int) (classLogits, boxRegression []float
 
 // Mask implements detection.Heads.
 func (h *Heads) Mask(pooled []float32, n int) ([]float32, error) {
-	x, err := h.maskTrunk(pooled, n)
+	x, s, err := h.maskTrunk(pooled, n)
 	if err != nil || x == nil {
 		return nil, err
 	}
-	return h.MaskHead.Logits.Forward(x).Data, nil
+	lg := h.MaskHead.Logits
+	d, k, mm := lg.InC, lg.OutC, s*s
+	out := make([]float32, n*k*mm)
+	nn.ParallelFor(n, 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			for l := 0; l < k; l++ {
+				maskLogit(out[(i*k+l)*mm:(i*k+l+1)*mm], x[i*mm*d:(i+1)*mm*d], lg, l, d)
+			}
+		}
+	})
+	return out, nil
 }
 
 var _ detection.LabelMasker = (*Heads)(nil)
@@ -289,69 +342,149 @@ func (h *Heads) MaskLabels(pooled []float32, n int, labels []int) ([]float32, er
 	if len(labels) != n {
 		return nil, fmt.Errorf("maskrcnn: mask head: %d labels for %d RoIs", len(labels), n)
 	}
-	x, err := h.maskTrunk(pooled, n)
+	lg := h.MaskHead
+	if lg != nil {
+		for _, l := range labels {
+			if l < 0 || l >= lg.Logits.OutC {
+				return nil, fmt.Errorf("maskrcnn: mask head: label %d out of range [0,%d)", l, lg.Logits.OutC)
+			}
+		}
+	}
+	x, s, err := h.maskTrunk(pooled, n)
 	if err != nil || x == nil {
 		return nil, err
 	}
-	lg := h.MaskHead.Logits
-	d, k := lg.InC, lg.OutC
-	for _, l := range labels {
-		if l < 0 || l >= k {
-			return nil, fmt.Errorf("maskrcnn: mask head: label %d out of range [0,%d)", l, k)
-		}
-	}
-	mm := x.Shape[2] * x.Shape[3]
+	d, mm := lg.Logits.InC, s*s
 	out := make([]float32, n*mm)
 	nn.ParallelFor(n, 1, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
-			l := labels[i]
-			o := out[i*mm : (i+1)*mm]
-			w := lg.Weight[l*d : (l+1)*d]
-			src := x.Data[i*d*mm : (i+1)*d*mm]
-			for c, wc := range w {
-				s := src[c*mm : (c+1)*mm]
-				s = s[:len(o)]
-				for p, v := range s {
-					o[p] += wc * v
-				}
-			}
-			if lg.Bias != nil {
-				b := lg.Bias[l]
-				for p := range o {
-					o[p] += b
-				}
-			}
+			maskLogit(out[i*mm:(i+1)*mm], x[i*mm*d:(i+1)*mm*d], lg.Logits, labels[i], d)
 		}
 	})
 	return out, nil
 }
 
-// maskTrunk runs MaskRCNNHeads and conv5_mask (with their ReLUs); nil for
-// no RoIs.
-func (h *Heads) maskTrunk(pooled []float32, n int) (*tensor.Tensor, error) {
+// maskLogit writes class l's logits of one RoI (x: mm pixels × d channels).
+func maskLogit(o, x []float32, lg *nn.Conv2d, l, d int) {
+	w := lg.Weight[l*d : (l+1)*d]
+	var b float32
+	if lg.Bias != nil {
+		b = lg.Bias[l]
+	}
+	for p := range o {
+		px := x[p*d : (p+1)*d]
+		px = px[:len(w)]
+		var acc float32
+		for c, wc := range w {
+			acc += wc * px[c]
+		}
+		o[p] = acc + b
+	}
+}
+
+// maskGroup is the number of RoIs per im2col block of the mask head.
+const maskGroup = 4
+
+// maskTrunk runs MaskRCNNHeads and conv5_mask (with their ReLUs) and
+// returns the n RoIs' features channels-last (n × 2s × 2s × D) and 2s;
+// nil for no RoIs.
+func (h *Heads) maskTrunk(pooled []float32, n int) ([]float32, int, error) {
 	m := h.MaskHead
 	if m == nil {
-		return nil, fmt.Errorf("maskrcnn: the checkpoint has no mask head")
+		return nil, 0, fmt.Errorf("maskrcnn: the checkpoint has no mask head")
 	}
 	if n == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
 	if n < 0 || len(pooled)%(n*m.InC) != 0 {
-		return nil, fmt.Errorf("maskrcnn: mask head: %d values for %d RoIs of %d channels", len(pooled), n, m.InC)
+		return nil, 0, fmt.Errorf("maskrcnn: mask head: %d values for %d RoIs of %d channels", len(pooled), n, m.InC)
 	}
 	s := 1
 	for s*s < len(pooled)/(n*m.InC) {
 		s++
 	}
 	if n*m.InC*s*s != len(pooled) {
-		return nil, fmt.Errorf("maskrcnn: mask head: %d values for %d RoIs of %d channels is not square", len(pooled), n, m.InC)
+		return nil, 0, fmt.Errorf("maskrcnn: mask head: %d values for %d RoIs of %d channels is not square", len(pooled), n, m.InC)
 	}
-	x := tensor.From(pooled, n, m.InC, s, s)
-	for _, c := range m.Convs {
-		x = c.Forward(x)
-		nn.ReLU(x.Data)
+	m.linears()
+	hw := s * s
+	// CHW → HWC per RoI.
+	c := m.InC
+	x := make([]float32, len(pooled))
+	nn.ParallelFor(n, 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			src, dst := pooled[i*c*hw:(i+1)*c*hw], x[i*c*hw:(i+1)*c*hw]
+			for ch := 0; ch < c; ch++ {
+				for p, v := range src[ch*hw : (ch+1)*hw] {
+					dst[p*c+ch] = v
+				}
+			}
+		}
+	})
+	var cols []float32
+	for _, l := range m.lin {
+		k := l.In
+		if need := maskGroup * hw * k; cap(cols) < need {
+			cols = make([]float32, need)
+		}
+		y := make([]float32, n*hw*l.Out)
+		for i0 := 0; i0 < n; i0 += maskGroup {
+			i1 := min(i0+maskGroup, n)
+			nn.ParallelFor(i1-i0, 1, func(lo, hi int) {
+				for i := i0 + lo; i < i0+hi; i++ {
+					im2col3x3HWC(cols[(i-i0)*hw*k:(i-i0+1)*hw*k], x[i*hw*c:(i+1)*hw*c], s, c)
+				}
+			})
+			l.Forward(y[i0*hw*l.Out:i1*hw*l.Out], cols[:(i1-i0)*hw*k], (i1-i0)*hw)
+		}
+		nn.ReLU(y)
+		x, c = y, l.Out
 	}
-	x = m.Deconv.Forward(x)
-	nn.ReLU(x.Data)
-	return x, nil
+	// conv5_mask: each input pixel gives a 2×2 block of outputs.
+	dc := m.deconv
+	od := m.Deconv.OutC
+	t := make([]float32, n*hw*dc.Out)
+	dc.Forward(t, x, n*hw)
+	s2 := 2 * s
+	out := make([]float32, n*s2*s2*od)
+	nn.ParallelFor(n, 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			for p := 0; p < hw; p++ {
+				y, xx := p/s, p%s
+				src := t[(i*hw+p)*dc.Out : (i*hw+p+1)*dc.Out]
+				for k := 0; k < 4; k++ {
+					dy, dx := k/2, k%2
+					q := (i*s2+2*y+dy)*s2 + 2*xx + dx
+					dst := out[q*od : (q+1)*od]
+					for o, v := range src[k*od : (k+1)*od] {
+						dst[o] = max(v, 0) // ReLU
+					}
+				}
+			}
+		}
+	})
+	return out, s2, nil
+}
+
+// im2col3x3HWC writes the s·s rows of 9·c values (ky, kx, channel) of a
+// 3×3, padding-1 convolution over one channels-last s×s image.
+func im2col3x3HWC(dst, x []float32, s, c int) {
+	for y := 0; y < s; y++ {
+		for xx := 0; xx < s; xx++ {
+			row := dst[(y*s+xx)*9*c : (y*s+xx+1)*9*c]
+			k := 0
+			for ky := -1; ky <= 1; ky++ {
+				for kx := -1; kx <= 1; kx++ {
+					iy, ix := y+ky, xx+kx
+					d := row[k*c : (k+1)*c]
+					if iy < 0 || iy >= s || ix < 0 || ix >= s {
+						clear(d)
+					} else {
+						copy(d, x[(iy*s+ix)*c:(iy*s+ix+1)*c])
+					}
+					k++
+				}
+			}
+		}
+	}
 }
