@@ -98,3 +98,12 @@ func calibInputs(t testing.TB, m *model.Model, n int, mixed bool) []*tensor.Tens
 	}
 	return in
 }
+
+// tensorOnes returns a [1,3,s,s] input of a smooth pattern.
+func tensorOnes(s int) *tensor.Tensor {
+	x := tensor.New(1, 3, s, s)
+	for i := range x.Data {
+		x.Data[i] = float32(math.Sin(float64(i%s)*0.05) + math.Cos(float64(i/s)*0.03))
+	}
+	return x
+}

@@ -304,8 +304,17 @@ func TestGroupsNotDividing(t *testing.T) {
 	}
 }
 
+// TestAdditivity asserts the additivity of vitdet_tiny's curves;
+// FLBQ_CALIB_LONG=1 also reports swin_tiny's.
 func TestAdditivity(t *testing.T) {
-	m := fixture(t, "vitdet_tiny")
+	additivity(t, "vitdet_tiny")
+	if os.Getenv("FLBQ_CALIB_LONG") != "" {
+		additivity(t, "swin_tiny")
+	}
+}
+
+func additivity(t *testing.T, name string) {
+	m := fixture(t, name)
 	in := calibInputs(t, m, 4, false)
 	b := MakeBatches(in, 4)
 	res, err := Measure(context.Background(), m.Backbone, b, Options{Mode: Exact, GroupSize: 32, Rule: qformat.MSE}, NewState())
@@ -316,8 +325,8 @@ func TestAdditivity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d allocations: Pearson %.4f, Spearman %.4f, Pearson(log) %.4f, ratio median %.3f (%.3f..%.3f)",
-		len(rep.Points), rep.Pearson, rep.Spearman, rep.PearsonLog, rep.RatioMedian, rep.RatioMin, rep.RatioMax)
+	t.Logf("%s, %d allocations: Pearson %.4f, Spearman %.4f, Pearson(log) %.4f, ratio median %.3f (%.3f..%.3f)",
+		name, len(rep.Points), rep.Pearson, rep.Spearman, rep.PearsonLog, rep.RatioMedian, rep.RatioMin, rep.RatioMax)
 	if rep.Pearson < 0.9 || rep.Spearman < 0.9 {
 		t.Errorf("additivity: Pearson %.3f, Spearman %.3f < 0.9", rep.Pearson, rep.Spearman)
 	}
