@@ -577,6 +577,12 @@ func avx2Asm(c *build.Context) {
 	}
 	dotAVX2(c, "dotAVX2Asm", false)
 	dotAVX2(c, "dotSignedAVX2Asm", true)
+	for b := qformat.MinBits; b <= FusedMaxBits; b++ {
+		fusedAVX2(c, fmt.Sprintf("fusedB%dAVX2Asm", b), b)
+	}
+	for _, fl := range Dot16Flushes {
+		dot16AVX2(c, fmt.Sprintf("dot16F%dAVX2Asm", fl), fl)
+	}
 	maxAbsAVX2(c)
 	quantRowAVX2(c)
 	epilogueAVX2(c)
@@ -645,4 +651,199 @@ func epilogueAVX2(c *build.Context) {
 	c.JNZ(operand.LabelRef(name + "_loop"))
 	c.VZEROUPPER()
 	c.RET()
+}
+
+// FusedMaxBits is the widest bit-width with a fused AVX2 unpack+dot kernel:
+// up to it, at least four k-groups of VPMADDUBSW results are summed in int16
+// before widening (FusedFlush(b) ≥ 4). At b = 6 (two groups) the extra
+// read-modify-write of the accumulators made the fused kernel slower than
+// Unpack+Dot at M ≥ 4 (BenchmarkTile, thread CPU time).
+const FusedMaxBits = 5
+
+// FusedFlush returns the number of k-groups (1, 2, 4 or 8) whose VPMADDUBSW
+// int16 pair sums the fused kernel adds with VPADDW before widening them:
+// each pair sum is at most 2·(2^b−1)·127 in magnitude, and f of them must
+// stay within int16.
+func FusedFlush(b int) int {
+	f := 8
+	for f > 1 && f*2*(1<<b-1)*qformat.ActMax > 32767 {
+		f /= 2
+	}
+	return f
+}
+
+// fusedAVX2 emits fusedB<b>AVX2Asm(acc *int32, src *byte, x *int8, ldx, rows, blocks int):
+//
+//	acc[r·16+j] += Σ_{k<blocks·32} q[j,k]·x[r·ldx+k]
+//
+// for r < rows (≥ 1), reading blocks (≥ 1) packed superblocks of a b-bit tile
+// (b ≤ FusedMaxBits) and unpacking each k-group in registers (no unpacked
+// buffer). VPMADDUBSW's int16 pair sums of FusedFlush(b) consecutive groups
+// are added with VPADDW (no overflow: see FusedFlush), then widened with
+// VPMADDWD and added to acc in memory.
+func fusedAVX2(c *build.Context, name string, b int) { int16DotAVX2(c, name, b, FusedFlush(b), false) }
+
+// dot16AVX2 emits dot16F<fl>AVX2Asm(acc *int32, w *byte, x *int8, ldx, rows, blocks int),
+// the dot micro-kernel on unpacked weights (blocks superblocks of 8 k-groups)
+// with VPMADDUBSW results of fl groups summed in int16 before widening: for
+// weights below 2^b with FusedFlush(b) ≥ fl.
+func dot16AVX2(c *build.Context, name string, fl int) { int16DotAVX2(c, name, 0, fl, true) }
+
+// int16DotAVX2 emits the fused kernel (b-bit packed weights unpacked in
+// registers) or, with unpacked, the int16-accumulating dot kernel.
+func int16DotAVX2(c *build.Context, name string, b, fl int, unpacked bool) {
+	c.Function(name)
+	c.Attributes(attr.NOSPLIT)
+	c.Pragma("noescape")
+	if unpacked {
+		c.SignatureExpr("func(acc *int32, w *byte, x *int8, ldx, rows, blocks int)")
+		c.Doc(fmt.Sprintf("%s is the AVX2 dot micro-kernel on unpacked weights, %d rows per block, int16 sums over %d k-groups.", name, AVX2Rows, fl))
+	} else {
+		c.SignatureExpr("func(acc *int32, src *byte, x *int8, ldx, rows, blocks int)")
+		c.Doc(fmt.Sprintf("%s is the fused AVX2 unpack+dot kernel of %d-bit tiles, %d rows per block, int16 sums over %d k-groups.", name, b, AVX2Rows, fl))
+	}
+	acc := c.Load(c.Param("acc"), c.GP64())
+	srcName, step := "src", 0
+	if unpacked {
+		srcName, step = "w", qformat.BlockWeights
+	} else {
+		step = qformat.BlockBytes(b)
+	}
+	src := c.Load(c.Param(srcName), c.GP64())
+	xp := c.Load(c.Param("x"), c.GP64())
+	ldx := c.Load(c.Param("ldx"), c.GP64())
+	rows := c.Load(c.Param("rows"), c.GP64())
+	blocks := c.Load(c.Param("blocks"), c.GP64())
+	ldx3 := c.GP64()
+	c.LEAQ(memIdx(ldx, ldx, 2), ldx3)
+	ones := bcastConst32(c, 0x00010001, false)
+	var planes, shifts, offs []int
+	var masks []reg.VecVirtual
+	if !unpacked {
+		planes, shifts, offs = qformat.Planes(b), qformat.PlaneShifts(b), qformat.PlaneOffsets(b)
+		masks = make([]reg.VecVirtual, len(planes))
+		for pi, p := range planes {
+			masks[pi] = bcastConst32(c, rep8(uint8((1<<p-1)<<shifts[pi])), false)
+		}
+	}
+
+	block := func(nr int, label string) {
+		sp, x0, cnt := c.GP64(), c.GP64(), c.GP64()
+		c.MOVQ(src, sp)
+		c.MOVQ(xp, x0)
+		c.MOVQ(blocks, cnt)
+		c.Label(label)
+		var a16 [AVX2Rows][2]reg.VecVirtual
+		for g := 0; g < qformat.GroupsPerBlock; g++ {
+			var w [2]reg.VecVirtual
+			for h := 0; h < 2; h++ {
+				if unpacked {
+					w[h] = c.YMM()
+					c.VMOVDQU(mem(sp, g*qformat.GroupBytes+h*32), w[h])
+					continue
+				}
+				for pi, p := range planes {
+					per := 8 / p
+					blk := offs[pi] + g/per*qformat.GroupBytes + h*32
+					r := (g%per)*p - shifts[pi]
+					v := c.YMM()
+					if r == 0 {
+						c.VPAND(mem(sp, blk), masks[pi], v)
+					} else {
+						c.VMOVDQU(mem(sp, blk), v)
+						if r > 0 {
+							c.VPSRLW(operand.U8(r), v, v)
+						} else {
+							c.VPSLLW(operand.U8(-r), v, v)
+						}
+						c.VPAND(masks[pi], v, v)
+					}
+					if w[h] == nil {
+						w[h] = v
+					} else {
+						c.VPOR(v, w[h], w[h])
+					}
+				}
+			}
+			first := g%fl == 0
+			for r := 0; r < nr; r++ {
+				var xm operand.Mem
+				switch r {
+				case 0:
+					xm = mem(x0, g*qformat.KGroup)
+				case 1:
+					xm = memIdx(x0, ldx, 1)
+				case 2:
+					xm = memIdx(x0, ldx, 2)
+				case 3:
+					xm = memIdx(x0, ldx3, 1)
+				}
+				xm.Disp = g * qformat.KGroup
+				bx := c.YMM()
+				c.VPBROADCASTD(xm, bx)
+				for h := 0; h < 2; h++ {
+					if first {
+						a16[r][h] = c.YMM()
+						c.VPMADDUBSW(bx, w[h], a16[r][h])
+						continue
+					}
+					t := c.YMM()
+					c.VPMADDUBSW(bx, w[h], t)
+					c.VPADDW(t, a16[r][h], a16[r][h])
+				}
+			}
+			if g%fl == fl-1 {
+				for r := 0; r < nr; r++ {
+					for h := 0; h < 2; h++ {
+						t := c.YMM()
+						m := mem(acc, (r*qformat.TileN+h*8)*4)
+						c.VPMADDWD(ones, a16[r][h], t)
+						c.VPADDD(m, t, t)
+						c.VMOVDQU(t, m)
+					}
+				}
+			}
+		}
+		c.ADDQ(operand.U32(step), sp)
+		c.ADDQ(operand.U32(qformat.BlockK), x0)
+		c.DECQ(cnt)
+		c.JNZ(operand.LabelRef(label))
+	}
+
+	c.Label(name + "_rows4")
+	c.CMPQ(rows, operand.U32(AVX2Rows))
+	c.JL(operand.LabelRef(name + "_rows1"))
+	block(AVX2Rows, name+"_k4")
+	c.ADDQ(operand.U32(AVX2Rows*qformat.TileN*4), acc)
+	c.LEAQ(memIdx(xp, ldx, 4), xp)
+	c.SUBQ(operand.U32(AVX2Rows), rows)
+	c.JMP(operand.LabelRef(name + "_rows4"))
+
+	c.Label(name + "_rows1")
+	c.TESTQ(rows, rows)
+	c.JZ(operand.LabelRef(name + "_done"))
+	block(1, name+"_k1")
+	c.ADDQ(operand.U32(qformat.TileN*4), acc)
+	c.ADDQ(ldx, xp)
+	c.DECQ(rows)
+	c.JMP(operand.LabelRef(name + "_rows1"))
+
+	c.Label(name + "_done")
+	c.VZEROUPPER()
+	c.RET()
+}
+
+// Dot16Flushes are the int16 group counts of the generated dot16 kernels.
+var Dot16Flushes = []int{4, 8}
+
+// Dot16Flush returns the dot16 kernel (its int16 group count) for b-bit
+// weights on the AVX2 tier, or 0 to use the plain dot kernel.
+func Dot16Flush(b int) int {
+	f := FusedFlush(b)
+	for i := len(Dot16Flushes) - 1; i >= 0; i-- {
+		if Dot16Flushes[i] <= f {
+			return Dot16Flushes[i]
+		}
+	}
+	return 0
 }

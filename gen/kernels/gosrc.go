@@ -17,6 +17,7 @@ func hex(v int) *Statement { return Id(fmt.Sprintf("%#02x", v)) }
 // tierFile emits the Tier type and the length checks shared by all tiers.
 func tierFile(f *File) {
 	defer checkEpilogueFunc(f)
+	defer checkFusedFunc(f)
 	f.Comment("UnpackFunc unpacks blocks superblocks of one tile into the byte layout of")
 	f.Comment("qformat: k-group g of the tile at dst[g·64 : g·64+64].")
 	f.Type().Id("UnpackFunc").Func().Params(Id("dst"), Id("src").Index().Byte(), Id("blocks").Int())
@@ -24,6 +25,11 @@ func tierFile(f *File) {
 	f.Comment("DotFunc accumulates acc[r·16+j] += Σ_{g<groups} Σ_{i<4} w[g·64+j·4+i]·x[r·ldx+g·4+i]")
 	f.Comment("for r < rows and j < 16. x must lie in [−127, 127].")
 	f.Type().Id("DotFunc").Func().Params(Id("acc").Index().Int32(), Id("w").Index().Byte(), Id("x").Index().Int8(), List(Id("ldx"), Id("rows"), Id("groups")).Int())
+	f.Line()
+	f.Comment("FusedFunc accumulates acc[r·16+j] += Σ_{k<blocks·32} (q[j,k]−WeightOffset)·x[r·ldx+k]")
+	f.Comment("for r < rows and j < 16, reading blocks packed superblocks of one tile (src)")
+	f.Comment("without an unpacked buffer. x must lie in [−127, 127].")
+	f.Type().Id("FusedFunc").Func().Params(Id("acc").Index().Int32(), Id("src").Index().Byte(), Id("x").Index().Int8(), List(Id("ldx"), Id("rows"), Id("blocks")).Int())
 	f.Line()
 	f.Comment("Tier is one instruction-set tier of the generated kernels.")
 	f.Type().Id("Tier").Struct(
@@ -37,6 +43,9 @@ func tierFile(f *File) {
 		Id("Unpack").Index(q("MaxBits").Op("+").Lit(1)).Id("UnpackFunc"),
 		Comment("Dot[b] is the dot micro-kernel for tiles unpacked by Unpack[b]."),
 		Id("Dot").Index(q("MaxBits").Op("+").Lit(1)).Id("DotFunc"),
+		Comment("Fused[b], when not nil, unpacks b-bit tiles in registers and accumulates"),
+		Comment("them in one pass (preferred over Unpack[b]+Dot[b]; same WeightOffset)."),
+		Id("Fused").Index(q("MaxBits").Op("+").Lit(1)).Id("FusedFunc"),
 		Comment("WeightOffset[b] is subtracted from q by Unpack[b]: Dot[b] computes"),
 		Comment("Σ(q−WeightOffset[b])·x, so callers use the zero point z−WeightOffset[b]."),
 		Id("WeightOffset").Index(q("MaxBits").Op("+").Lit(1)).Int32(),
@@ -69,6 +78,18 @@ func tierFile(f *File) {
 				Id("name"), Id("rows"), Id("groups"), Id("ldx"), Len(Id("acc")), Len(Id("w")), Len(Id("x")))),
 		),
 	)
+}
+
+func checkFusedFunc(f *File) {
+	f.Func().Id("checkFused").Params(Id("name").String(), Id("acc").Index().Int32(), Id("src").Index().Byte(), Id("x").Index().Int8(), List(Id("ldx"), Id("rows"), Id("blocks"), Id("b")).Int()).Block(
+		If(Id("rows").Op("<").Lit(0).Op("||").Id("blocks").Op("<").Lit(0).Op("||").Id("ldx").Op("<").Id("blocks").Op("*").Qual(qf, "BlockK").Op("||").
+			Len(Id("acc")).Op("<").Id("rows").Op("*").Qual(qf, "TileN").Op("||").Len(Id("src")).Op("<").Id("blocks").Op("*").Id("b").Op("*").Qual(qf, "GroupBytes").Op("||").
+			Parens(Id("rows").Op(">").Lit(0).Op("&&").Len(Id("x")).Op("<").Parens(Id("rows").Op("-").Lit(1)).Op("*").Id("ldx").Op("+").Id("blocks").Op("*").Qual(qf, "BlockK"))).Block(
+			Panic(Qual("fmt", "Sprintf").Call(Lit("kernels: %s: bad fused arguments rows=%d blocks=%d ldx=%d len(acc)=%d len(src)=%d len(x)=%d"),
+				Id("name"), Id("rows"), Id("blocks"), Id("ldx"), Len(Id("acc")), Len(Id("src")), Len(Id("x")))),
+		),
+	)
+	f.Line()
 }
 
 func checkEpilogueFunc(f *File) {
@@ -176,11 +197,30 @@ func puregoFile(f *File) {
 		),
 	)
 	f.Line()
+	f.Comment("fusedGo is the pure-Go fused kernel (see FusedFunc): it unpacks one")
+	f.Comment("superblock at a time with unpack and accumulates it with dotGo.")
+	f.Func().Id("fusedGo").Params(Id("unpack").Id("UnpackFunc"), Id("b").Int(), Id("acc").Index().Int32(), Id("src").Index().Byte(), Id("x").Index().Int8(), List(Id("ldx"), Id("rows"), Id("blocks")).Int()).Block(
+		Id("checkFused").Call(Lit("fusedGo"), Id("acc"), Id("src"), Id("x"), Id("ldx"), Id("rows"), Id("blocks"), Id("b")),
+		Var().Id("buf").Index(q("BlockWeights")).Byte(),
+		For(Id("sb").Op(":=").Lit(0), Id("sb").Op("<").Id("blocks"), Id("sb").Op("++")).Block(
+			Id("unpack").Call(Id("buf").Index(Op(":")), Id("src").Index(Id("sb").Op("*").Id("b").Op("*").Qual(qf, "GroupBytes").Op(":")), Lit(1)),
+			Id("dotGo").Call(Id("acc"), Id("buf").Index(Op(":")), Id("x").Index(Id("sb").Op("*").Qual(qf, "BlockK").Op(":")), Id("ldx"), Id("rows"), q("GroupsPerBlock")),
+		),
+	)
+	f.Line()
 	unp := Dict{}
 	dots := Dict{}
+	fused := Dict{}
 	for b := qformat.MinBits; b <= qformat.MaxBits; b++ {
 		unp[Lit(b)] = Id(fmt.Sprintf("unpackB%dGo", b))
 		dots[Lit(b)] = Id("dotGo")
+		name := fmt.Sprintf("fusedB%dGo", b)
+		f.Commentf("%s is the pure-Go fused kernel of %d-bit tiles.", name, b)
+		f.Func().Id(name).Params(Id("acc").Index().Int32(), Id("src").Index().Byte(), Id("x").Index().Int8(), List(Id("ldx"), Id("rows"), Id("blocks")).Int()).Block(
+			Id("fusedGo").Call(Id(fmt.Sprintf("unpackB%dGo", b)), Lit(b), Id("acc"), Id("src"), Id("x"), Id("ldx"), Id("rows"), Id("blocks")),
+		)
+		f.Line()
+		fused[Lit(b)] = Id(name)
 	}
 	f.Comment("PureGo is the portable tier: readable Go, any architecture.")
 	f.Var().Id("PureGo").Op("=").Id("Tier").Values(Dict{
@@ -188,6 +228,7 @@ func puregoFile(f *File) {
 		Id("Rows"):     Lit(1),
 		Id("Unpack"):   Index(q("MaxBits").Op("+").Lit(1)).Id("UnpackFunc").Values(unp),
 		Id("Dot"):      Index(q("MaxBits").Op("+").Lit(1)).Id("DotFunc").Values(dots),
+		Id("Fused"):    Index(q("MaxBits").Op("+").Lit(1)).Id("FusedFunc").Values(fused),
 		Id("MaxAbs"):   q("MaxAbs"),
 		Id("QuantRow"): Id("quantRowGo"),
 		Id("Epilogue"): Id("epilogueGo"),
@@ -215,6 +256,34 @@ func wrappersFile(f *File) {
 			Id("checkDot").Call(Lit(name), Id("acc"), Id("w"), Id("x"), Id("ldx"), Id("rows"), Id("groups")),
 			If(Id("rows").Op(">").Lit(0).Op("&&").Id("groups").Op(">").Lit(0)).Block(
 				Id(name+"Asm").Call(Op("&").Id("acc").Index(Lit(0)), Op("&").Id("w").Index(Lit(0)), Op("&").Id("x").Index(Lit(0)), Id("ldx"), Id("rows"), Id("groups")),
+			),
+		)
+		f.Line()
+	}
+	wrapFused := func(b int) string {
+		name := fmt.Sprintf("fusedB%dAVX2", b)
+		f.Commentf("%s checks lengths and calls %sAsm.", name, name)
+		f.Func().Id(name).Params(Id("acc").Index().Int32(), Id("src").Index().Byte(), Id("x").Index().Int8(), List(Id("ldx"), Id("rows"), Id("blocks")).Int()).Block(
+			Id("checkFused").Call(Lit(name), Id("acc"), Id("src"), Id("x"), Id("ldx"), Id("rows"), Id("blocks"), Lit(b)),
+			If(Id("rows").Op(">").Lit(0).Op("&&").Id("blocks").Op(">").Lit(0)).Block(
+				Id(name+"Asm").Call(Op("&").Id("acc").Index(Lit(0)), Op("&").Id("src").Index(Lit(0)), Op("&").Id("x").Index(Lit(0)), Id("ldx"), Id("rows"), Id("blocks")),
+			),
+		)
+		f.Line()
+		return name
+	}
+	for _, fl := range Dot16Flushes {
+		name := fmt.Sprintf("dot16F%dAVX2", fl)
+		f.Commentf("%s checks lengths, runs %sAsm on whole superblocks and finishes", name, name)
+		f.Comment("the remaining k-groups with dotAVX2.")
+		f.Func().Id(name).Params(Id("acc").Index().Int32(), Id("w").Index().Byte(), Id("x").Index().Int8(), List(Id("ldx"), Id("rows"), Id("groups")).Int()).Block(
+			Id("checkDot").Call(Lit(name), Id("acc"), Id("w"), Id("x"), Id("ldx"), Id("rows"), Id("groups")),
+			Id("nb").Op(":=").Id("groups").Op("/").Qual(qf, "GroupsPerBlock"),
+			If(Id("rows").Op(">").Lit(0).Op("&&").Id("nb").Op(">").Lit(0)).Block(
+				Id(name+"Asm").Call(Op("&").Id("acc").Index(Lit(0)), Op("&").Id("w").Index(Lit(0)), Op("&").Id("x").Index(Lit(0)), Id("ldx"), Id("rows"), Id("nb")),
+			),
+			If(Id("g0").Op(":=").Id("nb").Op("*").Qual(qf, "GroupsPerBlock"), Id("g0").Op("<").Id("groups")).Block(
+				Id("dotAVX2").Call(Id("acc"), Id("w").Index(Id("g0").Op("*").Qual(qf, "GroupBytes").Op(":")), Id("x").Index(Id("g0").Op("*").Qual(qf, "KGroup").Op(":")), Id("ldx"), Id("rows"), Id("groups").Op("-").Id("g0")),
 			),
 		)
 		f.Line()
@@ -260,6 +329,8 @@ func wrappersFile(f *File) {
 			unp[Lit(b)] = Id(wrapUnpack(isa, b))
 			if isa == "AVX2" && b == 8 {
 				dots[Lit(b)] = Id("dotSignedAVX2")
+			} else if fl := Dot16Flush(b); isa == "AVX2" && fl > 0 {
+				dots[Lit(b)] = Id(fmt.Sprintf("dot16F%dAVX2", fl))
 			} else {
 				dots[Lit(b)] = Id("dot" + isa)
 			}
@@ -272,6 +343,11 @@ func wrappersFile(f *File) {
 			Id("Peak"):     Id("peak" + isa + "Asm"),
 		}
 		if isa == "AVX2" {
+			fused := Dict{}
+			for b := qformat.MinBits; b <= FusedMaxBits; b++ {
+				fused[Lit(b)] = Id(wrapFused(b))
+			}
+			d[Id("Fused")] = Index(q("MaxBits").Op("+").Lit(1)).Id("FusedFunc").Values(fused)
 			d[Id("Name")] = Lit("avx2")
 			d[Id("Requires")] = Index().String().Values(Lit("avx2"))
 			d[Id("Rows")] = Lit(AVX2Rows)

@@ -54,6 +54,41 @@ func dotAVX2Asm(acc *int32, w *byte, x *int8, ldx int, rows int, groups int)
 //go:noescape
 func dotSignedAVX2Asm(acc *int32, w *byte, x *int8, ldx int, rows int, groups int)
 
+// fusedB1AVX2Asm is the fused AVX2 unpack+dot kernel of 1-bit tiles, 4 rows per block, int16 sums over 8 k-groups.
+//
+//go:noescape
+func fusedB1AVX2Asm(acc *int32, src *byte, x *int8, ldx int, rows int, blocks int)
+
+// fusedB2AVX2Asm is the fused AVX2 unpack+dot kernel of 2-bit tiles, 4 rows per block, int16 sums over 8 k-groups.
+//
+//go:noescape
+func fusedB2AVX2Asm(acc *int32, src *byte, x *int8, ldx int, rows int, blocks int)
+
+// fusedB3AVX2Asm is the fused AVX2 unpack+dot kernel of 3-bit tiles, 4 rows per block, int16 sums over 8 k-groups.
+//
+//go:noescape
+func fusedB3AVX2Asm(acc *int32, src *byte, x *int8, ldx int, rows int, blocks int)
+
+// fusedB4AVX2Asm is the fused AVX2 unpack+dot kernel of 4-bit tiles, 4 rows per block, int16 sums over 8 k-groups.
+//
+//go:noescape
+func fusedB4AVX2Asm(acc *int32, src *byte, x *int8, ldx int, rows int, blocks int)
+
+// fusedB5AVX2Asm is the fused AVX2 unpack+dot kernel of 5-bit tiles, 4 rows per block, int16 sums over 4 k-groups.
+//
+//go:noescape
+func fusedB5AVX2Asm(acc *int32, src *byte, x *int8, ldx int, rows int, blocks int)
+
+// dot16F4AVX2Asm is the AVX2 dot micro-kernel on unpacked weights, 4 rows per block, int16 sums over 4 k-groups.
+//
+//go:noescape
+func dot16F4AVX2Asm(acc *int32, w *byte, x *int8, ldx int, rows int, blocks int)
+
+// dot16F8AVX2Asm is the AVX2 dot micro-kernel on unpacked weights, 4 rows per block, int16 sums over 8 k-groups.
+//
+//go:noescape
+func dot16F8AVX2Asm(acc *int32, w *byte, x *int8, ldx int, rows int, blocks int)
+
 // maxAbsAVX2Asm returns max |x[i]| over n > 0 values, n a multiple of 32.
 //
 //go:noescape

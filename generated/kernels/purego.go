@@ -197,6 +197,57 @@ func epilogueGo(y []float32, ldy int, acc []int32, rows int, sum []int32, sx []f
 	}
 }
 
+// fusedGo is the pure-Go fused kernel (see FusedFunc): it unpacks one
+// superblock at a time with unpack and accumulates it with dotGo.
+func fusedGo(unpack UnpackFunc, b int, acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	checkFused("fusedGo", acc, src, x, ldx, rows, blocks, b)
+	var buf [qformat.BlockWeights]byte
+	for sb := 0; sb < blocks; sb++ {
+		unpack(buf[:], src[sb*b*qformat.GroupBytes:], 1)
+		dotGo(acc, buf[:], x[sb*qformat.BlockK:], ldx, rows, qformat.GroupsPerBlock)
+	}
+}
+
+// fusedB1Go is the pure-Go fused kernel of 1-bit tiles.
+func fusedB1Go(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	fusedGo(unpackB1Go, 1, acc, src, x, ldx, rows, blocks)
+}
+
+// fusedB2Go is the pure-Go fused kernel of 2-bit tiles.
+func fusedB2Go(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	fusedGo(unpackB2Go, 2, acc, src, x, ldx, rows, blocks)
+}
+
+// fusedB3Go is the pure-Go fused kernel of 3-bit tiles.
+func fusedB3Go(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	fusedGo(unpackB3Go, 3, acc, src, x, ldx, rows, blocks)
+}
+
+// fusedB4Go is the pure-Go fused kernel of 4-bit tiles.
+func fusedB4Go(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	fusedGo(unpackB4Go, 4, acc, src, x, ldx, rows, blocks)
+}
+
+// fusedB5Go is the pure-Go fused kernel of 5-bit tiles.
+func fusedB5Go(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	fusedGo(unpackB5Go, 5, acc, src, x, ldx, rows, blocks)
+}
+
+// fusedB6Go is the pure-Go fused kernel of 6-bit tiles.
+func fusedB6Go(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	fusedGo(unpackB6Go, 6, acc, src, x, ldx, rows, blocks)
+}
+
+// fusedB7Go is the pure-Go fused kernel of 7-bit tiles.
+func fusedB7Go(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	fusedGo(unpackB7Go, 7, acc, src, x, ldx, rows, blocks)
+}
+
+// fusedB8Go is the pure-Go fused kernel of 8-bit tiles.
+func fusedB8Go(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	fusedGo(unpackB8Go, 8, acc, src, x, ldx, rows, blocks)
+}
+
 // PureGo is the portable tier: readable Go, any architecture.
 var PureGo = Tier{
 	Dot: [qformat.MaxBits + 1]DotFunc{
@@ -210,6 +261,16 @@ var PureGo = Tier{
 		8: dotGo,
 	},
 	Epilogue: epilogueGo,
+	Fused: [qformat.MaxBits + 1]FusedFunc{
+		1: fusedB1Go,
+		2: fusedB2Go,
+		3: fusedB3Go,
+		4: fusedB4Go,
+		5: fusedB5Go,
+		6: fusedB6Go,
+		7: fusedB7Go,
+		8: fusedB8Go,
+	},
 	MaxAbs:   qformat.MaxAbs,
 	Name:     "purego",
 	QuantRow: quantRowGo,

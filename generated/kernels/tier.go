@@ -15,6 +15,11 @@ type UnpackFunc func(dst, src []byte, blocks int)
 // for r < rows and j < 16. x must lie in [−127, 127].
 type DotFunc func(acc []int32, w []byte, x []int8, ldx, rows, groups int)
 
+// FusedFunc accumulates acc[r·16+j] += Σ_{k<blocks·32} (q[j,k]−WeightOffset)·x[r·ldx+k]
+// for r < rows and j < 16, reading blocks packed superblocks of one tile (src)
+// without an unpacked buffer. x must lie in [−127, 127].
+type FusedFunc func(acc []int32, src []byte, x []int8, ldx, rows, blocks int)
+
 // Tier is one instruction-set tier of the generated kernels.
 type Tier struct {
 	// Name is "vnni", "avx2" or "purego".
@@ -27,6 +32,9 @@ type Tier struct {
 	Unpack [qformat.MaxBits + 1]UnpackFunc
 	// Dot[b] is the dot micro-kernel for tiles unpacked by Unpack[b].
 	Dot [qformat.MaxBits + 1]DotFunc
+	// Fused[b], when not nil, unpacks b-bit tiles in registers and accumulates
+	// them in one pass (preferred over Unpack[b]+Dot[b]; same WeightOffset).
+	Fused [qformat.MaxBits + 1]FusedFunc
 	// WeightOffset[b] is subtracted from q by Unpack[b]: Dot[b] computes
 	// Σ(q−WeightOffset[b])·x, so callers use the zero point z−WeightOffset[b].
 	WeightOffset [qformat.MaxBits + 1]int32
@@ -55,6 +63,12 @@ func checkDot(name string, acc []int32, w []byte, x []int8, ldx, rows, groups in
 		panic(fmt.Sprintf("kernels: %s: bad dot arguments rows=%d groups=%d ldx=%d len(acc)=%d len(w)=%d len(x)=%d", name, rows, groups, ldx, len(acc), len(w), len(x)))
 	}
 }
+func checkFused(name string, acc []int32, src []byte, x []int8, ldx, rows, blocks, b int) {
+	if rows < 0 || blocks < 0 || ldx < blocks*qformat.BlockK || len(acc) < rows*qformat.TileN || len(src) < blocks*b*qformat.GroupBytes || (rows > 0 && len(x) < (rows-1)*ldx+blocks*qformat.BlockK) {
+		panic(fmt.Sprintf("kernels: %s: bad fused arguments rows=%d blocks=%d ldx=%d len(acc)=%d len(src)=%d len(x)=%d", name, rows, blocks, ldx, len(acc), len(src), len(x)))
+	}
+}
+
 func checkEpilogue(y []float32, ldy int, acc []int32, rows int, sum []int32, sx []float32, zs []int32, sw, bias []float32) {
 	if rows < 0 || ldy < qformat.TileN || len(acc) < rows*qformat.TileN || len(sum) < rows || len(sx) < rows || len(zs) < qformat.TileN || len(sw) < qformat.TileN || len(bias) < qformat.TileN || (rows > 0 && len(y) < (rows-1)*ldy+qformat.TileN) {
 		panic(fmt.Sprintf("kernels: epilogue: bad arguments rows=%d ldy=%d len(y)=%d len(acc)=%d", rows, ldy, len(y), len(acc)))

@@ -6,6 +6,32 @@ package kernels
 
 import "github.com/flbq/flbq/runtime/qformat"
 
+// dot16F4AVX2 checks lengths, runs dot16F4AVX2Asm on whole superblocks and finishes
+// the remaining k-groups with dotAVX2.
+func dot16F4AVX2(acc []int32, w []byte, x []int8, ldx, rows, groups int) {
+	checkDot("dot16F4AVX2", acc, w, x, ldx, rows, groups)
+	nb := groups / qformat.GroupsPerBlock
+	if rows > 0 && nb > 0 {
+		dot16F4AVX2Asm(&acc[0], &w[0], &x[0], ldx, rows, nb)
+	}
+	if g0 := nb * qformat.GroupsPerBlock; g0 < groups {
+		dotAVX2(acc, w[g0*qformat.GroupBytes:], x[g0*qformat.KGroup:], ldx, rows, groups-g0)
+	}
+}
+
+// dot16F8AVX2 checks lengths, runs dot16F8AVX2Asm on whole superblocks and finishes
+// the remaining k-groups with dotAVX2.
+func dot16F8AVX2(acc []int32, w []byte, x []int8, ldx, rows, groups int) {
+	checkDot("dot16F8AVX2", acc, w, x, ldx, rows, groups)
+	nb := groups / qformat.GroupsPerBlock
+	if rows > 0 && nb > 0 {
+		dot16F8AVX2Asm(&acc[0], &w[0], &x[0], ldx, rows, nb)
+	}
+	if g0 := nb * qformat.GroupsPerBlock; g0 < groups {
+		dotAVX2(acc, w[g0*qformat.GroupBytes:], x[g0*qformat.KGroup:], ldx, rows, groups-g0)
+	}
+}
+
 // dotAVX2 checks lengths and calls dotAVX2Asm.
 func dotAVX2(acc []int32, w []byte, x []int8, ldx, rows, groups int) {
 	checkDot("dotAVX2", acc, w, x, ldx, rows, groups)
@@ -123,19 +149,66 @@ func unpackB8AVX2(dst, src []byte, blocks int) {
 	}
 }
 
+// fusedB1AVX2 checks lengths and calls fusedB1AVX2Asm.
+func fusedB1AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	checkFused("fusedB1AVX2", acc, src, x, ldx, rows, blocks, 1)
+	if rows > 0 && blocks > 0 {
+		fusedB1AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
+	}
+}
+
+// fusedB2AVX2 checks lengths and calls fusedB2AVX2Asm.
+func fusedB2AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	checkFused("fusedB2AVX2", acc, src, x, ldx, rows, blocks, 2)
+	if rows > 0 && blocks > 0 {
+		fusedB2AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
+	}
+}
+
+// fusedB3AVX2 checks lengths and calls fusedB3AVX2Asm.
+func fusedB3AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	checkFused("fusedB3AVX2", acc, src, x, ldx, rows, blocks, 3)
+	if rows > 0 && blocks > 0 {
+		fusedB3AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
+	}
+}
+
+// fusedB4AVX2 checks lengths and calls fusedB4AVX2Asm.
+func fusedB4AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	checkFused("fusedB4AVX2", acc, src, x, ldx, rows, blocks, 4)
+	if rows > 0 && blocks > 0 {
+		fusedB4AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
+	}
+}
+
+// fusedB5AVX2 checks lengths and calls fusedB5AVX2Asm.
+func fusedB5AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	checkFused("fusedB5AVX2", acc, src, x, ldx, rows, blocks, 5)
+	if rows > 0 && blocks > 0 {
+		fusedB5AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
+	}
+}
+
 // AVX2 is the VPMADDUBSW+VPMADDWD tier (8-bit tiles are unpacked as q−128).
 var AVX2 = Tier{
 	Dot: [qformat.MaxBits + 1]DotFunc{
-		1: dotAVX2,
-		2: dotAVX2,
-		3: dotAVX2,
-		4: dotAVX2,
-		5: dotAVX2,
+		1: dot16F8AVX2,
+		2: dot16F8AVX2,
+		3: dot16F8AVX2,
+		4: dot16F8AVX2,
+		5: dot16F4AVX2,
 		6: dotAVX2,
 		7: dotAVX2,
 		8: dotSignedAVX2,
 	},
 	Epilogue: epilogueAVX2,
+	Fused: [qformat.MaxBits + 1]FusedFunc{
+		1: fusedB1AVX2,
+		2: fusedB2AVX2,
+		3: fusedB3AVX2,
+		4: fusedB4AVX2,
+		5: fusedB5AVX2,
+	},
 	MaxAbs:   maxAbsAVX2,
 	Name:     "avx2",
 	Peak:     peakAVX2Asm,

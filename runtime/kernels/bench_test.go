@@ -124,3 +124,102 @@ func fp32Linear(impl string, threads int, y, x, w []float32, s shape) {
 		})
 	}
 }
+
+// Layer shapes of the bundled Swin Mask R-CNN (embed_dim 32, 192×192 input):
+// qkv, proj, fc1, fc2 and patch merging per stage at its token count.
+var swinSmallShapes = func() []shape {
+	var s []shape
+	for i, m := range []int{2401, 625, 169, 49} {
+		c := 32 << i
+		s = append(s, shape{m, c, 3 * c}, shape{m, c, c}, shape{m, c, 4 * c}, shape{m, 4 * c, c})
+		if i < 3 {
+			s = append(s, shape{m / 4, 4 * c, 2 * c})
+		}
+	}
+	return s
+}()
+
+// BenchmarkSwinSmall/<shape>/<impl>: the fp32 nn.Linear (packed weights,
+// bias) against QLinear at 4 and 8 bits on the default goroutines, at the
+// bundled detector's layer shapes.
+func BenchmarkSwinSmall(b *testing.B) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	for _, s := range swinSmallShapes {
+		b.Run(s.String(), func(b *testing.B) {
+			x := randomX(rng, s.M, s.K)
+			w := randomX(rng, s.N, s.K)
+			bias := randomX(rng, 1, s.N)
+			y := make([]float32, s.M*s.N)
+			b.Run("fp32", func(b *testing.B) {
+				l := nn.NewLinear("l", s.K, s.N, w, bias)
+				l.Forward(y, x, s.M)
+				for b.Loop() {
+					l.Forward(y, x, s.M)
+				}
+				reportGOPS(b, s)
+			})
+			for _, bits := range []int{4, 8, -4} {
+				name := fmt.Sprintf("b%d", bits)
+				if bits < 0 {
+					bits, name = -bits, fmt.Sprintf("b%d-unfused", -bits)
+				}
+				b.Run(name, func(b *testing.B) {
+					l, err := QuantizeLinear(w, s.N, s.K, qformat.UniformBits(s.N, bits), qformat.MinMax, bias)
+					if err != nil {
+						b.Fatal(err)
+					}
+					noFused = name != fmt.Sprintf("b%d", bits)
+					defer func() { noFused = false }()
+					for b.Loop() {
+						l.Forward(y, x, s.M)
+					}
+					reportGOPS(b, s)
+				})
+			}
+		})
+	}
+}
+
+// BenchmarkTile/<rows>x<K>/b<bits>/<path>: one tile of 16 channels over rows
+// activation rows on one goroutine: the fused unpack+dot kernel against
+// Unpack+Dot (kChunk at a time, as gemm does), GOPS of the integer part.
+func BenchmarkTile(b *testing.B) {
+	t := active.Load()
+	rng := rand.New(rand.NewPCG(4, 4))
+	for _, rk := range [][2]int{{1, 4096}, {4, 1024}, {256, 256}, {2401, 32}} {
+		rows, K := rk[0], rk[1]
+		x := make([]int8, rows*K)
+		for i := range x {
+			x[i] = int8(rng.IntN(255) - 127)
+		}
+		acc := make([]int32, rows*16)
+		unp := qformat.AlignedBytes(kChunk * qformat.TileN)
+		for _, bits := range []int{2, 4, 5, 8} {
+			src := make([]byte, qformat.TileBytes(bits, K))
+			for i := range src {
+				src[i] = byte(rng.Uint32())
+			}
+			for _, path := range []string{"fused", "unpackdot"} {
+				fused := t.Fused[bits]
+				if path == "fused" && fused == nil {
+					continue
+				}
+				b.Run(fmt.Sprintf("%dx%d/b%d/%s", rows, K, bits, path), func(b *testing.B) {
+					cpuLoop(b, func() {
+						if path == "fused" {
+							fused(acc, src, x, K, rows, K/qformat.BlockK)
+							return
+						}
+						bb := qformat.BlockBytes(bits)
+						for k0 := 0; k0 < K; k0 += kChunk {
+							kc := min(kChunk, K-k0)
+							t.Unpack[bits](unp, src[k0/qformat.BlockK*bb:], kc/qformat.BlockK)
+							t.Dot[bits](acc, unp, x[k0:], K, rows, kc/qformat.KGroup)
+						}
+					})
+					b.ReportMetric(2*16*float64(rows*K)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOPS")
+				})
+			}
+		}
+	}
+}

@@ -17,7 +17,16 @@ const (
 	// parallelMACs is the problem size below which one goroutine is used.
 	parallelMACs = 1 << 19
 	maxRowBlock  = 512
+	// fusedMaxRows is the most rows a work item runs through the fused
+	// unpack+dot kernel; larger items amortize Unpack over more rows
+	// (BenchmarkTile, thread CPU time: fused is 1.3–1.8× faster at 1 row
+	// for b ≤ 5, about even at 4, and up to 1.5× slower at b = 5 from 256
+	// rows on, where it re-unpacks two bit planes per block of 4 rows).
+	fusedMaxRows = 16
 )
+
+// noFused disables the fused kernels (benchmarks compare both paths).
+var noFused bool
 
 // lastTier records the tier of the latest gemm call (tests assert it).
 var lastTier atomic.Pointer[gk.Tier]
@@ -89,13 +98,20 @@ func gemm(t *gk.Tier, w *qformat.Matrix, a *Activations, threads int, ep epilogu
 // tileItem accumulates one tile over rows m0..m0+rows-1.
 func tileItem(t *gk.Tier, w *qformat.Matrix, a *Activations, tile, m0, rows int, ws *workspace, ep epilogue) {
 	b := int(w.TileBits[tile])
-	unpack, dot := t.Unpack[b], t.Dot[b]
 	data := w.Tile(tile)
-	bb := qformat.BlockBytes(b)
 	KP := a.KP
 	acc := ws.acc[:rows*qformat.TileN]
 	clear(acc)
 	x := a.Q[m0*KP:]
+	if fused := t.Fused[b]; fused != nil && rows <= fusedMaxRows && !noFused {
+		// Few rows: unpack in registers, streaming the packed tile once per
+		// block of rows instead of writing and re-reading an unpacked copy.
+		fused(acc, data, x, KP, rows, KP/qformat.BlockK)
+		ep(tile, m0, rows, acc, t.WeightOffset[b])
+		return
+	}
+	unpack, dot := t.Unpack[b], t.Dot[b]
+	bb := qformat.BlockBytes(b)
 	for k0 := 0; k0 < KP; k0 += kChunk {
 		kc := min(kChunk, KP-k0)
 		blocks := kc / qformat.BlockK

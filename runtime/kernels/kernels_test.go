@@ -146,6 +146,65 @@ func TestDotTwins(t *testing.T) {
 	})
 }
 
+// TestFusedTwins checks every tier's fused unpack+dot kernels against
+// qformat.UnpackBlock and naiveDot, with extreme weights and activations.
+func TestFusedTwins(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	forEachTier(t, func(t *testing.T, tier *gk.Tier) {
+		for b := 1; b <= 8; b++ {
+			fused := tier.Fused[b]
+			if fused == nil {
+				continue
+			}
+			off := tier.WeightOffset[b]
+			for _, sh := range [][2]int{{1, 1}, {3, 2}, {4, 1}, {5, 3}, {9, 4}, {17, 2}} {
+				rows, blocks := sh[0], sh[1]
+				for _, extreme := range []bool{false, true} {
+					ldx := blocks*qformat.BlockK + 5
+					src := make([]byte, blocks*qformat.BlockBytes(b)+3)
+					x := make([]int8, (rows-1)*ldx+blocks*qformat.BlockK)
+					for i := range src {
+						src[i] = byte(rng.Uint32())
+						if extreme {
+							src[i] = 0xff
+						}
+					}
+					for i := range x {
+						x[i] = int8(rng.IntN(255) - 127)
+						if extreme {
+							x[i] = 127
+							if (i/ldx)%2 == 1 {
+								x[i] = -127
+							}
+						}
+					}
+					w := make([]byte, blocks*qformat.BlockWeights)
+					var blk [qformat.BlockWeights]uint8
+					for sb := 0; sb < blocks; sb++ {
+						qformat.UnpackBlock(&blk, src[sb*qformat.BlockBytes(b):], b)
+						for i, v := range blk {
+							w[sb*qformat.BlockWeights+i] = v - uint8(off)
+						}
+					}
+					got := make([]int32, rows*16)
+					want := make([]int32, rows*16)
+					for i := range got {
+						got[i] = int32(i)*7 - 50
+						want[i] = got[i]
+					}
+					fused(got, src, x, ldx, rows, blocks)
+					naiveDot(want, w, x, ldx, rows, blocks*qformat.GroupsPerBlock, off != 0)
+					for i := range got {
+						if got[i] != want[i] {
+							t.Fatalf("b=%d rows=%d blocks=%d extreme=%v: acc[%d] = %d, want %d", b, rows, blocks, extreme, i, got[i], want[i])
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
 func TestActivationTwins(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	forEachTier(t, func(t *testing.T, tier *gk.Tier) {
