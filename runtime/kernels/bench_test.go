@@ -51,8 +51,13 @@ func BenchmarkQLinear(b *testing.B) {
 						for _, th := range []int{1, 2} {
 							b.Run(fmt.Sprintf("b%d/t%d", bits, th), func(b *testing.B) {
 								l.Threads = th
-								for b.Loop() {
-									l.forward(tier, y, x, s.M)
+								if th == 1 {
+									// One goroutine: also report its thread CPU time.
+									cpuLoop(b, func() { l.forward(tier, y, x, s.M) })
+								} else {
+									for b.Loop() {
+										l.forward(tier, y, x, s.M)
+									}
 								}
 								reportGOPS(b, s)
 							})
@@ -72,9 +77,7 @@ func BenchmarkInt8Peak(b *testing.B) {
 				b.Skipf("%s not supported by this CPU: peak loop generated and vetted only", name)
 			}
 			var macs int64
-			for b.Loop() {
-				macs += Peak(name, 1<<16)
-			}
+			cpuLoop(b, func() { macs += Peak(name, 1<<16) })
 			b.ReportMetric(2*float64(macs)/b.Elapsed().Seconds()/1e9, "GOPS")
 		})
 	}
@@ -140,8 +143,8 @@ var swinSmallShapes = func() []shape {
 }()
 
 // BenchmarkSwinSmall/<shape>/<impl>: the fp32 nn.Linear (packed weights,
-// bias) against QLinear at 4 and 8 bits on the default goroutines, at the
-// bundled detector's layer shapes.
+// bias) against QLinear at 4 and 8 bits on the default goroutines (and at
+// 4 bits on one), at the bundled detector's layer shapes.
 func BenchmarkSwinSmall(b *testing.B) {
 	rng := rand.New(rand.NewPCG(3, 3))
 	for _, s := range swinSmallShapes {
@@ -160,16 +163,16 @@ func BenchmarkSwinSmall(b *testing.B) {
 			})
 			for _, bits := range []int{4, 8, -4} {
 				name := fmt.Sprintf("b%d", bits)
+				threads := 0
 				if bits < 0 {
-					bits, name = -bits, fmt.Sprintf("b%d-unfused", -bits)
+					bits, name, threads = -bits, fmt.Sprintf("b%d-t1", -bits), 1
 				}
 				b.Run(name, func(b *testing.B) {
 					l, err := QuantizeLinear(w, s.N, s.K, qformat.UniformBits(s.N, bits), qformat.MinMax, bias)
 					if err != nil {
 						b.Fatal(err)
 					}
-					noFused = name != fmt.Sprintf("b%d", bits)
-					defer func() { noFused = false }()
+					l.Threads = threads
 					for b.Loop() {
 						l.Forward(y, x, s.M)
 					}
