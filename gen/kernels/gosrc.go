@@ -18,6 +18,7 @@ func hex(v int) *Statement { return Id(fmt.Sprintf("%#02x", v)) }
 func tierFile(f *File) {
 	defer checkEpilogueFunc(f)
 	defer checkFusedFunc(f)
+	defer checkQuantRowsFunc(f)
 	f.Comment("UnpackFunc unpacks blocks superblocks of one tile into the byte layout of")
 	f.Comment("qformat: k-group g of the tile at dst[g·64 : g·64+64].")
 	f.Type().Id("UnpackFunc").Func().Params(Id("dst"), Id("src").Index().Byte(), Id("blocks").Int())
@@ -54,6 +55,10 @@ func tierFile(f *File) {
 		Comment("QuantRow writes dst[i] = qformat.QuantizeAct(x[i], inv) for i < len(x) and"),
 		Comment("returns their sum (bit-exact with qformat)."),
 		Id("QuantRow").Func().Params(Id("dst").Index().Int8(), Id("x").Index().Float32(), Id("inv").Float32()).Int32(),
+		Comment("QuantRows quantizes rows rows of x (row m at x[m·k:], k values) into q (row m"),
+		Comment("at q[m·kp:], kp = qformat.PaddedK(k), padding zeroed) with scale[m] and sum[m],"),
+		Comment("bit-exact with qformat.QuantizeRow row by row."),
+		Id("QuantRows").Func().Params(Id("q").Index().Int8(), Id("x").Index().Float32(), List(Id("k"), Id("rows")).Int(), Id("scale").Index().Float32(), Id("sum").Index().Int32()),
 		Comment("Epilogue writes the fp32 outputs of rows rows of one full tile:"),
 		Comment("y[r·ldy+j] = float32(acc[r·16+j] − zs[j]·sum[r])·(sx[r]·sw[j]) + bias[j]."),
 		Id("Epilogue").Func().Params(Id("y").Index().Float32(), Id("ldy").Int(), Id("acc").Index().Int32(), Id("rows").Int(), Id("sum").Index().Int32(), Id("sx").Index().Float32(), Id("zs").Index().Int32(), List(Id("sw"), Id("bias")).Index().Float32()),
@@ -87,6 +92,16 @@ func checkFusedFunc(f *File) {
 			Parens(Id("rows").Op(">").Lit(0).Op("&&").Len(Id("x")).Op("<").Parens(Id("rows").Op("-").Lit(1)).Op("*").Id("ldx").Op("+").Id("blocks").Op("*").Qual(qf, "BlockK"))).Block(
 			Panic(Qual("fmt", "Sprintf").Call(Lit("kernels: %s: bad fused arguments rows=%d blocks=%d ldx=%d len(acc)=%d len(src)=%d len(x)=%d"),
 				Id("name"), Id("rows"), Id("blocks"), Id("ldx"), Len(Id("acc")), Len(Id("src")), Len(Id("x")))),
+		),
+	)
+	f.Line()
+}
+
+func checkQuantRowsFunc(f *File) {
+	f.Func().Id("checkQuantRows").Params(Id("q").Index().Int8(), Id("x").Index().Float32(), List(Id("k"), Id("rows")).Int(), Id("scale").Index().Float32(), Id("sum").Index().Int32()).Block(
+		If(Id("k").Op("<=").Lit(0).Op("||").Id("rows").Op("<").Lit(0).Op("||").Len(Id("q")).Op("<").Id("rows").Op("*").Qual(qf, "PaddedK").Call(Id("k")).Op("||").
+			Len(Id("x")).Op("<").Id("rows").Op("*").Id("k").Op("||").Len(Id("scale")).Op("<").Id("rows").Op("||").Len(Id("sum")).Op("<").Id("rows")).Block(
+			Panic(Qual("fmt", "Sprintf").Call(Lit("kernels: quantRows: bad arguments k=%d rows=%d len(q)=%d len(x)=%d"), Id("k"), Id("rows"), Len(Id("q")), Len(Id("x")))),
 		),
 	)
 	f.Line()
@@ -184,6 +199,17 @@ func puregoFile(f *File) {
 		Return(Id("sum")),
 	)
 	f.Line()
+	f.Comment("quantRowsGo is the pure-Go whole-matrix activation quantizer (see Tier.QuantRows).")
+	f.Func().Id("quantRowsGo").Params(Id("q").Index().Int8(), Id("x").Index().Float32(), List(Id("k"), Id("rows")).Int(), Id("scale").Index().Float32(), Id("sum").Index().Int32()).Block(
+		Id("checkQuantRows").Call(Id("q"), Id("x"), Id("k"), Id("rows"), Id("scale"), Id("sum")),
+		Id("kp").Op(":=").Qual(qf, "PaddedK").Call(Id("k")),
+		For(Id("m").Op(":=").Lit(0), Id("m").Op("<").Id("rows"), Id("m").Op("++")).Block(
+			List(Id("scale").Index(Id("m")), Id("sum").Index(Id("m"))).Op("=").Qual(qf, "QuantizeRow").Call(
+				Id("q").Index(Id("m").Op("*").Id("kp").Op(":").Parens(Id("m").Op("+").Lit(1)).Op("*").Id("kp")),
+				Id("x").Index(Id("m").Op("*").Id("k").Op(":").Parens(Id("m").Op("+").Lit(1)).Op("*").Id("k"))),
+		),
+	)
+	f.Line()
 	f.Comment("epilogueGo is the pure-Go epilogue (see Tier.Epilogue); the explicit float32")
 	f.Comment("conversion forbids fusing the multiply and add, as the assembly does not fuse.")
 	f.Func().Id("epilogueGo").Params(Id("y").Index().Float32(), Id("ldy").Int(), Id("acc").Index().Int32(), Id("rows").Int(), Id("sum").Index().Int32(), Id("sx").Index().Float32(), Id("zs").Index().Int32(), List(Id("sw"), Id("bias")).Index().Float32()).Block(
@@ -224,14 +250,15 @@ func puregoFile(f *File) {
 	}
 	f.Comment("PureGo is the portable tier: readable Go, any architecture.")
 	f.Var().Id("PureGo").Op("=").Id("Tier").Values(Dict{
-		Id("Name"):     Lit("purego"),
-		Id("Rows"):     Lit(1),
-		Id("Unpack"):   Index(q("MaxBits").Op("+").Lit(1)).Id("UnpackFunc").Values(unp),
-		Id("Dot"):      Index(q("MaxBits").Op("+").Lit(1)).Id("DotFunc").Values(dots),
-		Id("Fused"):    Index(q("MaxBits").Op("+").Lit(1)).Id("FusedFunc").Values(fused),
-		Id("MaxAbs"):   q("MaxAbs"),
-		Id("QuantRow"): Id("quantRowGo"),
-		Id("Epilogue"): Id("epilogueGo"),
+		Id("Name"):      Lit("purego"),
+		Id("Rows"):      Lit(1),
+		Id("Unpack"):    Index(q("MaxBits").Op("+").Lit(1)).Id("UnpackFunc").Values(unp),
+		Id("Dot"):       Index(q("MaxBits").Op("+").Lit(1)).Id("DotFunc").Values(dots),
+		Id("Fused"):     Index(q("MaxBits").Op("+").Lit(1)).Id("FusedFunc").Values(fused),
+		Id("MaxAbs"):    q("MaxAbs"),
+		Id("QuantRow"):  Id("quantRowGo"),
+		Id("QuantRows"): Id("quantRowsGo"),
+		Id("Epilogue"):  Id("epilogueGo"),
 	})
 }
 
@@ -314,6 +341,38 @@ func wrappersFile(f *File) {
 	)
 	f.Line()
 
+	f.Comment("quantRowsAVX2 quantizes whole rows with the assembly; a row's last k mod 32")
+	f.Comment("values go through a zero-padded 32-value copy on the stack (zeros change neither")
+	f.Comment("max|x| nor the sum and quantize to the zero padding).")
+	f.Func().Id("quantRowsAVX2").Params(Id("q").Index().Int8(), Id("x").Index().Float32(), List(Id("k"), Id("rows")).Int(), Id("scale").Index().Float32(), Id("sum").Index().Int32()).Block(
+		Id("checkQuantRows").Call(Id("q"), Id("x"), Id("k"), Id("rows"), Id("scale"), Id("sum")),
+		Id("kp").Op(":=").Qual(qf, "PaddedK").Call(Id("k")),
+		Id("n").Op(":=").Id("k").Op("&^").Lit(31),
+		Var().Id("tx").Index(Lit(32)).Float32(),
+		For(Id("m").Op(":=").Lit(0), Id("m").Op("<").Id("rows"), Id("m").Op("++")).Block(
+			Id("xr").Op(":=").Id("x").Index(Id("m").Op("*").Id("k").Op(":").Parens(Id("m").Op("+").Lit(1)).Op("*").Id("k")),
+			Id("qr").Op(":=").Id("q").Index(Id("m").Op("*").Id("kp").Op(":").Parens(Id("m").Op("+").Lit(1)).Op("*").Id("kp")),
+			Var().Id("mx").Float32(),
+			If(Id("n").Op(">").Lit(0)).Block(
+				Id("mx").Op("=").Id("maxAbsAVX2Asm").Call(Op("&").Id("xr").Index(Lit(0)), Id("n")),
+			),
+			If(Id("n").Op("<").Id("k")).Block(
+				Id("clear").Call(Id("tx").Index(Id("copy").Call(Id("tx").Index(Op(":")), Id("xr").Index(Id("n").Op(":"))).Op(":"))),
+				Id("mx").Op("=").Max(Id("mx"), Id("maxAbsAVX2Asm").Call(Op("&").Id("tx").Index(Lit(0)), Lit(32))),
+			),
+			List(Id("inv"), Id("sc")).Op(":=").Qual(qf, "ActInv").Call(Id("mx")),
+			Var().Id("sm").Int32(),
+			If(Id("n").Op(">").Lit(0)).Block(
+				Id("sm").Op("=").Id("quantRowAVX2Asm").Call(Op("&").Id("qr").Index(Lit(0)), Op("&").Id("xr").Index(Lit(0)), Id("n"), Id("inv")),
+			),
+			If(Id("n").Op("<").Id("k")).Block(
+				Comment("kp = n+32: the padded tail fills the row exactly."),
+				Id("sm").Op("+=").Id("quantRowAVX2Asm").Call(Op("&").Id("qr").Index(Id("n")), Op("&").Id("tx").Index(Lit(0)), Lit(32), Id("inv")),
+			),
+			List(Id("scale").Index(Id("m")), Id("sum").Index(Id("m"))).Op("=").List(Id("sc"), Id("sm")),
+		),
+	)
+	f.Line()
 	f.Comment("epilogueAVX2 checks lengths and calls epilogueAVX2Asm.")
 	f.Func().Id("epilogueAVX2").Params(Id("y").Index().Float32(), Id("ldy").Int(), Id("acc").Index().Int32(), Id("rows").Int(), Id("sum").Index().Int32(), Id("sx").Index().Float32(), Id("zs").Index().Int32(), List(Id("sw"), Id("bias")).Index().Float32()).Block(
 		Id("checkEpilogue").Call(Id("y"), Id("ldy"), Id("acc"), Id("rows"), Id("sum"), Id("sx"), Id("zs"), Id("sw"), Id("bias")),
@@ -336,11 +395,12 @@ func wrappersFile(f *File) {
 			}
 		}
 		d := Dict{
-			Id("Unpack"):   Index(q("MaxBits").Op("+").Lit(1)).Id("UnpackFunc").Values(unp),
-			Id("MaxAbs"):   Id("maxAbsAVX2"),
-			Id("QuantRow"): Id("quantRowAVX2"),
-			Id("Epilogue"): Id("epilogueAVX2"),
-			Id("Peak"):     Id("peak" + isa + "Asm"),
+			Id("Unpack"):    Index(q("MaxBits").Op("+").Lit(1)).Id("UnpackFunc").Values(unp),
+			Id("MaxAbs"):    Id("maxAbsAVX2"),
+			Id("QuantRow"):  Id("quantRowAVX2"),
+			Id("QuantRows"): Id("quantRowsAVX2"),
+			Id("Epilogue"):  Id("epilogueAVX2"),
+			Id("Peak"):      Id("peak" + isa + "Asm"),
 		}
 		if isa == "AVX2" {
 			fused := Dict{}

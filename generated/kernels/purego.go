@@ -184,6 +184,15 @@ func quantRowGo(dst []int8, x []float32, inv float32) int32 {
 	return sum
 }
 
+// quantRowsGo is the pure-Go whole-matrix activation quantizer (see Tier.QuantRows).
+func quantRowsGo(q []int8, x []float32, k, rows int, scale []float32, sum []int32) {
+	checkQuantRows(q, x, k, rows, scale, sum)
+	kp := qformat.PaddedK(k)
+	for m := 0; m < rows; m++ {
+		scale[m], sum[m] = qformat.QuantizeRow(q[m*kp:(m+1)*kp], x[m*k:(m+1)*k])
+	}
+}
+
 // epilogueGo is the pure-Go epilogue (see Tier.Epilogue); the explicit float32
 // conversion forbids fusing the multiply and add, as the assembly does not fuse.
 func epilogueGo(y []float32, ldy int, acc []int32, rows int, sum []int32, sx []float32, zs []int32, sw, bias []float32) {
@@ -271,10 +280,11 @@ var PureGo = Tier{
 		7: fusedB7Go,
 		8: fusedB8Go,
 	},
-	MaxAbs:   qformat.MaxAbs,
-	Name:     "purego",
-	QuantRow: quantRowGo,
-	Rows:     1,
+	MaxAbs:    qformat.MaxAbs,
+	Name:      "purego",
+	QuantRow:  quantRowGo,
+	QuantRows: quantRowsGo,
+	Rows:      1,
 	Unpack: [qformat.MaxBits + 1]UnpackFunc{
 		1: unpackB1Go,
 		2: unpackB2Go,

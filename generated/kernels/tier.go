@@ -43,6 +43,10 @@ type Tier struct {
 	// QuantRow writes dst[i] = qformat.QuantizeAct(x[i], inv) for i < len(x) and
 	// returns their sum (bit-exact with qformat).
 	QuantRow func(dst []int8, x []float32, inv float32) int32
+	// QuantRows quantizes rows rows of x (row m at x[m·k:], k values) into q (row m
+	// at q[m·kp:], kp = qformat.PaddedK(k), padding zeroed) with scale[m] and sum[m],
+	// bit-exact with qformat.QuantizeRow row by row.
+	QuantRows func(q []int8, x []float32, k, rows int, scale []float32, sum []int32)
 	// Epilogue writes the fp32 outputs of rows rows of one full tile:
 	// y[r·ldy+j] = float32(acc[r·16+j] − zs[j]·sum[r])·(sx[r]·sw[j]) + bias[j].
 	Epilogue func(y []float32, ldy int, acc []int32, rows int, sum []int32, sx []float32, zs []int32, sw, bias []float32)
@@ -63,6 +67,12 @@ func checkDot(name string, acc []int32, w []byte, x []int8, ldx, rows, groups in
 		panic(fmt.Sprintf("kernels: %s: bad dot arguments rows=%d groups=%d ldx=%d len(acc)=%d len(w)=%d len(x)=%d", name, rows, groups, ldx, len(acc), len(w), len(x)))
 	}
 }
+func checkQuantRows(q []int8, x []float32, k, rows int, scale []float32, sum []int32) {
+	if k <= 0 || rows < 0 || len(q) < rows*qformat.PaddedK(k) || len(x) < rows*k || len(scale) < rows || len(sum) < rows {
+		panic(fmt.Sprintf("kernels: quantRows: bad arguments k=%d rows=%d len(q)=%d len(x)=%d", k, rows, len(q), len(x)))
+	}
+}
+
 func checkFused(name string, acc []int32, src []byte, x []int8, ldx, rows, blocks, b int) {
 	if rows < 0 || blocks < 0 || ldx < blocks*qformat.BlockK || len(acc) < rows*qformat.TileN || len(src) < blocks*b*qformat.GroupBytes || (rows > 0 && len(x) < (rows-1)*ldx+blocks*qformat.BlockK) {
 		panic(fmt.Sprintf("kernels: %s: bad fused arguments rows=%d blocks=%d ldx=%d len(acc)=%d len(src)=%d len(x)=%d", name, rows, blocks, ldx, len(acc), len(src), len(x)))

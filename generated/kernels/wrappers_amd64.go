@@ -77,6 +77,38 @@ func quantRowAVX2(dst []int8, x []float32, inv float32) int32 {
 	return sum
 }
 
+// quantRowsAVX2 quantizes whole rows with the assembly; a row's last k mod 32
+// values go through a zero-padded 32-value copy on the stack (zeros change neither
+// max|x| nor the sum and quantize to the zero padding).
+func quantRowsAVX2(q []int8, x []float32, k, rows int, scale []float32, sum []int32) {
+	checkQuantRows(q, x, k, rows, scale, sum)
+	kp := qformat.PaddedK(k)
+	n := k &^ 31
+	var tx [32]float32
+	for m := 0; m < rows; m++ {
+		xr := x[m*k : (m+1)*k]
+		qr := q[m*kp : (m+1)*kp]
+		var mx float32
+		if n > 0 {
+			mx = maxAbsAVX2Asm(&xr[0], n)
+		}
+		if n < k {
+			clear(tx[copy(tx[:], xr[n:]):])
+			mx = max(mx, maxAbsAVX2Asm(&tx[0], 32))
+		}
+		inv, sc := qformat.ActInv(mx)
+		var sm int32
+		if n > 0 {
+			sm = quantRowAVX2Asm(&qr[0], &xr[0], n, inv)
+		}
+		if n < k {
+			// kp = n+32: the padded tail fills the row exactly.
+			sm += quantRowAVX2Asm(&qr[n], &tx[0], 32, inv)
+		}
+		scale[m], sum[m] = sc, sm
+	}
+}
+
 // epilogueAVX2 checks lengths and calls epilogueAVX2Asm.
 func epilogueAVX2(y []float32, ldy int, acc []int32, rows int, sum []int32, sx []float32, zs []int32, sw, bias []float32) {
 	checkEpilogue(y, ldy, acc, rows, sum, sx, zs, sw, bias)
@@ -209,13 +241,14 @@ var AVX2 = Tier{
 		4: fusedB4AVX2,
 		5: fusedB5AVX2,
 	},
-	MaxAbs:   maxAbsAVX2,
-	Name:     "avx2",
-	Peak:     peakAVX2Asm,
-	PeakMACs: 256,
-	QuantRow: quantRowAVX2,
-	Requires: []string{"avx2"},
-	Rows:     4,
+	MaxAbs:    maxAbsAVX2,
+	Name:      "avx2",
+	Peak:      peakAVX2Asm,
+	PeakMACs:  256,
+	QuantRow:  quantRowAVX2,
+	QuantRows: quantRowsAVX2,
+	Requires:  []string{"avx2"},
+	Rows:      4,
 	Unpack: [qformat.MaxBits + 1]UnpackFunc{
 		1: unpackB1AVX2,
 		2: unpackB2AVX2,
@@ -305,14 +338,15 @@ var VNNI = Tier{
 		7: dotVNNI,
 		8: dotVNNI,
 	},
-	Epilogue: epilogueAVX2,
-	MaxAbs:   maxAbsAVX2,
-	Name:     "vnni",
-	Peak:     peakVNNIAsm,
-	PeakMACs: 768,
-	QuantRow: quantRowAVX2,
-	Requires: []string{"avx2", "avx512f", "avx512bw", "avx512vnni"},
-	Rows:     8,
+	Epilogue:  epilogueAVX2,
+	MaxAbs:    maxAbsAVX2,
+	Name:      "vnni",
+	Peak:      peakVNNIAsm,
+	PeakMACs:  768,
+	QuantRow:  quantRowAVX2,
+	QuantRows: quantRowsAVX2,
+	Requires:  []string{"avx2", "avx512f", "avx512bw", "avx512vnni"},
+	Rows:      8,
 	Unpack: [qformat.MaxBits + 1]UnpackFunc{
 		1: unpackB1VNNI,
 		2: unpackB2VNNI,

@@ -47,14 +47,7 @@ func QuantizeActivations(a *Activations, x []float32, M, K int) error {
 
 func quantizeRows(t *gk.Tier, a *Activations, x []float32, m0, m1 int) {
 	K, KP := a.K, a.KP
-	for m := m0; m < m1; m++ {
-		row := x[m*K : (m+1)*K]
-		inv, scale := qformat.ActInv(t.MaxAbs(row))
-		q := a.Q[m*KP : (m+1)*KP]
-		a.Sum[m] = t.QuantRow(q[:K], row, inv)
-		clear(q[K:])
-		a.Scale[m] = scale
-	}
+	t.QuantRows(a.Q[m0*KP:m1*KP], x[m0*K:m1*K], K, m1-m0, a.Scale[m0:m1], a.Sum[m0:m1])
 }
 
 // FakeQuantize replaces every row of x (M×K) by its int8 quantization

@@ -128,12 +128,13 @@ func fp32Linear(impl string, threads int, y, x, w []float32, s shape) {
 	}
 }
 
-// Layer shapes of the bundled Swin Mask R-CNN (embed_dim 32, 192×192 input):
-// qkv, proj, fc1, fc2 and patch merging per stage at its token count.
+// Layer shapes of the bundled Swin Mask R-CNN (stage widths 16, 32, 64, 128;
+// 192×192 input): qkv, proj, fc1, fc2 and patch merging per stage at its
+// token count (window-padded).
 var swinSmallShapes = func() []shape {
 	var s []shape
 	for i, m := range []int{2401, 625, 169, 49} {
-		c := 32 << i
+		c := 16 << i
 		s = append(s, shape{m, c, 3 * c}, shape{m, c, c}, shape{m, c, 4 * c}, shape{m, 4 * c, c})
 		if i < 3 {
 			s = append(s, shape{m / 4, 4 * c, 2 * c})

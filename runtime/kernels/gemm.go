@@ -34,6 +34,10 @@ var lastTier atomic.Pointer[gk.Tier]
 type workspace struct {
 	unp []byte
 	acc []int32
+	// zs and bias hold one tile's epilogue operands (kept here rather than
+	// on the stack, where passing them to a func value would heap-allocate).
+	zs   [qformat.TileN]int32
+	bias [qformat.TileN]float32
 }
 
 var wsPool = sync.Pool{New: func() any {
@@ -42,7 +46,7 @@ var wsPool = sync.Pool{New: func() any {
 
 // epilogue receives the accumulators acc[r·16+j] = Σk (q−off)·x for rows
 // m0..m0+rows-1 and channels tile·16+j (off: the tier's weight offset).
-type epilogue func(tile, m0, rows int, acc []int32, off int32)
+type epilogue func(tile, m0, rows int, acc []int32, off int32, ws *workspace)
 
 // rowBlock returns the rows of activations one work item handles.
 func rowBlock(M, KP int) int {
@@ -107,7 +111,7 @@ func tileItem(t *gk.Tier, w *qformat.Matrix, a *Activations, tile, m0, rows int,
 		// Few rows: unpack in registers, streaming the packed tile once per
 		// block of rows instead of writing and re-reading an unpacked copy.
 		fused(acc, data, x, KP, rows, KP/qformat.BlockK)
-		ep(tile, m0, rows, acc, t.WeightOffset[b])
+		ep(tile, m0, rows, acc, t.WeightOffset[b], ws)
 		return
 	}
 	unpack, dot := t.Unpack[b], t.Dot[b]
@@ -118,5 +122,5 @@ func tileItem(t *gk.Tier, w *qformat.Matrix, a *Activations, tile, m0, rows int,
 		unpack(ws.unp, data[k0/qformat.BlockK*bb:], blocks)
 		dot(acc, ws.unp, x[k0:], KP, rows, kc/qformat.KGroup)
 	}
-	ep(tile, m0, rows, acc, t.WeightOffset[b])
+	ep(tile, m0, rows, acc, t.WeightOffset[b], ws)
 }

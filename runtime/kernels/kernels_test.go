@@ -496,3 +496,41 @@ func TestEpilogueTwins(t *testing.T) {
 		}
 	})
 }
+
+// TestQuantizeActivationsPadded checks the whole-matrix activation quantizer
+// (zero-padded rows when K is not a multiple of BlockK, split across
+// goroutines for large M) against qformat.QuantizeRow, on every tier.
+func TestQuantizeActivationsPadded(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	forEachTier(t, func(t *testing.T, tier *gk.Tier) {
+		for _, mk := range [][2]int{{1, 1}, {3, 16}, {5, 31}, {2401, 16}, {7, 33}, {600, 130}, {4, 64}} {
+			M, K := mk[0], mk[1]
+			x := randomX(rng, M, K)
+			for i := 0; i < M; i += 3 {
+				clear(x[i*K : (i+1)*K]) // all-zero rows: scale 0
+			}
+			l, err := randomLayer(rng, 16, K, qformat.UniformBits(16, 4))
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := new(Activations)
+			a.resize(M, K)
+			for i := range a.Q {
+				a.Q[i] = 99 // the padding must be overwritten with zeros
+			}
+			l.quantize(tier, a, x)
+			want := make([]int8, a.KP)
+			for m := 0; m < M; m++ {
+				scale, sum := qformat.QuantizeRow(want, x[m*K:(m+1)*K])
+				if a.Scale[m] != scale || a.Sum[m] != sum {
+					t.Fatalf("M=%d K=%d row %d: scale, sum = %g, %d, want %g, %d", M, K, m, a.Scale[m], a.Sum[m], scale, sum)
+				}
+				for k, v := range want {
+					if got := a.Q[m*a.KP+k]; got != v {
+						t.Fatalf("M=%d K=%d row %d: q[%d] = %d, want %d", M, K, m, k, got, v)
+					}
+				}
+			}
+		}
+	})
+}

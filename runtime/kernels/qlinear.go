@@ -101,14 +101,14 @@ func (l *QLinear) forwardQ(t *gk.Tier, dst []float32, a *Activations) error {
 		return fmt.Errorf("kernels: len(dst) = %d, want %d×%d", len(dst), a.M, N)
 	}
 	w := l.W
-	gemm(t, w, a, l.Threads, func(tile, m0, rows int, acc []int32, off int32) {
+	gemm(t, w, a, l.Threads, func(tile, m0, rows int, acc []int32, off int32, ws *workspace) {
 		n0 := tile * qformat.TileN
 		nn := min(qformat.TileN, N-n0)
-		var zs [qformat.TileN]int32
+		zs, bias := &ws.zs, &ws.bias
 		for j := range zs {
 			zs[j] = w.Zero[n0+j] - off
 		}
-		var bias [qformat.TileN]float32
+		clear(bias[:])
 		if l.Bias != nil {
 			copy(bias[:], l.Bias[n0:n0+nn])
 		}
@@ -148,7 +148,7 @@ func (l *QLinear) accumulate(t *gk.Tier, dst []int32, a *Activations) error {
 	if a.K != l.W.K || len(dst) < a.M*N {
 		return fmt.Errorf("kernels: Accumulate: K %d vs %d, len(dst) = %d for %d×%d", a.K, l.W.K, len(dst), a.M, N)
 	}
-	gemm(t, l.W, a, l.Threads, func(tile, m0, rows int, acc []int32, off int32) {
+	gemm(t, l.W, a, l.Threads, func(tile, m0, rows int, acc []int32, off int32, _ *workspace) {
 		n0 := tile * qformat.TileN
 		nn := min(qformat.TileN, N-n0)
 		for r := 0; r < rows; r++ {
