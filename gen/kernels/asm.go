@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/mmcloughlin/avo/attr"
 	"github.com/mmcloughlin/avo/build"
@@ -585,6 +586,7 @@ func avx2Asm(c *build.Context) {
 	}
 	maxAbsAVX2(c)
 	quantRowAVX2(c)
+	quantRows8AVX2(c)
 	epilogueAVX2(c)
 	peakAVX2(c)
 }
@@ -846,4 +848,136 @@ func Dot16Flush(b int) int {
 		}
 	}
 	return 0
+}
+
+// quantRows8AVX2 emits
+//
+//	quantRows8AVX2Asm(q *int8, x *float32, k, kp, rows int, scale *float32, sum *int32)
+//
+// the whole activation quantizer for k a positive multiple of 8 (rows ≥ 1):
+// for each row m (x at m·k, q at m·kp) it computes maxabs, then exactly
+// qformat.ActInv (inv = 127/maxabs and scale = maxabs/127 with VDIVSS, both
+// 0 unless maxabs ≥ MinActScale and finite), writes q = clamp(RoundToEven(x·inv),
+// −127, 127) eight values at a time, zeroes q[k:kp], and stores scale[m] and
+// sum[m] = Σ q. One call per matrix: no per-row call or tail overhead.
+func quantRows8AVX2(c *build.Context) {
+	name := "quantRows8AVX2Asm"
+	c.Function(name)
+	c.Attributes(attr.NOSPLIT)
+	c.Pragma("noescape")
+	c.SignatureExpr("func(q *int8, x *float32, k, kp, rows int, scale *float32, sum *int32)")
+	c.Doc(name + " quantizes rows ≥ 1 rows of k (a positive multiple of 8) values into rows of kp bytes.")
+	q := c.Load(c.Param("q"), c.GP64())
+	x := c.Load(c.Param("x"), c.GP64())
+	k := c.Load(c.Param("k"), c.GP64())
+	kp := c.Load(c.Param("kp"), c.GP64())
+	rows := c.Load(c.Param("rows"), c.GP64())
+	sc := c.Load(c.Param("scale"), c.GP64())
+	sm := c.Load(c.Param("sum"), c.GP64())
+	absMask := bcastConst32(c, 0x7fffffff, false)
+	hi := bcastConst32(c, ActMaxU32, false)
+	lo := bcastConst32(c, ^ActMaxU32+1, false)
+	f32 := func(v float32) reg.VecVirtual {
+		t := c.GP32()
+		c.MOVL(operand.U32(math.Float32bits(v)), t)
+		r := c.XMM()
+		c.VMOVD(t, r)
+		return r
+	}
+	actMax := f32(qformat.ActMax)
+	minScale := f32(qformat.MinActScale)
+	inf := f32(float32(math.Inf(1)))
+	zero := c.XMM()
+	c.VXORPS(zero, zero, zero)
+
+	c.Label(name + "_row")
+	// max |x| over the row.
+	xp, n := c.GP64(), c.GP64()
+	c.MOVQ(x, xp)
+	c.MOVQ(k, n)
+	m := c.YMM()
+	c.VXORPS(m, m, m)
+	c.Label(name + "_max")
+	t := c.YMM()
+	c.VANDPS(mem(xp, 0), absMask, t)
+	c.VMAXPS(t, m, m)
+	c.ADDQ(operand.U32(32), xp)
+	c.SUBQ(operand.U32(8), n)
+	c.JNZ(operand.LabelRef(name + "_max"))
+	mh := c.XMM()
+	c.VEXTRACTF128(operand.U8(1), m, mh)
+	ml := m.AsX()
+	c.VMAXPS(mh, ml, ml)
+	c.VPSHUFD(operand.U8(0x4e), ml, mh)
+	c.VMAXPS(mh, ml, ml)
+	c.VPSHUFD(operand.U8(0xb1), ml, mh)
+	c.VMAXPS(mh, ml, ml)
+	// ActInv: valid = maxabs ≥ MinActScale && maxabs ≠ +Inf (false for NaN).
+	ok1, ok2 := c.XMM(), c.XMM()
+	c.VCMPSS(operand.U8(0x1d), minScale, ml, ok1) // GE_OQ: ml ≥ minScale
+	c.VCMPSS(operand.U8(0x0c), inf, ml, ok2)      // NEQ_OQ: ml ≠ +Inf
+	c.VANDPS(ok2, ok1, ok1)
+	inv, s := c.XMM(), c.XMM()
+	c.VDIVSS(ml, actMax, inv) // 127 / maxabs
+	c.VDIVSS(actMax, ml, s)   // maxabs / 127
+	c.VANDPS(ok1, inv, inv)
+	c.VANDPS(ok1, s, s)
+	c.VMOVSS(s, mem(sc, 0))
+	invY := c.YMM()
+	c.VBROADCASTSS(inv, invY)
+	// Quantize eight values at a time.
+	qp := c.GP64()
+	c.MOVQ(x, xp)
+	c.MOVQ(q, qp)
+	c.MOVQ(k, n)
+	acc := c.YMM()
+	c.VPXOR(acc, acc, acc)
+	c.Label(name + "_quant")
+	v := c.YMM()
+	c.VMULPS(mem(xp, 0), invY, v)
+	c.VCVTPS2DQ(v, v)
+	c.VPMINSD(hi, v, v)
+	c.VPMAXSD(lo, v, v)
+	c.VPADDD(v, acc, acc)
+	vh := c.XMM()
+	c.VEXTRACTI128(operand.U8(1), v, vh)
+	vl := v.AsX()
+	c.VPACKSSDW(vh, vl, vl)
+	c.VPACKSSWB(vl, vl, vl)
+	c.VMOVQ(vl, mem(qp, 0))
+	c.ADDQ(operand.U32(32), xp)
+	c.ADDQ(operand.U32(8), qp)
+	c.SUBQ(operand.U32(8), n)
+	c.JNZ(operand.LabelRef(name + "_quant"))
+	// Zero the padding q[k:kp] (a multiple of 8 bytes).
+	pad := c.GP64()
+	c.MOVQ(kp, pad)
+	c.SUBQ(k, pad)
+	c.JZ(operand.LabelRef(name + "_sum"))
+	z := c.GP64()
+	c.XORQ(z, z)
+	c.Label(name + "_pad")
+	c.MOVQ(z, mem(qp, 0))
+	c.ADDQ(operand.U32(8), qp)
+	c.SUBQ(operand.U32(8), pad)
+	c.JNZ(operand.LabelRef(name + "_pad"))
+	c.Label(name + "_sum")
+	ah := c.XMM()
+	c.VEXTRACTI128(operand.U8(1), acc, ah)
+	al := acc.AsX()
+	c.VPADDD(ah, al, al)
+	c.VPSHUFD(operand.U8(0x4e), al, ah)
+	c.VPADDD(ah, al, al)
+	c.VPSHUFD(operand.U8(0xb1), al, ah)
+	c.VPADDD(ah, al, al)
+	c.VMOVD(al, mem(sm, 0))
+	// Next row.
+	c.MOVQ(xp, x)
+	c.ADDQ(kp, q)
+	c.ADDQ(operand.U32(4), sc)
+	c.ADDQ(operand.U32(4), sm)
+	c.DECQ(rows)
+	c.JNZ(operand.LabelRef(name + "_row"))
+	c.VZEROUPPER()
+	c.RET()
 }

@@ -341,12 +341,18 @@ func wrappersFile(f *File) {
 	)
 	f.Line()
 
-	f.Comment("quantRowsAVX2 quantizes whole rows with the assembly; a row's last k mod 32")
+	f.Comment("quantRowsAVX2 quantizes whole rows with the assembly: quantRows8AVX2Asm for")
+	f.Comment("short rows of a multiple of 8 values, else row by row; a row's last k mod 32")
 	f.Comment("values go through a zero-padded 32-value copy on the stack (zeros change neither")
 	f.Comment("max|x| nor the sum and quantize to the zero padding).")
 	f.Func().Id("quantRowsAVX2").Params(Id("q").Index().Int8(), Id("x").Index().Float32(), List(Id("k"), Id("rows")).Int(), Id("scale").Index().Float32(), Id("sum").Index().Int32()).Block(
 		Id("checkQuantRows").Call(Id("q"), Id("x"), Id("k"), Id("rows"), Id("scale"), Id("sum")),
 		Id("kp").Op(":=").Qual(qf, "PaddedK").Call(Id("k")),
+		If(Id("rows").Op(">").Lit(0).Op("&&").Id("k").Op("%").Lit(8).Op("==").Lit(0).Op("&&").Id("k").Op("<").Lit(QuantRows8MaxK)).Block(
+			Comment("Short rows: one call for the whole matrix (no per-row call overhead)."),
+			Id("quantRows8AVX2Asm").Call(Op("&").Id("q").Index(Lit(0)), Op("&").Id("x").Index(Lit(0)), Id("k"), Id("kp"), Id("rows"), Op("&").Id("scale").Index(Lit(0)), Op("&").Id("sum").Index(Lit(0))),
+			Return(),
+		),
 		Id("n").Op(":=").Id("k").Op("&^").Lit(31),
 		Var().Id("tx").Index(Lit(32)).Float32(),
 		For(Id("m").Op(":=").Lit(0), Id("m").Op("<").Id("rows"), Id("m").Op("++")).Block(
@@ -440,3 +446,9 @@ func dispatchFile(f *File, tiers ...string) {
 func docFile(f *File) {
 	f.Comment("//go:generate go run ../../gen/cmd/genkernels")
 }
+
+// QuantRows8MaxK bounds the row length that the AVX2 tier quantizes with the
+// whole-matrix quantRows8 kernel (eight values per step, one max chain);
+// longer rows use the 32-wide row kernels, whose per-row overhead they
+// amortize.
+const QuantRows8MaxK = 256

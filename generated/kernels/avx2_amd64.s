@@ -3909,6 +3909,106 @@ DATA quantRowPerm<>+24(SB)/4, $0x00000003
 DATA quantRowPerm<>+28(SB)/4, $0x00000007
 GLOBL quantRowPerm<>(SB), RODATA|NOPTR, $32
 
+// func quantRows8AVX2Asm(q *int8, x *float32, k int, kp int, rows int, scale *float32, sum *int32)
+// Requires: AVX, AVX2
+TEXT ·quantRows8AVX2Asm(SB), NOSPLIT, $0-56
+	MOVQ         q+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         k+16(FP), DX
+	MOVQ         kp+24(FP), BX
+	MOVQ         rows+32(FP), SI
+	MOVQ         scale+40(FP), DI
+	MOVQ         sum+48(FP), R8
+	MOVL         $0x7fffffff, R9
+	VMOVD        R9, X0
+	VPBROADCASTD X0, Y0
+	MOVL         $0x0000007f, R9
+	VMOVD        R9, X1
+	VPBROADCASTD X1, Y1
+	MOVL         $0xffffff81, R9
+	VMOVD        R9, X2
+	VPBROADCASTD X2, Y2
+	MOVL         $0x42fe0000, R9
+	VMOVD        R9, X3
+	MOVL         $0x0da24260, R9
+	VMOVD        R9, X4
+	MOVL         $0x7f800000, R9
+	VMOVD        R9, X5
+	VXORPS       X6, X6, X6
+
+quantRows8AVX2Asm_row:
+	MOVQ   CX, R9
+	MOVQ   DX, R10
+	VXORPS Y6, Y6, Y6
+
+quantRows8AVX2Asm_max:
+	VANDPS       (R9), Y0, Y7
+	VMAXPS       Y7, Y6, Y6
+	ADDQ         $0x00000020, R9
+	SUBQ         $0x00000008, R10
+	JNZ          quantRows8AVX2Asm_max
+	VEXTRACTF128 $0x01, Y6, X7
+	VMAXPS       X7, X6, X6
+	VPSHUFD      $0x4e, X6, X7
+	VMAXPS       X7, X6, X6
+	VPSHUFD      $0xb1, X6, X7
+	VMAXPS       X7, X6, X6
+	VCMPSS       $0x1d, X4, X6, X7
+	VCMPSS       $0x0c, X5, X6, X8
+	VANDPS       X8, X7, X7
+	VDIVSS       X6, X3, X8
+	VDIVSS       X3, X6, X6
+	VANDPS       X7, X8, X8
+	VANDPS       X7, X6, X6
+	VMOVSS       X6, (DI)
+	VBROADCASTSS X8, Y6
+	MOVQ         CX, R9
+	MOVQ         AX, CX
+	MOVQ         DX, R10
+	VPXOR        Y7, Y7, Y7
+
+quantRows8AVX2Asm_quant:
+	VMULPS       (R9), Y6, Y8
+	VCVTPS2DQ    Y8, Y8
+	VPMINSD      Y1, Y8, Y8
+	VPMAXSD      Y2, Y8, Y8
+	VPADDD       Y8, Y7, Y7
+	VEXTRACTI128 $0x01, Y8, X9
+	VPACKSSDW    X9, X8, X8
+	VPACKSSWB    X8, X8, X8
+	VMOVQ        X8, (CX)
+	ADDQ         $0x00000020, R9
+	ADDQ         $0x00000008, CX
+	SUBQ         $0x00000008, R10
+	JNZ          quantRows8AVX2Asm_quant
+	MOVQ         BX, R10
+	SUBQ         DX, R10
+	JZ           quantRows8AVX2Asm_sum
+	XORQ         R11, R11
+
+quantRows8AVX2Asm_pad:
+	MOVQ R11, (CX)
+	ADDQ $0x00000008, CX
+	SUBQ $0x00000008, R10
+	JNZ  quantRows8AVX2Asm_pad
+
+quantRows8AVX2Asm_sum:
+	VEXTRACTI128 $0x01, Y7, X6
+	VPADDD       X6, X7, X7
+	VPSHUFD      $0x4e, X7, X6
+	VPADDD       X6, X7, X7
+	VPSHUFD      $0xb1, X7, X6
+	VPADDD       X6, X7, X7
+	VMOVD        X7, (R8)
+	MOVQ         R9, CX
+	ADDQ         BX, AX
+	ADDQ         $0x00000004, DI
+	ADDQ         $0x00000004, R8
+	DECQ         SI
+	JNZ          quantRows8AVX2Asm_row
+	VZEROUPPER
+	RET
+
 // func epilogueAVX2Asm(y *float32, ldy int, acc *int32, rows int, sum *int32, sx *float32, zs *int32, sw *float32, bias *float32)
 // Requires: AVX, AVX2
 TEXT ·epilogueAVX2Asm(SB), NOSPLIT, $0-72

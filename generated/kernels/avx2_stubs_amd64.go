@@ -99,6 +99,11 @@ func maxAbsAVX2Asm(x *float32, n int) float32
 //go:noescape
 func quantRowAVX2Asm(dst *int8, x *float32, n int, inv float32) int32
 
+// quantRows8AVX2Asm quantizes rows ≥ 1 rows of k (a positive multiple of 8) values into rows of kp bytes.
+//
+//go:noescape
+func quantRows8AVX2Asm(q *int8, x *float32, k int, kp int, rows int, scale *float32, sum *int32)
+
 // epilogueAVX2Asm writes rows ≥ 1 rows of one full 16-channel tile of fp32 outputs.
 //
 //go:noescape

@@ -77,12 +77,18 @@ func quantRowAVX2(dst []int8, x []float32, inv float32) int32 {
 	return sum
 }
 
-// quantRowsAVX2 quantizes whole rows with the assembly; a row's last k mod 32
+// quantRowsAVX2 quantizes whole rows with the assembly: quantRows8AVX2Asm for
+// short rows of a multiple of 8 values, else row by row; a row's last k mod 32
 // values go through a zero-padded 32-value copy on the stack (zeros change neither
 // max|x| nor the sum and quantize to the zero padding).
 func quantRowsAVX2(q []int8, x []float32, k, rows int, scale []float32, sum []int32) {
 	checkQuantRows(q, x, k, rows, scale, sum)
 	kp := qformat.PaddedK(k)
+	if rows > 0 && k%8 == 0 && k < 256 {
+		// Short rows: one call for the whole matrix (no per-row call overhead).
+		quantRows8AVX2Asm(&q[0], &x[0], k, kp, rows, &scale[0], &sum[0])
+		return
+	}
 	n := k &^ 31
 	var tx [32]float32
 	for m := 0; m < rows; m++ {

@@ -503,11 +503,21 @@ func TestEpilogueTwins(t *testing.T) {
 func TestQuantizeActivationsPadded(t *testing.T) {
 	rng := rand.New(rand.NewPCG(15, 16))
 	forEachTier(t, func(t *testing.T, tier *gk.Tier) {
-		for _, mk := range [][2]int{{1, 1}, {3, 16}, {5, 31}, {2401, 16}, {7, 33}, {600, 130}, {4, 64}} {
+		for _, mk := range [][2]int{{1, 1}, {3, 16}, {5, 31}, {2401, 16}, {7, 33}, {600, 130}, {4, 64}, {3, 8}, {9, 24}, {5, 40}, {2, 248}, {3, 256}, {2, 520}, {1, 3072}} {
 			M, K := mk[0], mk[1]
 			x := randomX(rng, M, K)
 			for i := 0; i < M; i += 3 {
 				clear(x[i*K : (i+1)*K]) // all-zero rows: scale 0
+			}
+			if M > 2 {
+				x[K] = 1e-31 // a row below MinActScale
+				for k := 1; k < K; k++ {
+					x[K+k] = 0
+				}
+				for k := 0; k < K; k++ { // exact half-way points of the rounding
+					x[2*K+k] = (float32(k%254) - 127 + 0.5) / 127 * 3
+				}
+				x[2*K] = -3
 			}
 			l, err := randomLayer(rng, 16, K, qformat.UniformBits(16, 4))
 			if err != nil {
