@@ -656,11 +656,13 @@ func epilogueAVX2(c *build.Context) {
 }
 
 // FusedMaxBits is the widest bit-width with a fused AVX2 unpack+dot kernel:
-// up to it, at least four k-groups of VPMADDUBSW results are summed in int16
-// before widening (FusedFlush(b) ≥ 4). At b = 6 (two groups) the extra
-// read-modify-write of the accumulators made the fused kernel slower than
-// Unpack+Dot at M ≥ 4 (BenchmarkTile, thread CPU time).
-const FusedMaxBits = 5
+// up to it, at least two k-groups of VPMADDUBSW results are summed in int16
+// before widening (FusedFlush(b) ≥ 2). runtime/kernels runs them only on
+// work items of few rows: from about 256 rows on, re-unpacking two bit planes
+// per block of 4 rows (b = 5, 6) and, at b = 6, the accumulator
+// read-modify-write every two groups made them slower than Unpack+Dot
+// (BenchmarkTile, thread CPU time).
+const FusedMaxBits = 6
 
 // FusedFlush returns the number of k-groups (1, 2, 4 or 8) whose VPMADDUBSW
 // int16 pair sums the fused kernel adds with VPADDW before widening them:

@@ -79,6 +79,11 @@ func fusedB4AVX2Asm(acc *int32, src *byte, x *int8, ldx int, rows int, blocks in
 //go:noescape
 func fusedB5AVX2Asm(acc *int32, src *byte, x *int8, ldx int, rows int, blocks int)
 
+// fusedB6AVX2Asm is the fused AVX2 unpack+dot kernel of 6-bit tiles, 4 rows per block, int16 sums over 2 k-groups.
+//
+//go:noescape
+func fusedB6AVX2Asm(acc *int32, src *byte, x *int8, ldx int, rows int, blocks int)
+
 // dot16F4AVX2Asm is the AVX2 dot micro-kernel on unpacked weights, 4 rows per block, int16 sums over 4 k-groups.
 //
 //go:noescape

@@ -227,6 +227,14 @@ func fusedB5AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
 	}
 }
 
+// fusedB6AVX2 checks lengths and calls fusedB6AVX2Asm.
+func fusedB6AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	checkFused("fusedB6AVX2", acc, src, x, ldx, rows, blocks, 6)
+	if rows > 0 && blocks > 0 {
+		fusedB6AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
+	}
+}
+
 // AVX2 is the VPMADDUBSW+VPMADDWD tier (8-bit tiles are unpacked as q−128).
 var AVX2 = Tier{
 	Dot: [qformat.MaxBits + 1]DotFunc{
@@ -246,6 +254,7 @@ var AVX2 = Tier{
 		3: fusedB3AVX2,
 		4: fusedB4AVX2,
 		5: fusedB5AVX2,
+		6: fusedB6AVX2,
 	},
 	MaxAbs:    maxAbsAVX2,
 	Name:      "avx2",
