@@ -19,9 +19,9 @@ const (
 	maxRowBlock  = 512
 	// fusedMaxRows is the most rows a work item runs through the fused
 	// unpack+dot kernel; larger items amortize Unpack over more rows
-	// (BenchmarkTile, thread CPU time: fused is 1.3–1.8× faster at 1 row
-	// for b ≤ 5, about even at 4, and up to 1.5× slower at b = 5 from 256
-	// rows on, where it re-unpacks two bit planes per block of 4 rows).
+	// (BenchmarkTile, thread CPU time: fused is 1.3–1.9× faster at 1 row
+	// for b ≤ 6, about even at 4, and up to 1.5× slower at b = 5, 6 from
+	// 256 rows on, where it re-unpacks two bit planes per block of 4 rows).
 	fusedMaxRows = 16
 )
 
