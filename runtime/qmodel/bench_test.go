@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/flbq/flbq/generated/tinyswin"
 	"github.com/flbq/flbq/runtime/kernels"
 	"github.com/flbq/flbq/runtime/model"
 	"github.com/flbq/flbq/runtime/nn"
@@ -44,6 +45,22 @@ func (o qop) Forward(dst, x []float32, M int) {
 	}
 }
 
+// dpBits returns the tile bit-widths of layer name in the generated
+// tinyswin package (the bundled model's DP allocation at 4 average bits).
+func dpBits(b *testing.B, name string) []uint8 {
+	for _, l := range tinyswin.Layers {
+		if l.Name == name {
+			tb, err := l.TileBits()
+			if err != nil {
+				b.Fatal(err)
+			}
+			return tb
+		}
+	}
+	b.Fatalf("layer %s not in tinyswin", name)
+	return nil
+}
+
 // BenchmarkBundledBackbone times the backbone of the bundled Swin Mask R-CNN
 // (stage widths 16–128) on one 192×192 image: fp32, and with every
 // quantizable linear on kernels.QLinear at uniform 4 and 8 bits. Besides wall
@@ -63,13 +80,17 @@ func BenchmarkBundledBackbone(b *testing.B) {
 	for _, v := range []struct {
 		name string
 		bits int
-	}{{"fp32", 0}, {"q4", 4}, {"q8", 8}} {
+	}{{"fp32", 0}, {"q4", 4}, {"q8", 8}, {"dp4", -1}} {
 		b.Run(v.name, func(b *testing.B) {
 			var linNS int64
 			for _, l := range m.QuantLayers() {
 				var op nn.LinearOp = nn.LinearFunc(l.Layer.ForwardFP32)
-				if v.bits > 0 {
-					q, err := kernels.QuantizeLinear(l.Layer.Weight, l.Out, l.In, qformat.UniformBits(l.Out, v.bits), qformat.MinMax, l.Layer.Bias)
+				if v.bits != 0 {
+					tb := qformat.UniformBits(l.Out, max(v.bits, 1))
+					if v.bits < 0 {
+						tb = dpBits(b, l.Name)
+					}
+					q, err := kernels.QuantizeLinear(l.Layer.Weight, l.Out, l.In, tb, qformat.MinMax, l.Layer.Bias)
 					if err != nil {
 						b.Fatal(err)
 					}
