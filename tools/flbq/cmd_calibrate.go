@@ -14,6 +14,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
 
 	"github.com/flbq/flbq/runtime/atomicfile"
 	"github.com/flbq/flbq/runtime/nn"
@@ -102,7 +103,8 @@ func parseInts(flag, s string) ([]int, error) {
 }
 
 func newBar(c *cli.Context, desc string) func(done, total int) {
-	if c.Bool("quiet") {
+	// A bar only helps on a terminal; in a log it is one update per line.
+	if c.Bool("quiet") || !term.IsTerminal(int(os.Stderr.Fd())) {
 		return nil
 	}
 	var bar *progressbar.ProgressBar
