@@ -237,12 +237,22 @@ func runResults(c *cli.Context) error {
 		}
 	}
 	md := resultsMarkdown(c, modelPath, val, rows, time.Since(start))
+	// Hand-written findings below the marker survive regeneration.
+	if old, err := os.ReadFile(c.String("out")); err == nil {
+		if i := strings.Index(string(old), findingsMarker); i >= 0 {
+			md += "\n" + string(old[i:])
+		}
+	}
 	if err := atomicfile.WriteBytes(c.String("out"), []byte(md)); err != nil {
 		return err
 	}
 	log("wrote %s and %s/", c.String("out"), figDir)
 	return nil
 }
+
+// findingsMarker starts the hand-written part of RESULTS.md, which
+// regeneration keeps: what the numbers say, checked against them.
+const findingsMarker = "<!-- findings: written by hand, kept by flbq results -->"
 
 func resultsMarkdown(c *cli.Context, modelPath string, val *coco.Dataset, rows []*resultRow, took time.Duration) string {
 	var b strings.Builder
@@ -251,7 +261,8 @@ func resultsMarkdown(c *cli.Context, modelPath string, val *coco.Dataset, rows [
 	fmt.Fprintf(&b, "Curves: %d training images, %s mode, MSE weight scales; floor target − 2; heads and pyramid at 8 bits in every quantized row. ", c.Int("calib-size"), c.String("calib-mode"))
 	b.WriteString("Distortion: mean squared error of the backbone's four output maps against fp32 on the held-out images (per element). ")
 	b.WriteString("Size: fp32 row = the f16 file; quantized rows = the generated package's blob (packed backbone + 8-bit heads + fp32 norms/biases). ")
-	b.WriteString("Latency: median per image, this machine, all cores, int8 AVX2 kernels.\n\n")
+	b.WriteString("Latency: median per image, this machine, all cores, int8 AVX2 kernels. ")
+	b.WriteString("Uniform rows appear once per integer width, under the first budget of which it is a nearest integer.\n\n")
 	b.WriteString("| budget | method | avg bits | distortion | box AP | mask AP | size MB | backbone ms | detector ms |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		bits, dist := fmt.Sprintf("%.3f", r.avgBits), fmt.Sprintf("%.3g", r.distortion)
