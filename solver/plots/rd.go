@@ -27,15 +27,15 @@ type Point struct {
 }
 
 // RateDistortion draws distortion (log scale) against average bits, one
-// line per solver.
-func RateDistortion(path, title string, pts []Point) error {
+// line per solver; yLabel says which distortion (predicted or measured).
+func RateDistortion(path, title, yLabel string, pts []Point) error {
 	if _, err := format(path); err != nil {
 		return err
 	}
 	p := plot.New()
 	p.Title.Text = title
 	p.X.Label.Text = "average bits per weight"
-	p.Y.Label.Text = "predicted distortion (log scale)"
+	p.Y.Label.Text = yLabel + " (log scale)"
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
 	p.Add(plotter.NewGrid())

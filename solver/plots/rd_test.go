@@ -11,7 +11,7 @@ import (
 func TestWritePNG(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "rd.png")
 	pts := []Point{{"lg", 2, 10}, {"lg", 3, 1}, {"dp", 2, 9}, {"dp", 3, 0.9}}
-	if err := RateDistortion(p, "test", pts); err != nil {
+	if err := RateDistortion(p, "test", "distortion", pts); err != nil {
 		t.Fatal(err)
 	}
 	data, err := os.ReadFile(p)
@@ -29,10 +29,10 @@ func TestWritePNG(t *testing.T) {
 
 func TestWriteRejects(t *testing.T) {
 	dir := t.TempDir()
-	if err := RateDistortion(filepath.Join(dir, "rd.bmp"), "", []Point{{"lg", 2, 1}}); err == nil {
+	if err := RateDistortion(filepath.Join(dir, "rd.bmp"), "", "d", []Point{{"lg", 2, 1}}); err == nil {
 		t.Error("unknown extension accepted")
 	}
-	if err := RateDistortion(filepath.Join(dir, "rd.png"), "", []Point{{"lg", 2, 0}}); err == nil {
+	if err := RateDistortion(filepath.Join(dir, "rd.png"), "", "d", []Point{{"lg", 2, 0}}); err == nil {
 		t.Error("nothing to plot accepted")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "rd.png")); err == nil {

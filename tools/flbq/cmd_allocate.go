@@ -173,7 +173,7 @@ func sweep(w io.Writer, curves *solver.Curves, opts allocate.Options, targets []
 	}
 	if plotPath != "" {
 		title := fmt.Sprintf("rate–distortion, %d units, floor target−%d", len(curves.Units), opts.MinBitsBelow)
-		if err := plots.RateDistortion(plotPath, title, pts); err != nil {
+		if err := plots.RateDistortion(plotPath, title, "predicted distortion", pts); err != nil {
 			return err
 		}
 		fmt.Fprintf(w, "wrote %s\n", plotPath)

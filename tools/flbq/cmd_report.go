@@ -55,7 +55,7 @@ func init() {
 				fmt.Fprintf(c.App.Writer, "wrote %s\n", p)
 				if rd != nil {
 					p := filepath.Join(dir, "rate-distortion."+ext)
-					if err := plots.RateDistortion(p, "rate–distortion", rd); err != nil {
+					if err := plots.RateDistortion(p, "rate–distortion", "predicted distortion", rd); err != nil {
 						return err
 					}
 					fmt.Fprintf(c.App.Writer, "wrote %s\n", p)

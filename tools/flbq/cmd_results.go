@@ -226,7 +226,7 @@ func runResults(c *cli.Context) error {
 		return err
 	}
 	for _, ext := range []string{"png", "svg"} {
-		if err := plots.RateDistortion(filepath.Join(figDir, "rate-distortion."+ext), "measured backbone distortion vs bits", plotPts); err != nil {
+		if err := plots.RateDistortion(filepath.Join(figDir, "rate-distortion."+ext), "backbone distortion vs bits, held-out images", "measured distortion", plotPts); err != nil {
 			return err
 		}
 		if layerBits["lg"] != nil && layerBits["dp"] != nil {
