@@ -77,15 +77,11 @@ func runDemo(c *cli.Context) error {
 	if _, err := os.Stat(modelPath); err != nil {
 		return fmt.Errorf("model %s: %w (run from the repository root or pass --model)", modelPath, err)
 	}
-	work := c.String("work")
-	if work == "" {
-		tmp, err := os.MkdirTemp("", "flbq-demo-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(tmp)
-		work = tmp
+	work, cleanup, err := workDir(c, "flbq-demo-")
+	if err != nil {
+		return err
 	}
+	defer cleanup()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	step := func(format string, args ...any) {
@@ -94,27 +90,14 @@ func runDemo(c *cli.Context) error {
 
 	// 1. Data, exactly as the model was trained and held out.
 	step("data: regenerating the training set (%d images) and %d held-out images in %s", c.Int("train"), c.Int("val"), work)
-	trainDir, valDir := filepath.Join(work, "train"), filepath.Join(work, "val")
-	if _, err := shapes.Generate(shapes.Options{N: c.Int("train"), Seed: 1, Size: 192, Out: trainDir}); err != nil {
-		return err
-	}
-	val, err := shapes.Generate(shapes.Options{N: c.Int("val"), Seed: 2, Size: 192, Out: valDir})
+	trainDir, valDir, val, err := demoSets(c, work)
 	if err != nil {
 		return err
 	}
 
 	// 2. Calibration.
 	step("calibrate: %d training images, %s mode, 32-channel groups", c.Int("calib-size"), c.String("calib-mode"))
-	rc := &calib.RunConfig{
-		Model: modelPath, Data: filepath.Join(trainDir, shapes.InstancesFile), Images: filepath.Join(trainDir, shapes.ImagesDir),
-		CalibSize: c.Int("calib-size"), Granularity: "group", GroupSize: 32, Mode: c.String("calib-mode"), Rule: qformat.MSE,
-		Bits: []int{1, 2, 3, 4, 5, 6, 7, 8}, Warn: func(m string) { fmt.Fprintf(os.Stderr, "flbq: warning: %s\n", m) },
-	}
-	prep, err := calib.Prepare(rc)
-	if err != nil {
-		return err
-	}
-	res, err := calib.RunPrepared(ctx, rc, prep)
+	res, err := demoCurves(ctx, c, modelPath, trainDir, "group")
 	if err != nil {
 		return err
 	}
@@ -257,4 +240,42 @@ func median(xs []float64) float64 {
 	} else {
 		return (s[n/2-1] + s[n/2]) / 2
 	}
+}
+
+// workDir returns --work, or a temporary directory that cleanup removes.
+func workDir(c *cli.Context, prefix string) (dir string, cleanup func(), err error) {
+	if dir = c.String("work"); dir != "" {
+		return dir, func() {}, nil
+	}
+	if dir, err = os.MkdirTemp("", prefix); err != nil {
+		return "", nil, err
+	}
+	return dir, func() { os.RemoveAll(dir) }, nil
+}
+
+// demoSets regenerates the bundled model's data under work: --train
+// training images (seed 1, as it was trained) and --val held-out ones
+// (seed 2), 192 px.
+func demoSets(c *cli.Context, work string) (trainDir, valDir string, val *coco.Dataset, err error) {
+	trainDir, valDir = filepath.Join(work, "train"), filepath.Join(work, "val")
+	if _, err = shapes.Generate(shapes.Options{N: c.Int("train"), Seed: 1, Size: 192, Out: trainDir}); err != nil {
+		return
+	}
+	val, err = shapes.Generate(shapes.Options{N: c.Int("val"), Seed: 2, Size: 192, Out: valDir})
+	return
+}
+
+// demoCurves calibrates on --calib-size training images (--calib-mode,
+// 32-channel groups or whole layers, MSE scales, bits 1..8).
+func demoCurves(ctx context.Context, c *cli.Context, modelPath, trainDir, granularity string) (*calib.Result, error) {
+	rc := &calib.RunConfig{
+		Model: modelPath, Data: filepath.Join(trainDir, shapes.InstancesFile), Images: filepath.Join(trainDir, shapes.ImagesDir),
+		CalibSize: c.Int("calib-size"), Granularity: granularity, GroupSize: 32, Mode: c.String("calib-mode"), Rule: qformat.MSE,
+		Bits: []int{1, 2, 3, 4, 5, 6, 7, 8}, Warn: func(m string) { fmt.Fprintf(os.Stderr, "flbq: warning: %s\n", m) },
+	}
+	prep, err := calib.Prepare(rc)
+	if err != nil {
+		return nil, err
+	}
+	return calib.RunPrepared(ctx, rc, prep)
 }

@@ -81,39 +81,22 @@ func runResults(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("%w (run from the repository root or pass --model)", err)
 	}
-	work := c.String("work")
-	if work == "" {
-		tmp, err := os.MkdirTemp("", "flbq-results-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(tmp)
-		work = tmp
+	work, cleanup, err := workDir(c, "flbq-results-")
+	if err != nil {
+		return err
 	}
+	defer cleanup()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	trainDir, valDir := filepath.Join(work, "train"), filepath.Join(work, "val")
 	log("data: %d training, %d held-out images", c.Int("train"), c.Int("val"))
-	if _, err := shapes.Generate(shapes.Options{N: c.Int("train"), Seed: 1, Size: 192, Out: trainDir}); err != nil {
-		return err
-	}
-	val, err := shapes.Generate(shapes.Options{N: c.Int("val"), Seed: 2, Size: 192, Out: valDir})
+	trainDir, valDir, val, err := demoSets(c, work)
 	if err != nil {
 		return err
 	}
 	curves := map[string]*solver.Curves{}
 	for _, gran := range []string{"layer", "group"} {
-		rc := &calib.RunConfig{
-			Model: modelPath, Data: filepath.Join(trainDir, shapes.InstancesFile), Images: filepath.Join(trainDir, shapes.ImagesDir),
-			CalibSize: c.Int("calib-size"), Granularity: gran, GroupSize: 32, Mode: c.String("calib-mode"), Rule: qformat.MSE,
-			Bits: []int{1, 2, 3, 4, 5, 6, 7, 8}, Warn: func(m string) { fmt.Fprintf(os.Stderr, "flbq: warning: %s\n", m) },
-		}
-		prep, err := calib.Prepare(rc)
-		if err != nil {
-			return err
-		}
-		res, err := calib.RunPrepared(ctx, rc, prep)
+		res, err := demoCurves(ctx, c, modelPath, trainDir, gran)
 		if err != nil {
 			return err
 		}
