@@ -20,46 +20,12 @@ const DefaultHeadBits = 8
 // [in, out, k, k]). The heads use qformat.MinMax ("vanilla") as the paper
 // does.
 func FakeQuantWeight(w []float32, shape []int, outAxis, b int, rule qformat.Rule) ([]float32, error) {
-	if len(shape) < 2 || outAxis < 0 || outAxis >= len(shape) {
-		return nil, fmt.Errorf("fake-quant: shape %v with output axis %d", shape, outAxis)
+	// The same quantize/dequantize the generated packages store and load.
+	q, scale, zero, err := qformat.QuantizeTensor(w, shape, outAxis, b, rule)
+	if err != nil {
+		return nil, fmt.Errorf("fake-quant: %w", err)
 	}
-	if b < qformat.MinBits || b > qformat.MaxBits {
-		return nil, fmt.Errorf("fake-quant: bit-width %d out of range [1, 8]", b)
-	}
-	n := 1
-	for _, d := range shape {
-		n *= d
-	}
-	if n != len(w) {
-		return nil, fmt.Errorf("fake-quant: %d values for shape %v", len(w), shape)
-	}
-	outer := 1
-	for _, d := range shape[:outAxis] {
-		outer *= d
-	}
-	out := shape[outAxis]
-	inner := n / (outer * out)
-	K := outer * inner
-	// Gather each output channel's weights, quantize, scatter back.
-	res := make([]float32, len(w))
-	row := make([]float32, K)
-	q := make([]uint8, K)
-	for c := 0; c < out; c++ {
-		for o := 0; o < outer; o++ {
-			copy(row[o*inner:(o+1)*inner], w[(o*out+c)*inner:(o*out+c+1)*inner])
-		}
-		s, z, err := qformat.QuantizeChannel(q, row, b, rule)
-		if err != nil {
-			return nil, fmt.Errorf("output channel %d: %w", c, err)
-		}
-		for k := range row {
-			row[k] = s * float32(int32(q[k])-z)
-		}
-		for o := 0; o < outer; o++ {
-			copy(res[(o*out+c)*inner:(o*out+c+1)*inner], row[o*inner:(o+1)*inner])
-		}
-	}
-	return res, nil
+	return qformat.DequantizeTensor(q, shape, outAxis, scale, zero)
 }
 
 // HeadPatterns select the head weight tensors (path.Match on the tensor
