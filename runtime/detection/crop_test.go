@@ -1,34 +1,15 @@
 package detection
 
 import (
-	"encoding/json"
-	"os"
 	"testing"
 )
 
 // CropMasks returns the same masks as full-image pasting, and Trace sees
 // every stage in order.
 func TestCropMasksMatchFull(t *testing.T) {
-	b, err := os.ReadFile("testdata/detection_pipeline_goldens.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var g pipelineGolden
-	if err := json.Unmarshal(b, &g); err != nil {
-		t.Fatal(err)
-	}
+	g := loadPipelineGolden(t)
 	for _, c := range g.Cases {
-		var feats, obj, del []FeatureMap
-		for l, s := range c.Shapes {
-			feats = append(feats, FeatureMap{C: s[0], H: s[1], W: s[2], Data: c.Features[l]})
-			obj = append(obj, FeatureMap{C: 3, H: s[1], W: s[2], Data: c.Objectness[l]})
-			del = append(del, FeatureMap{C: 12, H: s[1], W: s[2], Data: c.Deltas[l]})
-		}
-		heads := &replayHeads{t: t, obj: obj, del: del, logits: c.ClassLogits, reg: c.BoxRegression, maskLogit: c.MaskLogits, k: g.NumClasses}
-		cfg := DefaultConfig(g.NumClasses)
-		cfg.RPN.PreNMSTopN, cfg.RPN.PostNMSTopN = 300, 60
-		cfg.RoI.DetectionsPerImg = 8
-		geo := ImageGeometry{ResizedH: c.Resized[0], ResizedW: c.Resized[1], PaddedH: c.Padded[0], PaddedW: c.Padded[1], OrigH: c.Orig[0], OrigW: c.Orig[1]}
+		feats, heads, cfg, geo := replayCase(t, &g, c)
 		full, err := Run(feats, geo, heads, cfg)
 		if err != nil {
 			t.Fatal(err)

@@ -11,21 +11,24 @@ import (
 type pipelineGolden struct {
 	NumClasses int `json:"num_classes"`
 	Channels   int
-	Cases      []struct {
-		Orig, Resized, Padded [2]int
-		Shapes                [][3]int
-		Features              [][]float32
-		Objectness, Deltas    [][]float32
-		Proposals             []float32
-		PooledSums            []float32 `json:"pooled_sums"`
-		PooledHead            []float32 `json:"pooled_head"`
-		ClassLogits           []float32 `json:"class_logits"`
-		BoxRegression         []float32 `json:"box_regression"`
-		MaskLogits            []float32 `json:"mask_logits"`
-		Boxes, Scores         []float32
-		Labels                []int
-		Masks                 string
-	}
+	Cases      []pipelineCase
+}
+
+// pipelineCase is one image of the recorded torchvision run.
+type pipelineCase struct {
+	Orig, Resized, Padded [2]int
+	Shapes                [][3]int
+	Features              [][]float32
+	Objectness, Deltas    [][]float32
+	Proposals             []float32
+	PooledSums            []float32 `json:"pooled_sums"`
+	PooledHead            []float32 `json:"pooled_head"`
+	ClassLogits           []float32 `json:"class_logits"`
+	BoxRegression         []float32 `json:"box_regression"`
+	MaskLogits            []float32 `json:"mask_logits"`
+	Boxes, Scores         []float32
+	Labels                []int
+	Masks                 string
 }
 
 // replayHeads returns torchvision's recorded head outputs, checking that
@@ -49,26 +52,9 @@ func (h *replayHeads) Box(pooled []float32, n int) ([]float32, []float32, error)
 func (h *replayHeads) Mask(pooled []float32, n int) ([]float32, error) { return h.maskLogit, nil }
 
 func TestGoldenPipeline(t *testing.T) {
-	b, err := os.ReadFile("testdata/detection_pipeline_goldens.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var g pipelineGolden
-	if err := json.Unmarshal(b, &g); err != nil {
-		t.Fatal(err)
-	}
+	g := loadPipelineGolden(t)
 	for ci, c := range g.Cases {
-		var feats, obj, del []FeatureMap
-		for l, s := range c.Shapes {
-			feats = append(feats, FeatureMap{C: s[0], H: s[1], W: s[2], Data: c.Features[l]})
-			obj = append(obj, FeatureMap{C: 3, H: s[1], W: s[2], Data: c.Objectness[l]})
-			del = append(del, FeatureMap{C: 12, H: s[1], W: s[2], Data: c.Deltas[l]})
-		}
-		heads := &replayHeads{t: t, obj: obj, del: del, logits: c.ClassLogits, reg: c.BoxRegression, maskLogit: c.MaskLogits, k: g.NumClasses}
-		cfg := DefaultConfig(g.NumClasses)
-		cfg.RPN.PreNMSTopN, cfg.RPN.PostNMSTopN = 300, 60
-		cfg.RoI.DetectionsPerImg = 8
-		geo := ImageGeometry{ResizedH: c.Resized[0], ResizedW: c.Resized[1], PaddedH: c.Padded[0], PaddedW: c.Padded[1], OrigH: c.Orig[0], OrigW: c.Orig[1]}
+		feats, heads, cfg, geo := replayCase(t, &g, c)
 		res, err := Run(feats, geo, heads, cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -146,4 +132,34 @@ func TestRunErrors(t *testing.T) {
 	if _, err := Run([]FeatureMap{f, f}, geo, h, cfg); err == nil {
 		t.Error("RPN head / anchor mismatch: no error")
 	}
+}
+
+func loadPipelineGolden(t *testing.T) pipelineGolden {
+	t.Helper()
+	b, err := os.ReadFile("testdata/detection_pipeline_goldens.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g pipelineGolden
+	if err := json.Unmarshal(b, &g); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// replayCase sets up Run for one golden case: the recorded features and
+// head outputs, and the fixture's configuration.
+func replayCase(t *testing.T, g *pipelineGolden, c pipelineCase) ([]FeatureMap, *replayHeads, Config, ImageGeometry) {
+	var feats, obj, del []FeatureMap
+	for l, s := range c.Shapes {
+		feats = append(feats, FeatureMap{C: s[0], H: s[1], W: s[2], Data: c.Features[l]})
+		obj = append(obj, FeatureMap{C: 3, H: s[1], W: s[2], Data: c.Objectness[l]})
+		del = append(del, FeatureMap{C: 12, H: s[1], W: s[2], Data: c.Deltas[l]})
+	}
+	heads := &replayHeads{t: t, obj: obj, del: del, logits: c.ClassLogits, reg: c.BoxRegression, maskLogit: c.MaskLogits, k: g.NumClasses}
+	cfg := DefaultConfig(g.NumClasses)
+	cfg.RPN.PreNMSTopN, cfg.RPN.PostNMSTopN = 300, 60
+	cfg.RoI.DetectionsPerImg = 8
+	geo := ImageGeometry{ResizedH: c.Resized[0], ResizedW: c.Resized[1], PaddedH: c.Padded[0], PaddedW: c.Padded[1], OrigH: c.Orig[0], OrigW: c.Orig[1]}
+	return feats, heads, cfg, geo
 }
