@@ -92,6 +92,7 @@ func Pack(src *safetensors.File, a *solver.Allocation, rule qformat.Rule) ([]byt
 		return nil, nil, err
 	}
 	done := map[string]bool{}
+	weightNames := map[string]string{}
 	var ts []safetensors.Tensor
 	for i := range layers {
 		l := &layers[i]
@@ -117,6 +118,7 @@ func Pack(src *safetensors.File, a *solver.Allocation, rule qformat.Rule) ([]byt
 			safetensors.Tensor{Name: qmodel.QZero(l.Name), DType: safetensors.I32, Shape: []int{len(mat.Zero)}, Raw: int32Bytes(mat.Zero)},
 			safetensors.Tensor{Name: qmodel.QTileBits(l.Name), DType: safetensors.U8, Shape: []int{len(tb)}, Raw: tb})
 		done[wname] = true
+		weightNames[l.Name] = wname
 	}
 	tconv := transposedConvs(m)
 	var heads []qmodel.HeadTensor
@@ -157,7 +159,7 @@ func Pack(src *safetensors.File, a *solver.Allocation, rule qformat.Rule) ([]byt
 	}
 	meta, err := json.Marshal(qmodel.Meta{
 		Format: qmodel.Format, Solver: a.Solver, TargetBits: a.TargetBits, AvgBits: a.AvgBits,
-		Rule: rule.String(), HeadBits: HeadBits, Layers: layers, Heads: heads,
+		Rule: rule.String(), HeadBits: HeadBits, Layers: layers, Heads: heads, WeightNames: weightNames,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -7,7 +7,7 @@ import (
 	qmodel "github.com/flbq/flbq/runtime/qmodel"
 )
 
-// blob holds the packed weights (595818 bytes; see runtime/qmodel).
+// blob holds the packed weights (598162 bytes; see runtime/qmodel).
 //
 //go:embed weights.bin
 var blob []byte

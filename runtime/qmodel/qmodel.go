@@ -91,6 +91,9 @@ type Meta struct {
 	HeadBits   int          `json:"head_bits"`
 	Layers     []Layer      `json:"layers"`
 	Heads      []HeadTensor `json:"heads"`
+	// WeightNames maps each quantized layer to its source weight tensor
+	// (".weight", or "_weight" for nn.MultiheadAttention's in_proj).
+	WeightNames map[string]string `json:"weight_names"`
 }
 
 // Blob tensor names.
@@ -331,7 +334,11 @@ func rebuild(f *safetensors.File, heads map[string][]float32, drop map[string]bo
 		ts = append(ts, safetensors.Tensor{Name: n, DType: info.DType, Shape: info.Shape, Raw: raw})
 	}
 	for _, l := range meta.Layers {
-		ts = append(ts, safetensors.Tensor{Name: weightSourceName(f, l.Name), Shape: []int{l.N, l.K}, F32: make([]float32, l.N*l.K)})
+		name, ok := meta.WeightNames[l.Name]
+		if !ok {
+			return nil, fmt.Errorf("weight blob: metadata names no source weight for layer %s", l.Name)
+		}
+		ts = append(ts, safetensors.Tensor{Name: name, Shape: []int{l.N, l.K}, F32: make([]float32, l.N*l.K)})
 	}
 	for _, h := range meta.Heads {
 		info, _ := f.Info(Q8(h.Name))
@@ -342,14 +349,4 @@ func rebuild(f *safetensors.File, heads map[string][]float32, drop map[string]bo
 		return nil, fmt.Errorf("weight blob: %w", err)
 	}
 	return safetensors.Parse(buf.Bytes())
-}
-
-// weightSourceName recovers the source name of a layer's weight: a layer
-// whose bias is stored as "<layer>_bias" (nn.MultiheadAttention's in_proj)
-// had its weight as "<layer>_weight".
-func weightSourceName(f *safetensors.File, layer string) string {
-	if _, ok := f.Info(layer + "_bias"); ok {
-		return layer + "_weight"
-	}
-	return layer + ".weight"
 }
