@@ -33,7 +33,8 @@ func init() {
 	register(&cli.Command{
 		Name:  "results",
 		Usage: "the F-LBQ results table: uniform vs LG vs DP at layer and group granularity over budgets",
-		Description: `Regenerates docs/RESULTS.md and its figures on a detector (default: the bundled one).
+		Description: `Regenerates docs/RESULTS.md and its figures, one section per detector (default: the
+   bundled trained ones; repeat --model for your own).
    For every budget: uniform quantization at the nearest integer widths, F-LBQ-LG and
    F-LBQ-DP on layer-granularity and 32-channel-group curves — the backbone feature
    distortion measured on held-out images, box and mask AP (pycocotools-exact) on the
@@ -41,7 +42,7 @@ func init() {
    of the whole detector. Curves come from the training set only; nothing is tuned on
    the held-out split.`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "model", Value: BundledModel, Usage: "detector `FILE`"},
+			&cli.StringSliceFlag{Name: "model", Value: cli.NewStringSlice(BundledModels...), Usage: "detector `FILE` (repeat for several; each gets a section)"},
 			&cli.StringFlag{Name: "work", Usage: "working `DIR` (default: a temporary directory, removed)"},
 			&cli.StringFlag{Name: "out", Value: "docs/RESULTS.md", Usage: "Markdown `FILE` to write"},
 			&cli.StringFlag{Name: "budgets", Value: "2,2.5,3,4,6", Usage: "average bit budgets"},
@@ -53,6 +54,10 @@ func init() {
 		Action: runResults,
 	})
 }
+
+// BundledModels are the trained detectors the results table covers by
+// default (tools/models/README.md).
+var BundledModels = []string{BundledModel}
 
 type resultRow struct {
 	budget     string
@@ -76,10 +81,17 @@ func runResults(c *cli.Context) error {
 		}
 		budgets = append(budgets, b)
 	}
-	modelPath := c.String("model")
-	src, err := safetensors.Open(modelPath)
-	if err != nil {
-		return fmt.Errorf("%w (run from the repository root or pass --model)", err)
+	models := c.StringSlice("model")
+	stems := map[string]bool{}
+	for _, m := range models {
+		if _, err := safetensors.Open(m); err != nil {
+			return fmt.Errorf("%w (run from the repository root or pass --model)", err)
+		}
+		if stem := modelStem(m); stems[stem] {
+			return fmt.Errorf("--model: two models named %s; their figures would overwrite each other", stem)
+		} else {
+			stems[stem] = true
+		}
 	}
 	work, cleanup, err := workDir(c, "flbq-results-")
 	if err != nil {
@@ -94,35 +106,78 @@ func runResults(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	figDir := filepath.Join(filepath.Dir(c.String("out")), "figures")
+	if err := os.MkdirAll(figDir, 0o755); err != nil {
+		return err
+	}
+	var sections []string
+	for _, m := range models {
+		sec, err := resultsForModel(ctx, c, m, budgets, work, trainDir, valDir, val, figDir, log)
+		if err != nil {
+			return fmt.Errorf("%s: %w", m, err)
+		}
+		sections = append(sections, sec)
+	}
+	md := resultsMarkdown(c, models, val, sections, time.Since(start))
+	// Hand-written findings below the marker survive regeneration.
+	if old, err := os.ReadFile(c.String("out")); err == nil {
+		if i := strings.Index(string(old), findingsMarker); i >= 0 {
+			md += "\n" + string(old[i:])
+		}
+	}
+	if err := atomicfile.WriteBytes(c.String("out"), []byte(md)); err != nil {
+		return err
+	}
+	log("wrote %s and %s/", c.String("out"), figDir)
+	return nil
+}
+
+// modelStem names a model's figures: its file name without extension.
+func modelStem(path string) string {
+	return strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+}
+
+// resultsForModel calibrates, allocates, packs and evaluates one model and
+// returns its section of RESULTS.md; its figures go to figDir/STEM-*.
+func resultsForModel(ctx context.Context, c *cli.Context, modelPath string, budgets []float64, work, trainDir, valDir string,
+	val *coco.Dataset, figDir string, log func(string, ...any)) (string, error) {
+	stem := modelStem(modelPath)
+	src, err := safetensors.Open(modelPath)
+	if err != nil {
+		return "", err
+	}
 	curves := map[string]*solver.Curves{}
 	for _, gran := range []string{"layer", "group"} {
 		res, err := demoCurves(ctx, c, modelPath, trainDir, gran)
 		if err != nil {
-			return err
+			return "", err
 		}
 		curves[gran] = res.Curves
-		if err := solver.WriteCurvesFile(filepath.Join(work, gran+".curves.json"), res.Curves); err != nil {
-			return err
+		if err := solver.WriteCurvesFile(filepath.Join(work, stem+"."+gran+".curves.json"), res.Curves); err != nil {
+			return "", err
 		}
-		log("calibrate %s: %d units in %.1fs", gran, len(res.Curves.Units), res.Seconds)
+		log("%s: calibrate %s: %d units in %.1fs", stem, gran, len(res.Curves.Units), res.Seconds)
 	}
 
 	// The held-out images as backbone batches, for measured distortion.
 	fp32, err := maskrcnn.Load(modelPath)
 	if err != nil {
-		return err
+		return "", err
 	}
 	inputs, err := calib.LoadInputs(fp32.Model.Config, filepath.Join(valDir, shapes.ImagesDir), val.Images)
 	if err != nil {
-		return err
+		return "", err
 	}
 	batches := calib.MakeBatches(inputs, 8)
-	fi, _ := os.Stat(modelPath)
+	fi, err := os.Stat(modelPath)
+	if err != nil {
+		return "", err
+	}
 	base := &demoVariant{name: "fp32", det: fp32, bytes: fi.Size()}
 	if err := demoEvaluate(base, val, filepath.Join(valDir, shapes.ImagesDir)); err != nil {
-		return err
+		return "", err
 	}
-	log("fp32: box AP %.3f mask AP %.3f", base.box, base.mask)
+	log("%s: fp32: box AP %.3f mask AP %.3f", stem, base.box, base.mask)
 	rows := []*resultRow{{budget: "—", method: "fp32", avgBits: 32, v: base}}
 
 	type job struct {
@@ -154,31 +209,31 @@ func runResults(c *cli.Context) error {
 	for _, j := range jobs {
 		p, err := allocate.NewProblem(curves[j.gran], allocate.Options{TargetBits: j.target, MinBitsBelow: allocate.DefaultMinBitsBelow})
 		if err != nil {
-			return fmt.Errorf("%s at %v: %w", j.method, j.target, err)
+			return "", fmt.Errorf("%s at %v: %w", j.method, j.target, err)
 		}
 		r, err := allocate.Solve(p, j.solver, allocate.DefaultEpsilon, allocate.DefaultDPMaxBytes)
 		if err != nil {
-			return err
+			return "", err
 		}
 		a := p.Allocation(r)
 		blob, layers, err := modelpkg.Pack(src, a, qformat.MSE)
 		if err != nil {
-			return err
+			return "", err
 		}
 		qm, err := qmodel.Load(blob, layers)
 		if err != nil {
-			return err
+			return "", err
 		}
 		v := &demoVariant{name: j.method, det: qm.Detector, bytes: int64(len(blob))}
 		if err := demoEvaluate(v, val, filepath.Join(valDir, shapes.ImagesDir)); err != nil {
-			return err
+			return "", err
 		}
 		rows = append(rows, &resultRow{budget: j.budget, method: j.method, avgBits: r.AvgBits, v: v})
 		allocs = append(allocs, a)
 		if j.gran == "group" && j.target == 3 {
 			layerBits[j.solver] = a
 		}
-		log("%-20s @%s: avg %.3f bits, box AP %.3f, mask AP %.3f", j.method, j.budget, r.AvgBits, v.box, v.mask)
+		log("%s: %-20s @%s: avg %.3f bits, box AP %.3f, mask AP %.3f", stem, j.method, j.budget, r.AvgBits, v.box, v.mask)
 	}
 	// Measured backbone distortion of every allocation on the held-out images.
 	z := calib.NewQuantizer(qformat.MSE)
@@ -186,13 +241,13 @@ func runResults(c *cli.Context) error {
 	for _, a := range allocs {
 		ov, err := z.AllocationOverrides(fp32.Model.Backbone, a.Units)
 		if err != nil {
-			return err
+			return "", err
 		}
 		ovs = append(ovs, ov)
 	}
 	dist, err := calib.MeasureOverrides(ctx, fp32.Model.Backbone, batches, ovs, 0, nil)
 	if err != nil {
-		return err
+		return "", err
 	}
 	for i, d := range dist {
 		rows[i+1].distortion = d
@@ -202,50 +257,46 @@ func runResults(c *cli.Context) error {
 		}
 		plotPts = append(plotPts, plots.Point{Solver: m, AvgBits: rows[i+1].avgBits, Distortion: d})
 	}
-	log("measured distortion of %d allocations", len(dist))
+	log("%s: measured distortion of %d allocations", stem, len(dist))
 
-	figDir := filepath.Join(filepath.Dir(c.String("out")), "figures")
-	if err := os.MkdirAll(figDir, 0o755); err != nil {
-		return err
-	}
 	for _, ext := range []string{"png", "svg"} {
-		if err := plots.RateDistortion(filepath.Join(figDir, "rate-distortion."+ext), "backbone distortion vs bits, held-out images", "measured distortion", plotPts); err != nil {
-			return err
+		if err := plots.RateDistortion(filepath.Join(figDir, stem+"-rate-distortion."+ext), stem+": backbone distortion vs bits, held-out images", "measured distortion", plotPts); err != nil {
+			return "", err
 		}
 		if layerBits["lg"] != nil && layerBits["dp"] != nil {
-			if err := plots.LayerBits(filepath.Join(figDir, "layer-bits."+ext), "bits per layer at 3 bits (32-channel groups)",
+			if err := plots.LayerBits(filepath.Join(figDir, stem+"-layer-bits."+ext), stem+": bits per layer at 3 bits (32-channel groups)",
 				[]plots.LayerBitsSeries{{Label: "F-LBQ-DP", Alloc: layerBits["dp"]}, {Label: "F-LBQ-LG", Alloc: layerBits["lg"]}}); err != nil {
-				return err
+				return "", err
 			}
 		}
 	}
-	md := resultsMarkdown(c, modelPath, val, rows, time.Since(start))
-	// Hand-written findings below the marker survive regeneration.
-	if old, err := os.ReadFile(c.String("out")); err == nil {
-		if i := strings.Index(string(old), findingsMarker); i >= 0 {
-			md += "\n" + string(old[i:])
-		}
-	}
-	if err := atomicfile.WriteBytes(c.String("out"), []byte(md)); err != nil {
-		return err
-	}
-	log("wrote %s and %s/", c.String("out"), figDir)
-	return nil
+	return modelSection(modelPath, fp32.Model.Config.Family, rows, layerBits["lg"] != nil && layerBits["dp"] != nil), nil
 }
 
 // findingsMarker starts the hand-written part of RESULTS.md, which
 // regeneration keeps: what the numbers say, checked against them.
 const findingsMarker = "<!-- findings: written by hand, kept by flbq results -->"
 
-func resultsMarkdown(c *cli.Context, modelPath string, val *coco.Dataset, rows []*resultRow, took time.Duration) string {
+func resultsMarkdown(c *cli.Context, models []string, val *coco.Dataset, sections []string, took time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# F-LBQ results\n\nRegenerate with `go run ./tools/flbq results` (this file and `figures/`; %s here).\n\n", took.Round(time.Second))
-	fmt.Fprintf(&b, "Model: `%s`. Held-out: %d images of `flbq data shapes --seed 2 --size 192` (the model trained on `--seed 1`). ", modelPath, len(val.Images))
+	fmt.Fprintf(&b, "Models: %d, each trained on `flbq data shapes --seed 1 --size 192` (tools/models/README.md). Held-out: %d images of `flbq data shapes --seed 2 --size 192`. ", len(models), len(val.Images))
 	fmt.Fprintf(&b, "Curves: %d training images, %s mode, MSE weight scales; floor target − 2; heads and pyramid at 8 bits in every quantized row. ", c.Int("calib-size"), c.String("calib-mode"))
-	b.WriteString("Distortion: mean squared error of the backbone's four output maps against fp32 on the held-out images (per element). ")
+	b.WriteString("Distortion: mean squared error of the backbone's output maps (Swin: the four stage maps; ViT: the encoder map) against fp32 on the held-out images (per element). ")
 	b.WriteString("Size: fp32 row = the f16 file; quantized rows = the generated package's blob (packed backbone + 8-bit heads + fp32 norms/biases). ")
 	b.WriteString("Latency: median per image, this machine, all cores, int8 AVX2 kernels. ")
-	b.WriteString("Uniform rows appear once per integer width, under the first budget of which it is a nearest integer.\n\n")
+	b.WriteString("Uniform rows appear once per integer width, under the first budget of which it is a nearest integer.\n")
+	for _, s := range sections {
+		b.WriteString("\n" + s)
+	}
+	return b.String()
+}
+
+// modelSection is one model's table and figures.
+func modelSection(modelPath, family string, rows []*resultRow, layerFig bool) string {
+	var b strings.Builder
+	stem := modelStem(modelPath)
+	fmt.Fprintf(&b, "## %s\n\nModel: `%s` (%s backbone).\n\n", stem, modelPath, family)
 	b.WriteString("| budget | method | avg bits | distortion | box AP | mask AP | size MB | backbone ms | detector ms |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		bits, dist := fmt.Sprintf("%.3f", r.avgBits), fmt.Sprintf("%.3g", r.distortion)
@@ -254,6 +305,9 @@ func resultsMarkdown(c *cli.Context, modelPath string, val *coco.Dataset, rows [
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.3f | %.3f | %.2f | %.1f | %.1f |\n", r.budget, r.method, bits, dist, r.v.box, r.v.mask, float64(r.v.bytes)/1e6, r.v.msBackbone, r.v.msPerImage)
 	}
-	b.WriteString("\n![rate–distortion](figures/rate-distortion.svg)\n\n![bits per layer](figures/layer-bits.svg)\n")
+	fmt.Fprintf(&b, "\n![rate–distortion](figures/%s-rate-distortion.svg)\n", stem)
+	if layerFig {
+		fmt.Fprintf(&b, "\n![bits per layer](figures/%s-layer-bits.svg)\n", stem)
+	}
 	return b.String()
 }

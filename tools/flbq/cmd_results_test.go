@@ -30,10 +30,17 @@ func TestResultsTable(t *testing.T) {
 	if n := strings.Count(s, "\n| 2.5 |"); n != 6 {
 		t.Errorf("%d rows at budget 2.5, want 6", n)
 	}
-	for _, f := range []string{"rate-distortion.png", "rate-distortion.svg"} {
+	if !strings.Contains(s, "## swin_maskrcnn\n") || !strings.Contains(s, "figures/swin_maskrcnn-rate-distortion.svg") {
+		t.Errorf("RESULTS.md lacks the model's section or figure link:\n%s", s)
+	}
+	for _, f := range []string{"swin_maskrcnn-rate-distortion.png", "swin_maskrcnn-rate-distortion.svg"} {
 		if _, err := os.Stat(filepath.Join(dir, "docs", "figures", f)); err != nil {
 			t.Error(err)
 		}
+	}
+	fix := "../../runtime/maskrcnn/testdata/swin_maskrcnn.safetensors"
+	if _, err := runCLI(t, "results", "--model", fix, "--model", fix, "--out", out); err == nil || !strings.Contains(err.Error(), "two models named swin_maskrcnn") {
+		t.Errorf("same model twice: err = %v, want a clear refusal", err)
 	}
 	if _, err := runCLI(t, "results", "--budgets", "2,x", "--model", "../../runtime/maskrcnn/testdata/swin_maskrcnn.safetensors", "--out", out); err == nil {
 		t.Error("bad budget accepted")
