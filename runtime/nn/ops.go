@@ -1,22 +1,41 @@
 package nn
 
 import (
+	"fmt"
 	"math"
 )
 
 // LayerNorm normalises each of rows vectors of length c in x into dst
 // (dst may alias x): y = (x-mean)/sqrt(var+eps)·w + b, biased variance as
-// torch.nn.LayerNorm. Statistics are accumulated in float64.
+// torch.nn.LayerNorm. With AVX2 and c a multiple of 8 the statistics are
+// accumulated in float32 lanes (two passes), otherwise in float64.
 func LayerNorm(dst, x []float32, rows, c int, w, b []float32, eps float32) {
-	ParallelFor(rows, 64, func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			layerNormRow(dst[r*c:r*c+c], x[r*c:r*c+c], w, b, eps)
-		}
+	checkLayerNorm(dst, x, rows, c, w, b)
+	grain := max(64, 4096/max(c, 1)) // rows of small c are cheap: fewer, larger chunks
+	ParallelFor(rows, grain, func(lo, hi int) {
+		layerNormRows(dst[lo*c:hi*c], x[lo*c:hi*c], hi-lo, c, w, b, eps)
 	})
 }
 
 // LayerNormSerial is LayerNorm on the calling goroutine.
 func LayerNormSerial(dst, x []float32, rows, c int, w, b []float32, eps float32) {
+	checkLayerNorm(dst, x, rows, c, w, b)
+	if rows > 0 {
+		layerNormRows(dst, x, rows, c, w, b, eps)
+	}
+}
+
+// checkLayerNorm panics on short slices before any kernel reads them.
+func checkLayerNorm(dst, x []float32, rows, c int, w, b []float32) {
+	if rows < 0 || c < 1 || len(x) < rows*c || len(dst) < rows*c || len(w) < c || len(b) < c {
+		panic(fmt.Sprintf("nn.LayerNorm: rows=%d c=%d with len(x)=%d len(dst)=%d len(w)=%d len(b)=%d",
+			rows, c, len(x), len(dst), len(w), len(b)))
+	}
+}
+
+// layerNormRowsGo is the pure-Go twin of the LayerNorm kernel (float64
+// statistics).
+func layerNormRowsGo(dst, x []float32, rows, c int, w, b []float32, eps float32) {
 	for r := 0; r < rows; r++ {
 		layerNormRow(dst[r*c:r*c+c], x[r*c:r*c+c], w, b, eps)
 	}
@@ -76,7 +95,10 @@ func GELU(x []float32) {
 }
 
 // GELUSerial is GELU on the calling goroutine.
-func GELUSerial(x []float32) {
+func GELUSerial(x []float32) { gelu(x) }
+
+// geluGo is the pure-Go twin of the GELU kernel.
+func geluGo(x []float32) {
 	for i, v := range x {
 		x[i] = 0.5 * v * (1 + Erf(v*0.70710678118654752440))
 	}
@@ -156,6 +178,27 @@ func SoftmaxRow(x []float32) {
 	if len(x) == 0 {
 		return
 	}
+	softmaxRow(x)
+}
+
+// Add adds src to dst element-wise (len(dst) ≥ len(src)), e.g. a residual.
+func Add(dst, src []float32) {
+	if len(dst) < len(src) {
+		panic(fmt.Sprintf("nn.Add: len(dst)=%d < len(src)=%d", len(dst), len(src)))
+	}
+	add(dst, src)
+}
+
+// addGo is the pure-Go twin of the Add kernel.
+func addGo(dst, src []float32) {
+	dst = dst[:len(src)]
+	for i, v := range src {
+		dst[i] += v
+	}
+}
+
+// softmaxRowGo is the pure-Go twin of the softmax kernel (len(x) ≥ 1).
+func softmaxRowGo(x []float32) {
 	m := x[0]
 	for _, v := range x[1:] {
 		if v > m {

@@ -1,0 +1,13 @@
+//go:build !amd64 || purego
+
+package nn
+
+func softmaxRow(x []float32) { softmaxRowGo(x) }
+
+func gelu(x []float32) { geluGo(x) }
+
+func add(dst, src []float32) { addGo(dst, src) }
+
+func layerNormRows(dst, x []float32, rows, c int, w, b []float32, eps float32) {
+	layerNormRowsGo(dst, x, rows, c, w, b, eps)
+}
