@@ -73,14 +73,7 @@ func QuantizeChannel(q []uint8, w []float32, b int, rule Rule) (scale float32, z
 	}
 	scale, zero = rangeParams(lo, hi, b)
 	if rule == MSE && hi > lo {
-		best := channelSSE(w, scale, zero, b)
-		for i := 1; i <= 80; i++ {
-			a := 1 - float32(i)*0.01
-			s, z := rangeParams(a*lo, a*hi, b)
-			if e := channelSSE(w, s, z, b); e < best {
-				best, scale, zero = e, s, z
-			}
-		}
+		scale, zero = mseSearch(w, lo, hi, b)
 	} else if rule != MinMax && rule != MSE {
 		return 0, 0, fmt.Errorf("qformat: unknown rule %v", rule)
 	}
@@ -88,6 +81,103 @@ func QuantizeChannel(q []uint8, w []float32, b int, rule Rule) (scale float32, z
 		q[i] = quantizeValue(v, scale, zero, b)
 	}
 	return scale, zero, nil
+}
+
+// mseCandidates is the number of ranges α·[lo, hi] the MSE rule tries.
+const mseCandidates = 81
+
+// mseSearch returns the scale and zero point of the first of the ranges
+// α·[lo, hi], α = 1, 0.99, …, 0.20, with the smallest channelSSE: the
+// result of evaluating every candidate in that order and keeping strict
+// improvements. It computes less: a candidate's sum stops as soon as it
+// reaches the best full sum so far, or exceeds a bound, the full sum of
+// the candidate that is best on a strided sample of the channel. Sums of
+// non-negative terms never decrease as terms are added (in float64 too),
+// so a stopped candidate could not have been picked, and every candidate
+// that could is summed in full in channelSSE's order: the result is
+// bit-identical to the exhaustive search (tested against it).
+func mseSearch(w []float32, lo, hi float32, b int) (float32, int32) {
+	if math.IsInf(float64(hi-lo), 0) {
+		return mseSearchExhaustive(w, lo, hi, b) // scale = +Inf: NaN sums
+	}
+	var scales [mseCandidates]float32
+	var zeros [mseCandidates]int32
+	for i := range scales {
+		a := 1 - float32(i)*0.01
+		if i == 0 {
+			scales[i], zeros[i] = rangeParams(lo, hi, b)
+		} else {
+			scales[i], zeros[i] = rangeParams(a*lo, a*hi, b)
+		}
+	}
+	bound := math.Inf(1)
+	if step := len(w) / 64; step >= 2 {
+		j, jbest := 0, math.Inf(1)
+		for i := range scales {
+			if e := sampleSSE(w, step, scales[i], zeros[i], b); e < jbest {
+				j, jbest = i, e
+			}
+		}
+		bound = channelSSE(w, scales[j], zeros[j], b)
+	}
+	best, bi := math.Inf(1), 0
+	for i := range scales {
+		if e, ok := channelSSEBelow(w, scales[i], zeros[i], b, best, bound); ok && e < best {
+			best, bi = e, i
+		}
+	}
+	return scales[bi], zeros[bi]
+}
+
+// mseSearchExhaustive is the plain search mseSearch must equal: every
+// candidate's full channelSSE, strict improvements kept.
+func mseSearchExhaustive(w []float32, lo, hi float32, b int) (float32, int32) {
+	scale, zero := rangeParams(lo, hi, b)
+	best := channelSSE(w, scale, zero, b)
+	for i := 1; i < mseCandidates; i++ {
+		a := 1 - float32(i)*0.01
+		s, z := rangeParams(a*lo, a*hi, b)
+		if e := channelSSE(w, s, z, b); e < best {
+			best, scale, zero = e, s, z
+		}
+	}
+	return scale, zero
+}
+
+// sampleSSE is channelSSE over every step-th weight.
+func sampleSSE(w []float32, step int, scale float32, zero int32, b int) float64 {
+	var e float64
+	for i := 0; i < len(w); i += step {
+		v := w[i]
+		d := float64(v - scale*float32(int32(quantizeValue(v, scale, zero, b))-zero))
+		e += d * d
+	}
+	return e
+}
+
+// channelSSEBelow returns channelSSE(w, scale, zero, b) and true, or false
+// once the running sum reaches best or exceeds bound. For scales that keep
+// w/scale small (every candidate of a finite channel whose range is not
+// denormal) it quantizes with integer clamping, which gives quantizeValue's
+// result without its float64 min/max.
+func channelSSEBelow(w []float32, scale float32, zero int32, b int, best, bound float64) (float64, bool) {
+	if !(scale >= 1e-30) {
+		e := channelSSE(w, scale, zero, b)
+		return e, e < best && e <= bound
+	}
+	qmax := int32(1)<<b - 1
+	var e float64
+	for _, v := range w {
+		// |v/scale| ≤ (2^b−1)/0.2·(1+ε) here, so the int32 conversion is exact.
+		q := int32(math.RoundToEven(float64(v/scale))) + zero
+		q = min(max(q, 0), qmax)
+		d := float64(v - scale*float32(q-zero))
+		e += d * d
+		if e >= best || e > bound {
+			return e, false
+		}
+	}
+	return e, true
 }
 
 func channelSSE(w []float32, scale float32, zero int32, b int) float64 {
