@@ -102,9 +102,7 @@ func residualMLP(x []float32, M, C int, ln *LayerNorm, fc1, fc2 *nn.Linear, ov n
 		fc1.Run(ov, (*h)[:m*hidden], (*xn)[:m*C], m)
 		nn.GELU((*h)[:m*hidden])
 		fc2.Run(ov, (*o)[:m*C], (*h)[:m*hidden], m)
-		for i, v := range (*o)[:m*C] {
-			xs[i] += v
-		}
+		nn.Add(xs, (*o)[:m*C])
 	}
 	nn.PutScratch(xn)
 	nn.PutScratch(h)

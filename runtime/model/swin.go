@@ -313,10 +313,7 @@ func (b *swinBlock) forward(x *tensor.Tensor, ov nn.Overrides) *tensor.Tensor {
 					}
 				}
 				nn.MatMul(true, T, T, dh, qs, dh, qkv[base+c+hd*dh:], 3*c, S, T, false)
-				bias := b.bias[hd*T*T : (hd+1)*T*T]
-				for i := range S {
-					S[i] += bias[i]
-				}
+				nn.Add(S, b.bias[hd*T*T:(hd+1)*T*T])
 				if shifted {
 					for i := 0; i < T; i++ {
 						row := S[i*T : i*T+T]
@@ -344,10 +341,7 @@ func (b *swinBlock) forward(x *tensor.Tensor, ov nn.Overrides) *tensor.Tensor {
 	o := out.Data
 	for t, p := range src {
 		if p >= 0 {
-			dst := o[int(p)*c : int(p)*c+c]
-			for i, v := range pr[t*c : t*c+c] {
-				dst[i] += v
-			}
+			nn.Add(o[int(p)*c:int(p)*c+c], pr[t*c:t*c+c])
 		}
 	}
 	nn.PutScratch(projBuf)

@@ -114,8 +114,21 @@ func packPanel(dst []float32, transB bool, K, N int, b []float32, ldb int, j0 in
 		if w < NR {
 			clear(dst)
 		}
-		for j := 0; j < w; j++ {
-			row := b[(j0+j)*ldb : (j0+j)*ldb+K]
+		dst = dst[:K*NR]
+		j := 0
+		// Four source rows per sweep: one bounds check per 4 stores.
+		for ; j+4 <= w; j += 4 {
+			r0 := b[(j0+j)*ldb:][:K]
+			r1 := b[(j0+j+1)*ldb:][:K]
+			r2 := b[(j0+j+2)*ldb:][:K]
+			r3 := b[(j0+j+3)*ldb:][:K]
+			for k := range r0 {
+				d := dst[k*NR+j : k*NR+j+4 : k*NR+j+4]
+				d[0], d[1], d[2], d[3] = r0[k], r1[k], r2[k], r3[k]
+			}
+		}
+		for ; j < w; j++ {
+			row := b[(j0+j)*ldb:][:K]
 			for k, v := range row {
 				dst[k*NR+j] = v
 			}
@@ -164,8 +177,12 @@ func MulPacked(M int, a []float32, lda int, bp []float32, K, N int, c []float32,
 	_ = a[(M-1)*lda+K-1]
 	_ = c[(M-1)*ldc+N-1]
 	_ = bp[panels*K*NR-1]
-	var tmpA [MR * kc]float32
+	// Edge tiles: partial panels compute into tmpC; row tails also copy
+	// their A strip (zero-padded) into tmpA, taken from the pool only when
+	// needed (a zeroed stack array would cost a 6 KiB clear per call, which
+	// the small attention products pay on every head).
 	var tmpC [MR * NR]float32
+	var tmpA *[]float32
 	for k0 := 0; k0 < K; k0 += kc {
 		kb := K - k0
 		if kb > kc {
@@ -190,26 +207,36 @@ func MulPacked(M int, a []float32, lda int, bp []float32, K, N int, c []float32,
 				if h > MR {
 					h = MR
 				}
-				// Edge tile: copy the A strip (zero-padded) and compute into tmpC.
-				for r := 0; r < MR; r++ {
-					dst := tmpA[r*kb : r*kb+kb]
-					if r < h {
-						copy(dst, a[(i+r)*lda+k0:(i+r)*lda+k0+kb])
-					} else {
-						clear(dst)
+				ap, la := &a[i*lda+k0], lda
+				if h < MR {
+					if tmpA == nil {
+						tmpA = GetScratch(MR * kc)
 					}
+					ta := *tmpA
+					for r := 0; r < MR; r++ {
+						dst := ta[r*kb : r*kb+kb]
+						if r < h {
+							copy(dst, a[(i+r)*lda+k0:(i+r)*lda+k0+kb])
+						} else {
+							clear(dst)
+						}
+					}
+					ap, la = &ta[0], kb
 				}
 				if acc {
 					for r := 0; r < h; r++ {
 						copy(tmpC[r*NR:r*NR+w], c[(i+r)*ldc+j0:(i+r)*ldc+j0+w])
 					}
 				}
-				kernel(kb, &tmpA[0], kb, bpp, &tmpC[0], NR, acc)
+				kernel(kb, ap, la, bpp, &tmpC[0], NR, acc)
 				for r := 0; r < h; r++ {
 					copy(c[(i+r)*ldc+j0:(i+r)*ldc+j0+w], tmpC[r*NR:r*NR+w])
 				}
 			}
 		}
+	}
+	if tmpA != nil {
+		PutScratch(tmpA)
 	}
 }
 
