@@ -174,3 +174,23 @@ func TestTimeSwinT(t *testing.T) {
 	fast := time.Since(t0).Seconds()
 	t.Logf("fast mode, 1 image, min-max: %.1fs = %.1f fp32 forwards", fast, fast/fwd)
 }
+
+// TestTimeSwinTForwards times plain fp32 backbone forwards of the
+// calibration batches flbq calibrate would use (64 images of
+// $FLBQ_SWINT_DATA/instances.json, batches of 8) on the model in
+// $FLBQ_SWINT: the "64 plain fp32 forwards" of docs/BENCHMARKS.md.
+func TestTimeSwinTForwards(t *testing.T) {
+	path, data := os.Getenv("FLBQ_SWINT"), os.Getenv("FLBQ_SWINT_DATA")
+	if path == "" || data == "" {
+		t.Skip("set FLBQ_SWINT=FILE and FLBQ_SWINT_DATA=DIR (flbq data shapes --size 512)")
+	}
+	p, err := Prepare(&RunConfig{Model: path, Data: data + "/instances.json", Images: data + "/images", CalibSize: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	for _, b := range p.Batches {
+		p.Model.Backbone.Forward(b.X, nil)
+	}
+	t.Logf("%d plain fp32 forwards (%d batches): %.1fs", len(p.Images), len(p.Batches), time.Since(t0).Seconds())
+}

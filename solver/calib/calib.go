@@ -35,14 +35,25 @@
 //     It is accumulated during one fp32 pass (the layer's input is at hand
 //     there), costing about len(bits) extra quantized layer products.
 //   - D_L(a): the exact distortion of the whole layer quantized at a few
-//     anchor bit-widths a (default 2 and 4), one partial forward per anchor.
+//     anchor bit-widths a (default 2 and 4), one partial forward per anchor,
+//     measured on the anchor images only: the first AnchorImages images of
+//     the calibration set (default 8, rounded up to whole batches; the set
+//     is already a random draw, so its first images are a random subset).
 //
-// The layer's sensitivity s_L(a) = D_L(a) / Σ_g E_g(a) turns energies into
-// feature distortion; between anchors s_L(b) is interpolated linearly in
-// log s, outside it is held constant, and D_g(b) = s_L(b)·E_g(b). At the
-// anchors the group curves sum to the exact layer curve. The cost is
-// (len(bits)/2 + len(anchors)·L/2)-ish forwards per image instead of
-// units·len(bits)/2: for Swin-T with 32-channel groups about 100× less.
+// The layer's sensitivity s_L(a) = D_L(a) / Σ_g E_g(a), both summed over
+// the anchor images, turns energies into feature distortion; between
+// anchors s_L(b) is interpolated linearly in log s, outside it is held
+// constant, and D_g(b) = s_L(b)·E_g(b) with E_g averaged over all images.
+// With every image an anchor image the group curves sum to the exact layer
+// curve at the anchors. The sensitivity is one ratio per layer (segment)
+// and bit-width, and it varies little between images, so a few images fix
+// it (validate_test.go checks the curves against exact mode with a subset);
+// the energies, which carry the group-to-group detail, use every image.
+// Per image the energy pass costs about len(bits)/2 forwards; the anchors
+// cost about len(anchors)·L/2 forwards per anchor image (L layers, fused
+// q/k/v counted three times): for Swin-T with 32-channel groups and 64
+// images, about 20 forwards per image instead of 100 with every image an
+// anchor image, and 5,000 in exact mode.
 package calib
 
 import (
@@ -82,6 +93,10 @@ type Options struct {
 	Layers []int
 	// Anchors are fast mode's exact layer-level bit-widths (default 2, 4).
 	Anchors []int
+	// AnchorImages is how many of the first calibration images (rounded
+	// up to whole batches) fast mode measures the anchors on; 0 or more
+	// than there are means all of them.
+	AnchorImages int
 	// WholeQKV turns off fast mode's split of fused attention input
 	// projections (Out = 3·In: Swin attn.qkv, ViT in_proj) into q, k and v
 	// segments with their own sensitivities.
@@ -106,6 +121,9 @@ var DefaultBits = []int{1, 2, 3, 4, 5, 6, 7, 8}
 
 // DefaultAnchors are fast mode's default exact layer-level bit-widths.
 var DefaultAnchors = []int{2, 4}
+
+// DefaultAnchorImages is flbq calibrate's default number of anchor images.
+const DefaultAnchorImages = 8
 
 // State is the resumable progress of a Measure run: finished tasks and the
 // per-layer sums they contributed. Tasks are (batch, layer) pieces; sums are
@@ -168,6 +186,10 @@ type engine struct {
 	blockOf map[string]int
 	batches []Batch
 	nImages int
+	// Fast mode: anchor[bi] says batch bi is an anchor batch; nAnchor
+	// counts their images.
+	anchor  []bool
+	nAnchor int
 	o       Options
 	z       *Quantizer
 	st      *State
@@ -244,6 +266,11 @@ func Measure(ctx context.Context, bb model.Backbone, batches []Batch, o Options,
 		}
 		e.units[li] = LayerUnits(li, l.Out, o.GroupSize)
 	}
+	if o.Mode == Fast {
+		e.anchor, e.nAnchor = AnchorBatches(batches, o.AnchorImages)
+	} else {
+		e.anchor = make([]bool, len(batches))
+	}
 	for _, b := range batches {
 		e.nImages += len(b.Images)
 	}
@@ -270,6 +297,22 @@ func Measure(ctx context.Context, bb model.Backbone, batches []Batch, o Options,
 	return &Result{Curves: c, Seconds: secs}, nil
 }
 
+// AnchorBatches marks the batches fast mode measures its anchors on: the
+// first ones, until they hold n images (n ≤ 0: all), and returns how many
+// images they hold.
+func AnchorBatches(batches []Batch, n int) ([]bool, int) {
+	mark := make([]bool, len(batches))
+	images := 0
+	for bi, b := range batches {
+		if n > 0 && images >= n {
+			break
+		}
+		mark[bi] = true
+		images += len(b.Images)
+	}
+	return mark, images
+}
+
 func exactKey(b int, layer string) string  { return fmt.Sprintf("x/%d/%s", b, layer) }
 func statsKey(b int) string                { return fmt.Sprintf("s/%d", b) }
 func anchorKey(b int, layer string) string { return fmt.Sprintf("a/%d/%s", b, layer) }
@@ -291,6 +334,9 @@ func (e *engine) countSteps() {
 			continue
 		}
 		add(statsKey(bi), int64(len(e.sel)))
+		if !e.anchor[bi] {
+			continue
+		}
 		for _, li := range e.sel {
 			add(anchorKey(bi, e.layers[li].Name), int64(len(e.o.Anchors)*len(e.segments(li))))
 		}
@@ -322,7 +368,7 @@ func (e *engine) run(ctx context.Context) error {
 		pending := false
 		for _, li := range e.sel {
 			name := e.layers[li].Name
-			if e.o.Mode == Exact && !e.st.done(exactKey(bi, name)) || e.o.Mode == Fast && !e.st.done(anchorKey(bi, name)) {
+			if e.o.Mode == Exact && !e.st.done(exactKey(bi, name)) || e.o.Mode == Fast && e.anchor[bi] && !e.st.done(anchorKey(bi, name)) {
 				pending = true
 			}
 		}
@@ -349,8 +395,11 @@ func (e *engine) run(ctx context.Context) error {
 			if stats.err != nil {
 				return stats.err
 			}
-			e.st.commit(statsKey(bi), stats.sums())
+			e.st.commit(statsKey(bi), stats.sums(e.anchor[bi]))
 			e.progress(int64(len(e.sel)))
+		}
+		if e.o.Mode == Fast && !e.anchor[bi] {
+			continue
 		}
 		for _, li := range e.sel {
 			if err := e.layerTask(ctx, bi, li, inputs, ref); err != nil {
@@ -524,7 +573,21 @@ func (h *statsHook) overrides() nn.Overrides {
 	return ov
 }
 
-func (h *statsHook) sums() map[string][]float64 { return h.acc }
+// sums returns the batch's sums; an anchor batch's energies are also
+// counted under "ea/<layer>", the anchor images' energies.
+func (h *statsHook) sums(anchor bool) map[string][]float64 {
+	if !anchor {
+		return h.acc
+	}
+	out := map[string][]float64{}
+	for k, v := range h.acc {
+		out[k] = v
+		if name, ok := strings.CutPrefix(k, "e/"); ok {
+			out["ea/"+name] = v
+		}
+	}
+	return out
+}
 
 // curves turns the accumulated sums into curves.
 func (e *engine) curves() (*solver.Curves, error) {
@@ -549,22 +612,25 @@ func (e *engine) curves() (*solver.Curves, error) {
 			}
 		case Fast:
 			en := e.st.Acc["e/"+l.Name]
+			ea := e.st.Acc["ea/"+l.Name]
 			an := e.st.Acc["a/"+l.Name]
 			segs := e.segments(li)
-			if len(en) != l.Out*nb || len(an) != len(e.o.Anchors)*len(segs) {
+			if len(en) != l.Out*nb || len(ea) != l.Out*nb || len(an) != len(e.o.Anchors)*len(segs) {
 				return nil, fmt.Errorf("%s: internal: fast-mode sums have the wrong length", l.Name)
 			}
 			w := e.channelWeights(li, e.st.Acc["m/"+l.Name])
 			en = append([]float64(nil), en...)
+			ea = append([]float64(nil), ea...)
 			for c := 0; c < l.Out; c++ {
 				for bi := 0; bi < nb; bi++ {
-					en[c*nb+bi] *= w[c]
+					en[c*nb+bi] *= w[c] / N
+					ea[c*nb+bi] *= w[c]
 				}
 			}
-			// Sensitivity per segment and bit-width.
+			// Sensitivity per segment and bit-width, from the anchor images.
 			sens := make([][]float64, len(segs))
 			for si, sg := range segs {
-				sens[si] = e.sensitivity(en, an[si*len(e.o.Anchors):(si+1)*len(e.o.Anchors)], sg[0], sg[1])
+				sens[si] = e.sensitivity(ea, an[si*len(e.o.Anchors):(si+1)*len(e.o.Anchors)], sg[0], sg[1])
 			}
 			for ui, u := range units {
 				dist[ui] = make([]float64, nb)
@@ -592,8 +658,8 @@ func (e *engine) curves() (*solver.Curves, error) {
 }
 
 // sensitivity returns s(b) for every measured bit-width of the channel
-// segment [lo, hi) from its anchor distortions an (sums over images) and
-// the per-channel energies en.
+// segment [lo, hi) from its anchor distortions an and the per-channel
+// energies en, both summed over the anchor images.
 func (e *engine) sensitivity(en, an []float64, lo, hi int) []float64 {
 	nb := len(e.o.Bits)
 	s := make([]float64, len(e.o.Anchors))
@@ -604,7 +670,7 @@ func (e *engine) sensitivity(en, an []float64, lo, hi int) []float64 {
 			el += en[c*nb+bi]
 		}
 		if el > 0 {
-			s[ai] = an[ai] / float64(e.nImages) / el
+			s[ai] = an[ai] / el
 		}
 	}
 	out := make([]float64, nb)

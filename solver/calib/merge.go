@@ -10,7 +10,7 @@ import (
 )
 
 // MergeKeys are the meta fields that must agree between shards.
-var MergeKeys = []string{"model", "model_sha256", "image_ids", "seed", "granularity", "group_size", "mode", "rule", "anchors", "layer_order", "distortion"}
+var MergeKeys = []string{"model", "model_sha256", "image_ids", "seed", "granularity", "group_size", "mode", "rule", "anchors", "anchor_images", "layer_order", "distortion"}
 
 // Merge joins the curves of shards of one calibration (flbq calibrate
 // --shard i/n or --layers A:B): bits and the MergeKeys meta fields must be

@@ -32,9 +32,12 @@ type RunConfig struct {
 	Rule        qformat.Rule
 	Bits        []int
 	Anchors     []int
-	Batch       int    // images per forward batch (default 8)
-	Layers      string // "A:B" or ""
-	Shard       string // "i/n" or ""
+	// AnchorImages: fast mode's anchor images (0: DefaultAnchorImages,
+	// negative: all images).
+	AnchorImages int
+	Batch        int    // images per forward batch (default 8)
+	Layers       string // "A:B" or ""
+	Shard        string // "i/n" or ""
 	// Checkpoint is the checkpoint path ("" disables checkpoints).
 	Checkpoint string
 	SaveEvery  time.Duration
@@ -126,6 +129,14 @@ func (rc *RunConfig) Options(p *Prepared) (Options, map[string]any, error) {
 	if o.Mode == Exact {
 		o.Anchors = nil
 	}
+	if o.Mode == Fast {
+		switch {
+		case rc.AnchorImages == 0:
+			o.AnchorImages = DefaultAnchorImages
+		case rc.AnchorImages > 0:
+			o.AnchorImages = rc.AnchorImages
+		}
+	}
 	switch rc.Granularity {
 	case "", "group":
 		rc.Granularity = "group"
@@ -185,7 +196,8 @@ func (rc *RunConfig) Options(p *Prepared) (Options, map[string]any, error) {
 	meta["batch"] = rc.Batch
 	if o.Mode == Fast {
 		meta["anchors"] = o.Anchors
-		meta["fast_estimator"] = "D_g(b) = s_seg(b) * sum_{c in g} w_c E_c(b): E_c = output-error energy of channel c with the layer at b bits, w_c structural channel weight, s_seg from exact segment distortions at the anchors (package solver/calib)"
+		_, meta["anchor_images"] = AnchorBatches(p.Batches, o.AnchorImages)
+		meta["fast_estimator"] = "D_g(b) = s_seg(b) * sum_{c in g} w_c E_c(b): E_c = output-error energy of channel c with the layer at b bits, w_c structural channel weight, s_seg = exact segment distortion / sum of w_c E_c at the anchors, both over the anchor images (the first anchor_images images); E_c averaged over all images (package solver/calib)"
 	}
 	meta["distortion"] = Definition
 	meta["layer_order"] = order
@@ -195,7 +207,7 @@ func (rc *RunConfig) Options(p *Prepared) (Options, map[string]any, error) {
 // fingerprint lists every argument that changes a run's result.
 func fingerprint(o Options, meta map[string]any) map[string]string {
 	fp := map[string]string{}
-	for _, k := range []string{"model_sha256", "image_ids", "seed", "granularity", "group_size", "mode", "rule", "batch", "anchors", "layers", "shard"} {
+	for _, k := range []string{"model_sha256", "image_ids", "seed", "granularity", "group_size", "mode", "rule", "batch", "anchors", "anchor_images", "layers", "shard"} {
 		if v, ok := meta[k]; ok {
 			fp[k] = fmt.Sprint(v)
 		}

@@ -3,6 +3,7 @@ package calib
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -73,7 +74,8 @@ func TestRunMetaAndSelection(t *testing.T) {
 }
 
 // TestResume interrupts a run, checks the checkpoint, resumes, and
-// compares with an uninterrupted run; then corrupts and mismatches the
+// compares with an uninterrupted run (exact; fast with the anchors on all
+// images and on the first batch only); then corrupts and mismatches the
 // checkpoint.
 func TestResume(t *testing.T) {
 	rc := runConfig(t, 6, 6)
@@ -85,11 +87,21 @@ func TestResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mode := range []string{Exact, Fast} {
-		rc.Mode = mode
+	for _, tc := range []struct {
+		mode         string
+		anchorImages int
+	}{{Exact, 0}, {Fast, 0}, {Fast, 2}} {
+		mode := tc.mode
+		rc.Mode, rc.AnchorImages = tc.mode, tc.anchorImages
+		if tc.anchorImages > 0 {
+			mode = fmt.Sprintf("fast, %d anchor images", tc.anchorImages)
+		}
 		ref, err := RunPrepared(context.Background(), rc, p)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if tc.anchorImages > 0 && ref.Curves.Meta["anchor_images"] != tc.anchorImages {
+			t.Errorf("%s: meta anchor_images %v", mode, ref.Curves.Meta["anchor_images"])
 		}
 		if mode == Exact {
 			if !reflect.DeepEqual(ref.Curves.Units, full.Curves.Units) {
@@ -126,7 +138,7 @@ func TestResume(t *testing.T) {
 		}
 	}
 	// Corrupted and mismatched checkpoints are refused.
-	rc.Mode = Exact
+	rc.Mode, rc.AnchorImages = Exact, 0
 	ctx, cancel := context.WithCancel(context.Background())
 	rci := *rc
 	rci.Progress = func(done, total int) {
@@ -167,29 +179,37 @@ func TestShardsMerge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	full, err := RunPrepared(context.Background(), rc, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var shards []*solver.Curves
-	var names []string
-	for _, s := range []string{"1/3", "0/3", "2/3"} {
-		r := *rc
-		r.Shard = s
-		res, err := RunPrepared(context.Background(), &r, p)
+	merged := func(rc *RunConfig) ([]*solver.Curves, []string) {
+		full, err := RunPrepared(context.Background(), rc, p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		shards = append(shards, roundTrip(t, res.Curves))
-		names = append(names, s)
+		var shards []*solver.Curves
+		var names []string
+		for _, s := range []string{"1/3", "0/3", "2/3"} {
+			r := *rc
+			r.Shard = s
+			res, err := RunPrepared(context.Background(), &r, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			shards = append(shards, roundTrip(t, res.Curves))
+			names = append(names, s)
+		}
+		m, err := Merge(shards, names, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(m.Units, roundTrip(t, full.Curves).Units) {
+			t.Errorf("%s mode: merged shards differ from the full run", rc.Mode)
+		}
+		return shards, names
 	}
-	m, err := Merge(shards, names, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(m.Units, full.Curves.Units) {
-		t.Error("merged shards differ from the full run")
-	}
+	// Fast mode with the anchors on the first of two batches.
+	rf := *rc
+	rf.Mode, rf.AnchorImages = Fast, 2
+	merged(&rf)
+	shards, names := merged(rc)
 	if _, err := Merge(shards[:2], names[:2], false); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Errorf("merge with a shard missing: %v", err)
 	}

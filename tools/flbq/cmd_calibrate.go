@@ -38,8 +38,10 @@ func init() {
    through the int8 kernel at b bits.
 
    --mode exact  the definition, re-running only the blocks after the unit.
-   --mode fast   layer-output error energies scaled by exact layer (q/k/v
-                 segment) distortions at --anchors bits (see solver/calib).
+   --mode fast   layer-output error energies (all images) scaled by exact
+                 layer (q/k/v segment) distortions at --anchors bits,
+                 measured on the first --anchor-images images (see
+                 solver/calib).
 
    Ctrl-C saves progress to --checkpoint (default OUT.ckpt); rerunning the
    same command resumes. --layers A:B and --shard i/n compute a subset;
@@ -60,6 +62,7 @@ func init() {
 			&cli.StringFlag{Name: "rule", Value: "mse", Usage: "weight scale rule: mse (clipping search) or minmax"},
 			&cli.StringFlag{Name: "bits", Value: "1:8", Usage: "measured bit-widths, `LIST` (1,2,4) or range (1:8)"},
 			&cli.StringFlag{Name: "anchors", Value: "2,4", Usage: "fast mode: exact layer-level bit-widths"},
+			&cli.IntFlag{Name: "anchor-images", Value: calib.DefaultAnchorImages, Usage: "fast mode: images the anchors are measured on (the first ones, whole batches; 0: all)"},
 			&cli.IntFlag{Name: "batch", Value: 8, Usage: "images per forward batch (equal sizes only)"},
 			&cli.StringFlag{Name: "layers", Usage: "only layers `A:B` (forward order, half-open)"},
 			&cli.StringFlag{Name: "shard", Usage: "only shard `i/n` of the layers (every n-th from i)"},
@@ -135,6 +138,13 @@ func runCalibrate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	anchorImages := c.Int("anchor-images")
+	switch {
+	case anchorImages < 0:
+		return fmt.Errorf("--anchor-images %d: want a positive number of images, or 0 for all", anchorImages)
+	case anchorImages == 0:
+		anchorImages = -1 // RunConfig: all images
+	}
 	if t := c.Int("threads"); t > 0 {
 		nn.SetThreads(t)
 	}
@@ -154,7 +164,7 @@ func runCalibrate(c *cli.Context) error {
 		Model: c.String("model"), Data: c.String("data"), Images: c.String("images"),
 		CalibSize: c.Int("calib-size"), Seed: c.Uint64("seed"),
 		Granularity: c.String("granularity"), GroupSize: c.Int("group-size"), Mode: c.String("mode"),
-		Rule: rule, Bits: bits, Anchors: anchors, Batch: c.Int("batch"),
+		Rule: rule, Bits: bits, Anchors: anchors, AnchorImages: anchorImages, Batch: c.Int("batch"),
 		Layers: c.String("layers"), Shard: c.String("shard"),
 		Checkpoint: ckpt, SaveEvery: c.Duration("checkpoint-every"),
 		Warn:     func(m string) { fmt.Fprintf(os.Stderr, "flbq: warning: %s\n", m) },

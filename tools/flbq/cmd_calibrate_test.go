@@ -90,4 +90,16 @@ func TestCalibrateCLI(t *testing.T) {
 	if _, err := runCLI(t, append(base, "--out", full, "--group-size", "20")...); err == nil || !strings.Contains(err.Error(), "multiple of 16") {
 		t.Errorf("--group-size 20: %v", err)
 	}
+	fast := filepath.Join(dir, "fast.json")
+	if out, err := runCLI(t, append(base, "--out", fast, "--mode", "fast", "--batch", "1", "--anchor-images", "2")...); err != nil {
+		t.Fatalf("fast mode: %v\n%s", err, out)
+	}
+	if f, err := solver.ReadCurvesFile(fast); err != nil {
+		t.Error(err)
+	} else if f.Meta["anchor_images"] != 2.0 {
+		t.Errorf("fast mode, --anchor-images 2: meta anchor_images %v, want 2", f.Meta["anchor_images"])
+	}
+	if _, err := runCLI(t, append(base, "--out", fast, "--mode", "fast", "--anchor-images", "-1")...); err == nil || !strings.Contains(err.Error(), "--anchor-images") {
+		t.Errorf("--anchor-images -1: %v", err)
+	}
 }
