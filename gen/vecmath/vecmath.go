@@ -122,7 +122,7 @@ type gen struct {
 	*build.Context
 	table  operand.Mem
 	index  map[string]int
-	masks  operand.Mem // 8 × 0xFFFFFFFF then 8 × 0: 32 bytes at 4·(8−r) select r lanes
+	masks  operand.Mem // 8 × 0 then 8 × 0xFFFFFFFF: the 32 bytes at 4·r select the top r lanes
 	labels int
 }
 
@@ -137,11 +137,11 @@ func newGen(c *build.Context) *gen {
 			c.AppendDatum(operand.U32(t.bits[n]))
 		}
 	}
-	g.masks = c.StaticGlobal("tailMasks")
+	g.masks = c.StaticGlobal("topLanes")
 	c.DataAttributes(attr.RODATA | attr.NOPTR)
 	for j := 0; j < 16; j++ {
 		v := uint32(0)
-		if j < 8 {
+		if j >= 8 {
 			v = 0xFFFFFFFF
 		}
 		c.AppendDatum(operand.U32(v))
@@ -253,16 +253,6 @@ func (g *gen) blocks(base, n reg.Register, body func(p reg.GPVirtual)) reg.GPVir
 	return p
 }
 
-// tailMask loads the mask of the n mod 8 trailing lanes into m.
-func (g *gen) tailMask(n reg.Register, m reg.VecVirtual) {
-	r, a := g.GP64(), g.GP64()
-	g.MOVQ(n, r)
-	g.ANDQ(operand.U32(7), r)
-	g.NEGQ(r)
-	g.LEAQ(g.masks, a)
-	g.VMOVDQU(operand.Mem{Base: a, Index: r, Scale: 4, Disp: 32}, m)
-}
-
 // expKernel: ExpAVX2(dst, x []float32) int computes dst[i] = exp(x[i]) for
 // the whole blocks of 8 and returns how many it did (len(dst) ≥ len(x)).
 func (g *gen) expKernel() {
@@ -290,43 +280,52 @@ func (g *gen) expKernel() {
 	g.RET()
 }
 
-// softmaxKernel: SoftmaxRowAVX2(x []float32), in place, tail lanes masked.
+// softmaxKernel: SoftmaxRowAVX2(x []float32), in place, len(x) ≥ 8. The
+// n mod 8 trailing values are handled as the last 8 values of the row, a
+// vector that overlaps the last whole block: it is loaded before the block
+// loop overwrites the overlap and stored after it with the same values, and
+// only its new lanes enter the sum (masked loads and stores are slow on AMD).
 func (g *gen) softmaxKernel() {
 	g.Function("SoftmaxRowAVX2")
 	g.Attributes(attr.NOSPLIT)
 	g.Pragma("noescape")
 	g.SignatureExpr("func(x []float32)")
-	g.Doc("SoftmaxRowAVX2 replaces x (len ≥ 1) by softmax(x) = exp(x−max)/Σ exp(x−max).")
+	g.Doc("SoftmaxRowAVX2 replaces x (len ≥ 8) by softmax(x) = exp(x−max)/Σ exp(x−max).")
 	x := g.Load(g.Param("x").Base(), g.GP64())
 	n := g.Load(g.Param("x").Len(), g.GP64())
-	mask, neg := g.YMM(), g.YMM()
-	g.tailMask(n, mask)
-	g.VMOVUPS(g.k("neginf"), neg)
-	tail := func(body func(p reg.GPVirtual), p reg.GPVirtual) {
+	// tp: the last 8 values; rem: the lanes of that vector past the blocks.
+	tp, rem := g.GP64(), g.GP64()
+	g.LEAQ(operand.Mem{Base: x, Index: n, Scale: 4, Disp: -32}, tp)
+	g.MOVQ(n, rem)
+	g.ANDQ(operand.U32(7), rem)
+	ifTail := func(body func()) {
 		skip := g.label("notail")
-		r := g.GP64()
-		g.MOVQ(n, r)
-		g.ANDQ(operand.U32(7), r)
+		g.TESTQ(rem, rem)
 		g.JZ(operand.LabelRef(skip))
-		body(p)
+		body()
 		g.Label(skip)
 	}
-	// Pass 1: maximum.
+	// Pass 1: maximum (the overlap does not matter).
 	m := g.YMM()
-	g.VMOVUPS(neg, m)
-	p := g.blocks(x, n, func(p reg.GPVirtual) { g.VMAXPS(mem(p, 0), m, m) })
-	tail(func(p reg.GPVirtual) {
-		t := g.YMM()
-		g.VMASKMOVPS(mem(p, 0), mask, t)
-		g.VBLENDVPS(mask, t, neg, t)
-		g.VMAXPS(t, m, m)
-	}, p)
+	g.VMOVUPS(g.k("neginf"), m)
+	g.blocks(x, n, func(p reg.GPVirtual) { g.VMAXPS(mem(p, 0), m, m) })
+	ifTail(func() { g.VMAXPS(mem(tp, 0), m, m) })
 	g.hmax(m)
 	g.VBROADCASTSS(m.AsX(), m)
 	// Pass 2: e = exp(x − max), stored, and their sum.
-	s := g.YMM()
+	s, et := g.YMM(), g.YMM()
 	g.VXORPS(s, s, s)
-	p = g.blocks(x, n, func(p reg.GPVirtual) {
+	ifTail(func() {
+		v, mask, a := g.YMM(), g.YMM(), g.GP64()
+		g.VMOVUPS(mem(tp, 0), v)
+		g.VSUBPS(m, v, v)
+		g.exp(v, et)
+		g.LEAQ(g.masks, a)
+		g.VMOVDQU(operand.Mem{Base: a, Index: rem, Scale: 4}, mask) // top rem lanes
+		g.VANDPS(mask, et, v)
+		g.VADDPS(v, s, s)
+	})
+	g.blocks(x, n, func(p reg.GPVirtual) {
 		v, e := g.YMM(), g.YMM()
 		g.VMOVUPS(mem(p, 0), v)
 		g.VSUBPS(m, v, v)
@@ -334,32 +333,21 @@ func (g *gen) softmaxKernel() {
 		g.VMOVUPS(e, mem(p, 0))
 		g.VADDPS(e, s, s)
 	})
-	tail(func(p reg.GPVirtual) {
-		v, e := g.YMM(), g.YMM()
-		g.VMASKMOVPS(mem(p, 0), mask, v)
-		g.VSUBPS(m, v, v)
-		g.exp(v, e)
-		g.VANDPS(mask, e, e)
-		g.VMASKMOVPS(e, mask, mem(p, 0))
-		g.VADDPS(e, s, s)
-	}, p)
+	ifTail(func() { g.VMOVUPS(et, mem(tp, 0)) })
 	g.hadd(s)
 	inv := g.YMM()
 	g.VMOVSS(g.k("one"), inv.AsX())
 	g.VDIVSS(s.AsX(), inv.AsX(), inv.AsX())
 	g.VBROADCASTSS(inv.AsX(), inv)
 	// Pass 3: scale by 1/sum.
-	p = g.blocks(x, n, func(p reg.GPVirtual) {
+	vt := g.YMM()
+	ifTail(func() { g.VMULPS(mem(tp, 0), inv, vt) })
+	g.blocks(x, n, func(p reg.GPVirtual) {
 		v := g.YMM()
 		g.VMULPS(mem(p, 0), inv, v)
 		g.VMOVUPS(v, mem(p, 0))
 	})
-	tail(func(p reg.GPVirtual) {
-		v := g.YMM()
-		g.VMASKMOVPS(mem(p, 0), mask, v)
-		g.VMULPS(inv, v, v)
-		g.VMASKMOVPS(v, mask, mem(p, 0))
-	}, p)
+	ifTail(func() { g.VMOVUPS(vt, mem(tp, 0)) })
 	g.VZEROUPPER()
 	g.RET()
 }

@@ -262,23 +262,23 @@ DATA vecConsts<>+1016(SB)/4, $0xbc69b6a7
 DATA vecConsts<>+1020(SB)/4, $0xbc69b6a7
 GLOBL vecConsts<>(SB), RODATA|NOPTR, $1024
 
-DATA tailMasks<>+0(SB)/4, $0xffffffff
-DATA tailMasks<>+4(SB)/4, $0xffffffff
-DATA tailMasks<>+8(SB)/4, $0xffffffff
-DATA tailMasks<>+12(SB)/4, $0xffffffff
-DATA tailMasks<>+16(SB)/4, $0xffffffff
-DATA tailMasks<>+20(SB)/4, $0xffffffff
-DATA tailMasks<>+24(SB)/4, $0xffffffff
-DATA tailMasks<>+28(SB)/4, $0xffffffff
-DATA tailMasks<>+32(SB)/4, $0x00000000
-DATA tailMasks<>+36(SB)/4, $0x00000000
-DATA tailMasks<>+40(SB)/4, $0x00000000
-DATA tailMasks<>+44(SB)/4, $0x00000000
-DATA tailMasks<>+48(SB)/4, $0x00000000
-DATA tailMasks<>+52(SB)/4, $0x00000000
-DATA tailMasks<>+56(SB)/4, $0x00000000
-DATA tailMasks<>+60(SB)/4, $0x00000000
-GLOBL tailMasks<>(SB), RODATA|NOPTR, $64
+DATA topLanes<>+0(SB)/4, $0x00000000
+DATA topLanes<>+4(SB)/4, $0x00000000
+DATA topLanes<>+8(SB)/4, $0x00000000
+DATA topLanes<>+12(SB)/4, $0x00000000
+DATA topLanes<>+16(SB)/4, $0x00000000
+DATA topLanes<>+20(SB)/4, $0x00000000
+DATA topLanes<>+24(SB)/4, $0x00000000
+DATA topLanes<>+28(SB)/4, $0x00000000
+DATA topLanes<>+32(SB)/4, $0xffffffff
+DATA topLanes<>+36(SB)/4, $0xffffffff
+DATA topLanes<>+40(SB)/4, $0xffffffff
+DATA topLanes<>+44(SB)/4, $0xffffffff
+DATA topLanes<>+48(SB)/4, $0xffffffff
+DATA topLanes<>+52(SB)/4, $0xffffffff
+DATA topLanes<>+56(SB)/4, $0xffffffff
+DATA topLanes<>+60(SB)/4, $0xffffffff
+GLOBL topLanes<>(SB), RODATA|NOPTR, $64
 
 // func ExpAVX2(dst []float32, x []float32) int
 // Requires: AVX, AVX2, FMA3
@@ -334,144 +334,146 @@ done_2:
 TEXT ·SoftmaxRowAVX2(SB), NOSPLIT, $0-24
 	MOVQ    x_base+0(FP), AX
 	MOVQ    x_len+8(FP), CX
-	MOVQ    CX, DX
-	ANDQ    $0x00000007, DX
-	NEGQ    DX
-	LEAQ    tailMasks<>+0(SB), BX
-	VMOVDQU 32(BX)(DX*4), Y0
-	VMOVUPS vecConsts<>+128(SB), Y1
-	VMOVUPS Y1, Y2
-	MOVQ    AX, DX
+	LEAQ    -32(AX)(CX*4), DX
 	MOVQ    CX, BX
-	SHRQ    $0x03, BX
+	ANDQ    $0x00000007, BX
+	VMOVUPS vecConsts<>+128(SB), Y0
+	MOVQ    AX, SI
+	MOVQ    CX, DI
+	SHRQ    $0x03, DI
 	JZ      done_4
 
 loop_3:
-	VMAXPS (DX), Y2, Y2
-	ADDQ   $0x00000020, DX
-	DECQ   BX
+	VMAXPS (SI), Y0, Y0
+	ADDQ   $0x00000020, SI
+	DECQ   DI
 	JNZ    loop_3
 
 done_4:
-	MOVQ       CX, BX
-	ANDQ       $0x00000007, BX
-	JZ         notail_5
-	VMASKMOVPS (DX), Y0, Y3
-	VBLENDVPS  Y0, Y3, Y1, Y3
-	VMAXPS     Y3, Y2, Y2
+	TESTQ  BX, BX
+	JZ     notail_5
+	VMAXPS (DX), Y0, Y0
 
 notail_5:
-	VEXTRACTF128 $0x01, Y2, X1
-	VMAXPS       X1, X2, X2
-	VPERMILPS    $0x4e, X2, X1
-	VMAXPS       X1, X2, X2
-	VPERMILPS    $0xb1, X2, X1
-	VMAXPS       X1, X2, X2
-	VBROADCASTSS X2, Y2
+	VEXTRACTF128 $0x01, Y0, X1
+	VMAXPS       X1, X0, X0
+	VPERMILPS    $0x4e, X0, X1
+	VMAXPS       X1, X0, X0
+	VPERMILPS    $0xb1, X0, X1
+	VMAXPS       X1, X0, X0
+	VBROADCASTSS X0, Y0
 	VXORPS       Y1, Y1, Y1
-	MOVQ         AX, DX
-	MOVQ         CX, BX
-	SHRQ         $0x03, BX
-	JZ           done_7
-
-loop_6:
-	VMOVUPS      (DX), Y3
-	VSUBPS       Y2, Y3, Y3
-	VMINPS       vecConsts<>+480(SB), Y3, Y5
+	TESTQ        BX, BX
+	JZ           notail_6
+	VMOVUPS      (DX), Y4
+	VSUBPS       Y0, Y4, Y4
+	VMINPS       vecConsts<>+480(SB), Y4, Y5
 	VMAXPS       vecConsts<>+512(SB), Y5, Y5
 	VMULPS       vecConsts<>+192(SB), Y5, Y6
 	VROUNDPS     $0x00, Y6, Y6
 	VFNMADD231PS vecConsts<>+224(SB), Y6, Y5
 	VFNMADD231PS vecConsts<>+256(SB), Y6, Y5
-	VMOVUPS      vecConsts<>+288(SB), Y4
-	VFMADD213PS  vecConsts<>+320(SB), Y5, Y4
-	VFMADD213PS  vecConsts<>+352(SB), Y5, Y4
-	VFMADD213PS  vecConsts<>+384(SB), Y5, Y4
-	VFMADD213PS  vecConsts<>+416(SB), Y5, Y4
-	VFMADD213PS  vecConsts<>+448(SB), Y5, Y4
+	VMOVUPS      vecConsts<>+288(SB), Y2
+	VFMADD213PS  vecConsts<>+320(SB), Y5, Y2
+	VFMADD213PS  vecConsts<>+352(SB), Y5, Y2
+	VFMADD213PS  vecConsts<>+384(SB), Y5, Y2
+	VFMADD213PS  vecConsts<>+416(SB), Y5, Y2
+	VFMADD213PS  vecConsts<>+448(SB), Y5, Y2
 	VMULPS       Y5, Y5, Y7
-	VFMADD213PS  Y5, Y7, Y4
-	VADDPS       vecConsts<>+0(SB), Y4, Y4
+	VFMADD213PS  Y5, Y7, Y2
+	VADDPS       vecConsts<>+0(SB), Y2, Y2
 	VCVTPS2DQ    Y6, Y6
 	VPADDD       vecConsts<>+160(SB), Y6, Y6
 	VPSLLD       $0x17, Y6, Y6
-	VMULPS       Y6, Y4, Y4
-	VCMPPS       $0x0e, vecConsts<>+480(SB), Y3, Y5
-	VBLENDVPS    Y5, vecConsts<>+96(SB), Y4, Y4
-	VCMPPS       $0x01, vecConsts<>+512(SB), Y3, Y5
-	VANDNPS      Y4, Y5, Y4
-	VCMPPS       $0x03, Y3, Y3, Y5
-	VBLENDVPS    Y5, Y3, Y4, Y4
-	VMOVUPS      Y4, (DX)
+	VMULPS       Y6, Y2, Y2
+	VCMPPS       $0x0e, vecConsts<>+480(SB), Y4, Y5
+	VBLENDVPS    Y5, vecConsts<>+96(SB), Y2, Y2
+	VCMPPS       $0x01, vecConsts<>+512(SB), Y4, Y5
+	VANDNPS      Y2, Y5, Y2
+	VCMPPS       $0x03, Y4, Y4, Y5
+	VBLENDVPS    Y5, Y4, Y2, Y2
+	LEAQ         topLanes<>+0(SB), SI
+	VMOVDQU      (SI)(BX*4), Y4
+	VANDPS       Y4, Y2, Y4
 	VADDPS       Y4, Y1, Y1
-	ADDQ         $0x00000020, DX
-	DECQ         BX
-	JNZ          loop_6
 
-done_7:
-	MOVQ         CX, BX
-	ANDQ         $0x00000007, BX
-	JZ           notail_8
-	VMASKMOVPS   (DX), Y0, Y3
-	VSUBPS       Y2, Y3, Y3
-	VMINPS       vecConsts<>+480(SB), Y3, Y4
-	VMAXPS       vecConsts<>+512(SB), Y4, Y4
-	VMULPS       vecConsts<>+192(SB), Y4, Y5
-	VROUNDPS     $0x00, Y5, Y5
-	VFNMADD231PS vecConsts<>+224(SB), Y5, Y4
-	VFNMADD231PS vecConsts<>+256(SB), Y5, Y4
-	VMOVUPS      vecConsts<>+288(SB), Y2
-	VFMADD213PS  vecConsts<>+320(SB), Y4, Y2
-	VFMADD213PS  vecConsts<>+352(SB), Y4, Y2
-	VFMADD213PS  vecConsts<>+384(SB), Y4, Y2
-	VFMADD213PS  vecConsts<>+416(SB), Y4, Y2
-	VFMADD213PS  vecConsts<>+448(SB), Y4, Y2
-	VMULPS       Y4, Y4, Y6
-	VFMADD213PS  Y4, Y6, Y2
-	VADDPS       vecConsts<>+0(SB), Y2, Y2
-	VCVTPS2DQ    Y5, Y5
-	VPADDD       vecConsts<>+160(SB), Y5, Y5
-	VPSLLD       $0x17, Y5, Y5
-	VMULPS       Y5, Y2, Y2
-	VCMPPS       $0x0e, vecConsts<>+480(SB), Y3, Y4
-	VBLENDVPS    Y4, vecConsts<>+96(SB), Y2, Y2
-	VCMPPS       $0x01, vecConsts<>+512(SB), Y3, Y4
-	VANDNPS      Y2, Y4, Y2
-	VCMPPS       $0x03, Y3, Y3, Y4
-	VBLENDVPS    Y4, Y3, Y2, Y2
-	VANDPS       Y0, Y2, Y2
-	VMASKMOVPS   Y2, Y0, (DX)
-	VADDPS       Y2, Y1, Y1
+notail_6:
+	MOVQ AX, SI
+	MOVQ CX, DI
+	SHRQ $0x03, DI
+	JZ   done_8
 
-notail_8:
-	VEXTRACTF128 $0x01, Y1, X2
-	VADDPS       X2, X1, X1
-	VPERMILPS    $0x4e, X1, X2
-	VADDPS       X2, X1, X1
-	VPERMILPS    $0xb1, X1, X2
-	VADDPS       X2, X1, X1
-	VMOVSS       vecConsts<>+0(SB), X2
-	VDIVSS       X1, X2, X2
-	VBROADCASTSS X2, Y2
-	MOVQ         CX, DX
-	SHRQ         $0x03, DX
-	JZ           done_10
+loop_7:
+	VMOVUPS      (SI), Y4
+	VSUBPS       Y0, Y4, Y4
+	VMINPS       vecConsts<>+480(SB), Y4, Y6
+	VMAXPS       vecConsts<>+512(SB), Y6, Y6
+	VMULPS       vecConsts<>+192(SB), Y6, Y7
+	VROUNDPS     $0x00, Y7, Y7
+	VFNMADD231PS vecConsts<>+224(SB), Y7, Y6
+	VFNMADD231PS vecConsts<>+256(SB), Y7, Y6
+	VMOVUPS      vecConsts<>+288(SB), Y5
+	VFMADD213PS  vecConsts<>+320(SB), Y6, Y5
+	VFMADD213PS  vecConsts<>+352(SB), Y6, Y5
+	VFMADD213PS  vecConsts<>+384(SB), Y6, Y5
+	VFMADD213PS  vecConsts<>+416(SB), Y6, Y5
+	VFMADD213PS  vecConsts<>+448(SB), Y6, Y5
+	VMULPS       Y6, Y6, Y8
+	VFMADD213PS  Y6, Y8, Y5
+	VADDPS       vecConsts<>+0(SB), Y5, Y5
+	VCVTPS2DQ    Y7, Y7
+	VPADDD       vecConsts<>+160(SB), Y7, Y7
+	VPSLLD       $0x17, Y7, Y7
+	VMULPS       Y7, Y5, Y5
+	VCMPPS       $0x0e, vecConsts<>+480(SB), Y4, Y6
+	VBLENDVPS    Y6, vecConsts<>+96(SB), Y5, Y5
+	VCMPPS       $0x01, vecConsts<>+512(SB), Y4, Y6
+	VANDNPS      Y5, Y6, Y5
+	VCMPPS       $0x03, Y4, Y4, Y6
+	VBLENDVPS    Y6, Y4, Y5, Y5
+	VMOVUPS      Y5, (SI)
+	VADDPS       Y5, Y1, Y1
+	ADDQ         $0x00000020, SI
+	DECQ         DI
+	JNZ          loop_7
 
-loop_9:
-	VMULPS  (AX), Y2, Y1
+done_8:
+	TESTQ   BX, BX
+	JZ      notail_9
+	VMOVUPS Y2, (DX)
+
+notail_9:
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X0, X1, X1
+	VPERMILPS    $0x4e, X1, X0
+	VADDPS       X0, X1, X1
+	VPERMILPS    $0xb1, X1, X0
+	VADDPS       X0, X1, X1
+	VMOVSS       vecConsts<>+0(SB), X0
+	VDIVSS       X1, X0, X0
+	VBROADCASTSS X0, Y0
+	TESTQ        BX, BX
+	JZ           notail_10
+	VMULPS       (DX), Y0, Y3
+
+notail_10:
+	MOVQ CX, CX
+	SHRQ $0x03, CX
+	JZ   done_12
+
+loop_11:
+	VMULPS  (AX), Y0, Y1
 	VMOVUPS Y1, (AX)
 	ADDQ    $0x00000020, AX
-	DECQ    DX
-	JNZ     loop_9
+	DECQ    CX
+	JNZ     loop_11
 
-done_10:
-	ANDQ       $0x00000007, CX
-	JZ         notail_11
-	VMASKMOVPS (AX), Y0, Y1
-	VMULPS     Y2, Y1, Y1
-	VMASKMOVPS Y1, Y0, (AX)
+done_12:
+	TESTQ   BX, BX
+	JZ      notail_13
+	VMOVUPS Y3, (DX)
 
-notail_11:
+notail_13:
 	VZEROUPPER
 	RET
 
@@ -482,9 +484,9 @@ TEXT ·GELUAVX2(SB), NOSPLIT, $0-32
 	MOVQ x_len+8(FP), CX
 	MOVQ CX, DX
 	SHRQ $0x03, DX
-	JZ   done_13
+	JZ   done_15
 
-loop_12:
+loop_14:
 	VMOVUPS     (AX), Y0
 	VMULPS      vecConsts<>+544(SB), Y0, Y1
 	VMINPS      vecConsts<>+576(SB), Y1, Y2
@@ -512,9 +514,9 @@ loop_12:
 	VMOVUPS     Y1, (AX)
 	ADDQ        $0x00000020, AX
 	DECQ        DX
-	JNZ         loop_12
+	JNZ         loop_14
 
-done_13:
+done_15:
 	ANDQ $-8, CX
 	MOVQ CX, ret+24(FP)
 	VZEROUPPER
@@ -529,17 +531,17 @@ TEXT ·AddAVX2(SB), NOSPLIT, $0-56
 	SUBQ CX, AX
 	MOVQ DX, BX
 	SHRQ $0x03, BX
-	JZ   done_15
+	JZ   done_17
 
-loop_14:
+loop_16:
 	VMOVUPS (CX), Y0
 	VADDPS  (CX)(AX*1), Y0, Y0
 	VMOVUPS Y0, (CX)(AX*1)
 	ADDQ    $0x00000020, CX
 	DECQ    BX
-	JNZ     loop_14
+	JNZ     loop_16
 
-done_15:
+done_17:
 	ANDQ $-8, DX
 	MOVQ DX, ret+48(FP)
 	VZEROUPPER
@@ -560,7 +562,7 @@ TEXT ·LayerNormAVX2(SB), NOSPLIT, $0-116
 	VMOVSS     vecConsts<>+0(SB), X2
 	VDIVSS     X1, X2, X1
 
-row_16:
+row_18:
 	MOVQ   AX, R8
 	SUBQ   CX, R8
 	MOVQ   SI, R9
@@ -571,15 +573,15 @@ row_16:
 	MOVQ   CX, R11
 	MOVQ   BX, R12
 	SHRQ   $0x03, R12
-	JZ     done_18
+	JZ     done_20
 
-loop_17:
+loop_19:
 	VADDPS (R11), Y3, Y3
 	ADDQ   $0x00000020, R11
 	DECQ   R12
-	JNZ    loop_17
+	JNZ    loop_19
 
-done_18:
+done_20:
 	VEXTRACTF128 $0x01, Y3, X4
 	VADDPS       X4, X3, X3
 	VPERMILPS    $0x4e, X3, X4
@@ -592,17 +594,17 @@ done_18:
 	MOVQ         CX, R11
 	MOVQ         BX, R12
 	SHRQ         $0x03, R12
-	JZ           done_20
+	JZ           done_22
 
-loop_19:
+loop_21:
 	VMOVUPS     (R11), Y5
 	VSUBPS      Y3, Y5, Y5
 	VFMADD231PS Y5, Y5, Y4
 	ADDQ        $0x00000020, R11
 	DECQ        R12
-	JNZ         loop_19
+	JNZ         loop_21
 
-done_20:
+done_22:
 	VEXTRACTF128 $0x01, Y4, X5
 	VADDPS       X5, X4, X4
 	VPERMILPS    $0x4e, X4, X5
@@ -617,9 +619,9 @@ done_20:
 	MOVQ         CX, R11
 	MOVQ         BX, R12
 	SHRQ         $0x03, R12
-	JZ           done_22
+	JZ           done_24
 
-loop_21:
+loop_23:
 	VMOVUPS     (R11), Y5
 	VSUBPS      Y3, Y5, Y5
 	VMULPS      Y4, Y5, Y5
@@ -628,12 +630,12 @@ loop_21:
 	VMOVUPS     Y5, (R11)(R8*1)
 	ADDQ        $0x00000020, R11
 	DECQ        R12
-	JNZ         loop_21
+	JNZ         loop_23
 
-done_22:
+done_24:
 	LEAQ (CX)(BX*4), CX
 	LEAQ (AX)(BX*4), AX
 	DECQ DX
-	JNZ  row_16
+	JNZ  row_18
 	VZEROUPPER
 	RET

@@ -10,7 +10,7 @@ package vecmath
 //go:noescape
 func ExpAVX2(dst []float32, x []float32) int
 
-// SoftmaxRowAVX2 replaces x (len ≥ 1) by softmax(x) = exp(x−max)/Σ exp(x−max).
+// SoftmaxRowAVX2 replaces x (len ≥ 8) by softmax(x) = exp(x−max)/Σ exp(x−max).
 //
 //go:noescape
 func SoftmaxRowAVX2(x []float32)

@@ -8,7 +8,7 @@ import "github.com/flbq/flbq/generated/vecmath"
 // under the same CPU check and FLBQ_NOASM switch as the GEMM micro-kernel.
 
 func softmaxRow(x []float32) {
-	if useAsm {
+	if useAsm && len(x) >= 8 {
 		vecmath.SoftmaxRowAVX2(x)
 		return
 	}
