@@ -8,11 +8,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/flbq/flbq/generated/shapesswin"
 	"github.com/flbq/flbq/runtime/maskrcnn"
 	"github.com/flbq/flbq/runtime/model"
 	"github.com/flbq/flbq/runtime/qformat"
 	"github.com/flbq/flbq/runtime/qmodel"
 	"github.com/flbq/flbq/runtime/safetensors"
+	"github.com/flbq/flbq/runtime/shapes"
 	"github.com/flbq/flbq/solver"
 	"github.com/flbq/flbq/solver/calib"
 )
@@ -177,9 +179,38 @@ func quantizedMatchesFakeQuant(t *testing.T, fx string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Fake-quant: the heads' 8-bit values in place of their fp32 tensors,
-	// the pyramid fake-quantized, the backbone layers as calibration runs
-	// them (dequantized weights, int8-rounded activations).
+	imgs, _ := filepath.Glob("../../runtime/maskrcnn/testdata/images/*")
+	matchesFakeQuant(t, q.Detector, fakeQuantDetector(t, f, a), imgs, 0.9)
+}
+
+// The committed package of the bundled model (with its specialised entry
+// points) against the fake-quant path built from the committed model and
+// allocation files, on held-out shapes images: every fake-quant detection
+// must be found with the same label at box IoU ≥ 0.99.
+func TestBundledPackageMatchesFakeQuant(t *testing.T) {
+	q, err := shapesswin.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := loadFile(t, "../../tools/models/shapes-swin-t32.safetensors")
+	a, err := solver.ReadAllocFile("../../tools/models/shapes-swin-t32.alloc.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if _, err := shapes.Generate(shapes.Options{N: 4, Seed: 2, Size: 192, Out: dir, Workers: 1}); err != nil {
+		t.Fatal(err)
+	}
+	imgs, _ := filepath.Glob(filepath.Join(dir, shapes.ImagesDir, "*"))
+	matchesFakeQuant(t, q.Detector, fakeQuantDetector(t, f, a), imgs, 1)
+}
+
+// fakeQuantDetector is the calibration's view of allocation a: the heads'
+// 8-bit values in place of their fp32 tensors, the pyramid fake-quantized,
+// the backbone layers as calibration runs them (dequantized weights,
+// int8-rounded activations).
+func fakeQuantDetector(t *testing.T, f *safetensors.File, a *solver.Allocation) *maskrcnn.Detector {
+	t.Helper()
 	heads, err := calib.QuantizedHeadTensors(model.NewWeights(f), nil, HeadBits)
 	if err != nil {
 		t.Fatal(err)
@@ -204,7 +235,14 @@ func quantizedMatchesFakeQuant(t *testing.T, fx string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	imgs, _ := filepath.Glob("../../runtime/maskrcnn/testdata/images/*")
+	return fd
+}
+
+// matchesFakeQuant requires, on every image, at least share of the
+// fake-quant detections to have a quantized one of the same label at box
+// IoU ≥ 0.99: the kernels' integer arithmetic is the only difference.
+func matchesFakeQuant(t *testing.T, q, fd *maskrcnn.Detector, imgs []string, share float64) {
+	t.Helper()
 	if len(imgs) == 0 {
 		t.Fatal("no test images")
 	}
@@ -221,7 +259,6 @@ func quantizedMatchesFakeQuant(t *testing.T, fx string) {
 		if len(want) == 0 {
 			continue
 		}
-		// Match each fake-quant detection to a quantized one of the same label.
 		matched := 0
 		for _, w := range want {
 			for _, g := range got {
@@ -231,11 +268,11 @@ func quantizedMatchesFakeQuant(t *testing.T, fx string) {
 				}
 			}
 		}
-		if float64(matched) < 0.9*float64(len(want)) {
+		if float64(matched) < share*float64(len(want)) {
 			t.Errorf("%s: %d of %d fake-quant detections found in the quantized output (%d detections)", p, matched, len(want), len(got))
 		}
 		compared += len(want)
-		t.Logf("%s: %d fake-quant detections, %d quantized", filepath.Base(p), len(want), len(got))
+		t.Logf("%s: %d fake-quant detections, %d quantized, %d matched", filepath.Base(p), len(want), len(got), matched)
 	}
 	if compared == 0 {
 		t.Fatal("no detections to compare")

@@ -1,5 +1,6 @@
 // Command detect shows what linking a generated model means for an app:
-// import the package `flbq generate` wrote, call New once, detect.
+// import the package `flbq generate` wrote for the bundled shapes detector
+// (generated/shapesswin), call New once, detect.
 //
 //	go run ./tools/examples/detect IMAGE...
 //
@@ -11,7 +12,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/flbq/flbq/generated/tinyswin"
+	"github.com/flbq/flbq/generated/shapesswin"
 )
 
 func main() {
@@ -25,8 +26,11 @@ func main() {
 	}
 }
 
+// minScore is the lowest score printed.
+const minScore = 0.5
+
 func run(w io.Writer, images []string) error {
-	d, err := tinyswin.New()
+	d, err := shapesswin.New()
 	if err != nil {
 		return err
 	}
@@ -37,9 +41,17 @@ func run(w io.Writer, images []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "%s: %d detections\n", p, len(dets))
+		n := 0
 		for _, det := range dets {
-			fmt.Fprintf(w, "  %-12s %.3f  box [%.1f %.1f %.1f %.1f]\n", d.ClassName(det.Label), det.Score, det.Box[0], det.Box[1], det.Box[2], det.Box[3])
+			if det.Score >= minScore {
+				n++
+			}
+		}
+		fmt.Fprintf(w, "%s: %d detections with score >= %.1f\n", p, n, minScore)
+		for _, det := range dets {
+			if det.Score >= minScore {
+				fmt.Fprintf(w, "  %-10s %.3f  box [%.1f %.1f %.1f %.1f]\n", det.ClassName, det.Score, det.Box[0], det.Box[1], det.Box[2], det.Box[3])
+			}
 		}
 	}
 	return nil
