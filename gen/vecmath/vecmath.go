@@ -481,6 +481,91 @@ func (g *gen) layerNormKernel() {
 	g.RET()
 }
 
+// packT16Kernel: PackT16AVX2(dst, b []float32, ldb int) int transposes a
+// panel of 16 rows of b (row j at b[j·ldb:], K = len(dst)/16 values each)
+// into dst[k·16+j], the fp32 GEMM's packed-B layout for Bᵀ operands (the
+// keys of attention's q·kᵀ), 8×8 blocks at a time; it returns K rounded
+// down to a multiple of 8, the part it did.
+func (g *gen) packT16Kernel() {
+	g.Function("PackT16AVX2")
+	g.Attributes(attr.NOSPLIT)
+	g.Pragma("noescape")
+	g.SignatureExpr("func(dst, b []float32, ldb int) int")
+	g.Doc("PackT16AVX2 sets dst[k·16+j] = b[j·ldb+k] for j < 16 and k < K = len(dst)/16",
+		"rounded down to a multiple of 8, and returns that K; the caller checks that",
+		"b holds 15·ldb+K values.")
+	dst := g.Load(g.Param("dst").Base(), g.GP64())
+	n := g.Load(g.Param("dst").Len(), g.GP64())
+	src := g.Load(g.Param("b").Base(), g.GP64())
+	ld := g.Load(g.Param("ldb"), g.GP64())
+	g.SHLQ(operand.U8(2), ld) // bytes
+	ld3 := g.GP64()
+	g.LEAQ(operand.Mem{Base: ld, Index: ld, Scale: 2}, ld3)
+	g.SHRQ(operand.U8(4), n) // K
+	g.ANDQ(operand.I32(-8), n)
+	cnt := g.GP64()
+	g.MOVQ(n, cnt)
+	g.SHRQ(operand.U8(3), cnt)
+	loop, done := g.label("loop"), g.label("done")
+	g.JZ(operand.LabelRef(done))
+	g.Label(loop)
+	for jb := 0; jb < 16; jb += 8 {
+		p0, p4 := g.GP64(), g.GP64()
+		if jb == 0 {
+			g.MOVQ(src, p0)
+		} else {
+			g.LEAQ(operand.Mem{Base: src, Index: ld, Scale: 8}, p0)
+		}
+		g.LEAQ(operand.Mem{Base: p0, Index: ld, Scale: 4}, p4)
+		var r [8]reg.VecVirtual
+		for i := range r {
+			r[i] = g.YMM()
+			base := p0
+			if i >= 4 {
+				base = p4
+			}
+			m := operand.Mem{Base: base}
+			switch i % 4 {
+			case 1:
+				m.Index, m.Scale = ld, 1
+			case 2:
+				m.Index, m.Scale = ld, 2
+			case 3:
+				m.Index, m.Scale = ld3, 1
+			}
+			g.VMOVUPS(m, r[i])
+		}
+		var t, u [8]reg.VecVirtual
+		for i := 0; i < 8; i += 2 {
+			t[i], t[i+1] = g.YMM(), g.YMM()
+			g.VUNPCKLPS(r[i+1], r[i], t[i])
+			g.VUNPCKHPS(r[i+1], r[i], t[i+1])
+		}
+		for h := 0; h < 8; h += 4 {
+			for q := 0; q < 2; q++ {
+				u[h+2*q], u[h+2*q+1] = g.YMM(), g.YMM()
+				g.VSHUFPS(operand.U8(0x44), t[h+2+q], t[h+q], u[h+2*q])
+				g.VSHUFPS(operand.U8(0xEE), t[h+2+q], t[h+q], u[h+2*q+1])
+			}
+		}
+		for i := 0; i < 4; i++ {
+			lo, hi := g.YMM(), g.YMM()
+			g.VPERM2F128(operand.U8(0x20), u[4+i], u[i], lo)
+			g.VPERM2F128(operand.U8(0x31), u[4+i], u[i], hi)
+			g.VMOVUPS(lo, mem(dst, i*64+jb*4))
+			g.VMOVUPS(hi, mem(dst, (i+4)*64+jb*4))
+		}
+	}
+	g.ADDQ(operand.U32(32), src)
+	g.ADDQ(operand.U32(8*64), dst)
+	g.DECQ(cnt)
+	g.JNZ(operand.LabelRef(loop))
+	g.Label(done)
+	g.Store(n, g.ReturnIndex(0))
+	g.VZEROUPPER()
+	g.RET()
+}
+
 // asmFiles renders the assembly and its Go stubs.
 func asmFiles() (asm, stubs []byte, err error) {
 	c := build.NewContext()
@@ -491,6 +576,7 @@ func asmFiles() (asm, stubs []byte, err error) {
 	g.geluKernel()
 	g.addKernel()
 	g.layerNormKernel()
+	g.packT16Kernel()
 	f, err := c.Result()
 	if err != nil {
 		return nil, nil, err

@@ -33,3 +33,10 @@ func AddAVX2(dst []float32, src []float32) int
 //
 //go:noescape
 func LayerNormAVX2(dst []float32, x []float32, rows int, c int, w []float32, b []float32, eps float32)
+
+// PackT16AVX2 sets dst[k·16+j] = b[j·ldb+k] for j < 16 and k < K = len(dst)/16
+// rounded down to a multiple of 8, and returns that K; the caller checks that
+// b holds 15·ldb+K values.
+//
+//go:noescape
+func PackT16AVX2(dst []float32, b []float32, ldb int) int

@@ -115,6 +115,10 @@ func packPanel(dst []float32, transB bool, K, N int, b []float32, ldb int, j0 in
 			clear(dst)
 		}
 		dst = dst[:K*NR]
+		k0 := 0
+		if w == NR {
+			k0 = packT16(dst, b[j0*ldb:], ldb, K) // full panels: 8×8 transposes where available
+		}
 		j := 0
 		// Four source rows per sweep: one bounds check per 4 stores.
 		for ; j+4 <= w; j += 4 {
@@ -122,15 +126,15 @@ func packPanel(dst []float32, transB bool, K, N int, b []float32, ldb int, j0 in
 			r1 := b[(j0+j+1)*ldb:][:K]
 			r2 := b[(j0+j+2)*ldb:][:K]
 			r3 := b[(j0+j+3)*ldb:][:K]
-			for k := range r0 {
+			for k := k0; k < K; k++ {
 				d := dst[k*NR+j : k*NR+j+4 : k*NR+j+4]
 				d[0], d[1], d[2], d[3] = r0[k], r1[k], r2[k], r3[k]
 			}
 		}
 		for ; j < w; j++ {
 			row := b[(j0+j)*ldb:][:K]
-			for k, v := range row {
-				dst[k*NR+j] = v
+			for k := k0; k < K; k++ {
+				dst[k*NR+j] = row[k]
 			}
 		}
 		return

@@ -37,3 +37,13 @@ func layerNormRows(dst, x []float32, rows, c int, w, b []float32, eps float32) {
 	}
 	layerNormRowsGo(dst, x, rows, c, w, b, eps)
 }
+
+// packT16 transposes the first K rounded down to a multiple of 8 columns of
+// a full 16-row panel of Bᵀ (see packPanel) and returns how many it did.
+func packT16(dst, b []float32, ldb, K int) int {
+	if !useAsm || K < 8 {
+		return 0
+	}
+	_ = b[15*ldb+K-1] // every row the kernel reads
+	return vecmath.PackT16AVX2(dst[:K*NR], b, ldb)
+}

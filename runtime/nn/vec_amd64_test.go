@@ -225,3 +225,42 @@ func TestAddKernel(t *testing.T) {
 		checkSentinels(t, "Add", all, n)
 	}
 }
+
+func TestPackT16Kernel(t *testing.T) {
+	needAsm(t)
+	r := rand.New(rand.NewSource(5))
+	for _, K := range []int{8, 9, 32, 49, 64, 100} {
+		ldb := K + 3
+		b := make([]float32, 15*ldb+K)
+		for i := range b {
+			b[i] = float32(r.NormFloat64())
+		}
+		dst, all := padded(K * NR)
+		done := gv.PackT16AVX2(dst, b, ldb)
+		if done != K&^7 {
+			t.Fatalf("K=%d: did %d", K, done)
+		}
+		for k := 0; k < K; k++ {
+			for j := 0; j < NR; j++ {
+				want := b[j*ldb+k]
+				if k >= done {
+					want = 0
+				}
+				if dst[k*NR+j] != want {
+					t.Fatalf("K=%d: dst[%d·16+%d] = %g, want %g", K, k, j, dst[k*NR+j], want)
+				}
+			}
+		}
+		checkSentinels(t, "PackT16AVX2", all, K*NR)
+		// Through PackB (kernel plus the Go tail) against the Go loops alone.
+		got := make([]float32, PackedLen(K, NR))
+		PackB(got, true, K, NR, b, ldb)
+		for k := 0; k < K; k++ {
+			for j := 0; j < NR; j++ {
+				if got[k*NR+j] != b[j*ldb+k] {
+					t.Fatalf("K=%d: PackB[%d·16+%d] = %g, want %g", K, k, j, got[k*NR+j], b[j*ldb+k])
+				}
+			}
+		}
+	}
+}
