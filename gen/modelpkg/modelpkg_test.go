@@ -145,10 +145,17 @@ func TestAllocationMismatches(t *testing.T) {
 			a.Units[1].Channels[0] += 8
 			a.Units[1].Weights -= 8 * in
 		}, "kernel tile"},
+		{func(a *solver.Allocation) { a.Units[2].Bits = 9 }, "has 9 bits"},
+		{func(a *solver.Allocation) { a.Units[3].Bits = 0 }, "has 0 bits"},
+		{func(a *solver.Allocation) {}, "not a Go identifier"},
 	} {
 		a := mixedAlloc(t, m)
 		tc.edit(a)
 		dir := t.TempDir()
+		o := o
+		if tc.want == "not a Go identifier" {
+			o.Pkg = "type"
+		}
 		_, err := Write(dir, f, a, o)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("error %v, want %q", err, tc.want)

@@ -55,6 +55,8 @@ func Layers(m *model.Model, a *solver.Allocation) ([]qmodel.Layer, error) {
 				return nil, fmt.Errorf("allocation: layer %s: unit %s ends at channel %d, the layer has %d", ref.Name, u.UnitID, hi, ref.Out)
 			case u.Weights != int64(hi-lo)*int64(ref.In):
 				return nil, fmt.Errorf("allocation: layer %s: unit %s has %d weights, the model's %d×%d channels have %d (different models?)", ref.Name, u.UnitID, u.Weights, hi-lo, ref.In, int64(hi-lo)*int64(ref.In))
+			case u.Bits < qformat.MinBits || u.Bits > qformat.MaxBits:
+				return nil, fmt.Errorf("allocation: layer %s: unit %s has %d bits, the kernels take %d..%d", ref.Name, u.UnitID, u.Bits, qformat.MinBits, qformat.MaxBits)
 			case lo%qformat.TileN != 0:
 				return nil, fmt.Errorf("allocation: layer %s: unit %s starts at channel %d, not on a %d-channel kernel tile", ref.Name, u.UnitID, lo, qformat.TileN)
 			}

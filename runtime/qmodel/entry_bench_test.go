@@ -61,7 +61,8 @@ var paths = []struct {
 // BenchmarkGeneratedLayers times every quantized layer of the bundled model
 // (generated/shapesswin, DP at 4 bits) at the rows it sees on a 192×192
 // image, through the generic kernels.QLinear path (runtime shapes, per-tile
-// bit-width lookup) and through the package's specialised entry point.
+// bit-width lookup) and through the package's specialised entry point;
+// "cpu-us/op" is the thread CPU time (exact with -cpu 1).
 func BenchmarkGeneratedLayers(b *testing.B) {
 	m, _, rows := bundled(b)
 	r := rand.New(rand.NewSource(4))
@@ -79,9 +80,15 @@ func BenchmarkGeneratedLayers(b *testing.B) {
 				if err := m.SetSpecialised(p.specialised); err != nil {
 					b.Fatal(err)
 				}
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread()
+				var cpu int64
 				for b.Loop() {
+					t0 := threadCPU()
 					lin.Impl.Forward(dst, x, M)
+					cpu += threadCPU() - t0
 				}
+				b.ReportMetric(float64(cpu)/1e3/float64(b.N), "cpu-us/op")
 				b.ReportMetric(2*float64(M)*float64(l.N)*float64(l.K)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 			})
 		}

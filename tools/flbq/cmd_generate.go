@@ -57,7 +57,7 @@ func init() {
 			o := modelpkg.Options{Pkg: c.String("pkg"), ModelArg: rel(c.String("model")), AllocArg: rel(c.String("alloc")), Rule: rule}
 			files, err := modelpkg.Write(out, src, a, o)
 			if err != nil {
-				return fmt.Errorf("generate %s: %w", out, err)
+				return fmt.Errorf("generate %s from %s and %s: %w", out, c.String("model"), c.String("alloc"), err)
 			}
 			fmt.Fprintf(c.App.Writer, "wrote package %s in %s: %v (%s, %.4f average bits)\n", o.Pkg, out, files, a.Solver, a.AvgBits)
 			return nil
