@@ -141,7 +141,8 @@ func BenchmarkCalibrate(b *testing.B) {
 // ($FLBQ_SWINT) and one 512×512 image: an fp32 forward, the MSE weight
 // quantization of every layer at all bit-widths (once per run, independent
 // of the number of images), and fast-mode calibration with min–max scales
-// (whose quantization is negligible), for docs/BENCHMARKS.md.
+// (whose quantization is negligible), for docs/BENCHMARKS.md. Each is a
+// subtest (-run TimeSwinT/mse times the scale search alone).
 func TestTimeSwinT(t *testing.T) {
 	path := os.Getenv("FLBQ_SWINT")
 	if path == "" {
@@ -152,27 +153,34 @@ func TestTimeSwinT(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := tensorOnes(512)
-	m.Backbone.Forward(x, nil)
-	t0 := time.Now()
-	m.Backbone.Forward(x, nil)
-	fwd := time.Since(t0).Seconds()
-	t.Logf("fp32 forward 512x512: %.2fs", fwd)
-	t0 = time.Now()
-	z := NewQuantizer(qformat.MSE)
-	for _, l := range m.QuantLayers() {
-		for b := 1; b <= 8; b++ {
-			if _, err := z.layer(l.Layer, b); err != nil {
-				t.Fatal(err)
+	fwd := 0.0
+	t.Run("forward", func(t *testing.T) {
+		m.Backbone.Forward(x, nil)
+		t0 := time.Now()
+		m.Backbone.Forward(x, nil)
+		fwd = time.Since(t0).Seconds()
+		t.Logf("fp32 forward 512x512: %.2fs", fwd)
+	})
+	t.Run("mse", func(t *testing.T) {
+		t0 := time.Now()
+		z := NewQuantizer(qformat.MSE)
+		for _, l := range m.QuantLayers() {
+			for b := 1; b <= 8; b++ {
+				if _, err := z.layer(l.Layer, b); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
-	}
-	t.Logf("MSE quantization of all layers at 1..8 bits: %.1fs", time.Since(t0).Seconds())
-	t0 = time.Now()
-	if _, err := Measure(context.Background(), m.Backbone, []Batch{{Images: []int{0}, X: x}}, Options{Mode: Fast, GroupSize: 32, Rule: qformat.MinMax}, NewState()); err != nil {
-		t.Fatal(err)
-	}
-	fast := time.Since(t0).Seconds()
-	t.Logf("fast mode, 1 image, min-max: %.1fs = %.1f fp32 forwards", fast, fast/fwd)
+		t.Logf("MSE quantization of all layers at 1..8 bits: %.1fs", time.Since(t0).Seconds())
+	})
+	t.Run("fast", func(t *testing.T) {
+		t0 := time.Now()
+		if _, err := Measure(context.Background(), m.Backbone, []Batch{{Images: []int{0}, X: x}}, Options{Mode: Fast, GroupSize: 32, Rule: qformat.MinMax}, NewState()); err != nil {
+			t.Fatal(err)
+		}
+		fast := time.Since(t0).Seconds()
+		t.Logf("fast mode, 1 image, min-max: %.1fs = %.1f fp32 forwards", fast, fast/fwd)
+	})
 }
 
 // TestTimeSwinTForwards times plain fp32 backbone forwards of the
