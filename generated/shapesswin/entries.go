@@ -109,11 +109,9 @@ func layer008(b *qmodel.Block) {
 	b.Run(0, 4, 8)
 }
 
-// layer009 runs backbone.body.3.0.attn.qkv (N = 192, K = 64): channels [0, 32) at 7 bits, [32, 64) at 6 bits, [64, 128) at 7 bits, [128, 192) at 8 bits.
+// layer009 runs backbone.body.3.0.attn.qkv (N = 192, K = 64): channels [0, 128) at 7 bits, [128, 192) at 8 bits.
 func layer009(b *qmodel.Block) {
-	b.Run(0, 2, 7)
-	b.Run(2, 4, 6)
-	b.Run(4, 8, 7)
+	b.Run(0, 8, 7)
 	b.Run(8, 12, 8)
 }
 
@@ -134,10 +132,9 @@ func layer012(b *qmodel.Block) {
 	b.Run(0, 4, 7)
 }
 
-// layer013 runs backbone.body.3.1.attn.qkv (N = 192, K = 64): channels [0, 32) at 6 bits, [32, 64) at 7 bits, [64, 96) at 6 bits, [96, 128) at 7 bits, [128, 192) at 8 bits.
+// layer013 runs backbone.body.3.1.attn.qkv (N = 192, K = 64): channels [0, 64) at 7 bits, [64, 96) at 6 bits, [96, 128) at 7 bits, [128, 192) at 8 bits.
 func layer013(b *qmodel.Block) {
-	b.Run(0, 2, 6)
-	b.Run(2, 4, 7)
+	b.Run(0, 4, 7)
 	b.Run(4, 6, 6)
 	b.Run(6, 8, 7)
 	b.Run(8, 12, 8)
@@ -160,10 +157,9 @@ func layer016(b *qmodel.Block) {
 	b.Run(0, 4, 8)
 }
 
-// layer017 runs backbone.body.4.reduction (N = 128, K = 256): channels [0, 64) at 8 bits, [64, 128) at 7 bits.
+// layer017 runs backbone.body.4.reduction (N = 128, K = 256): channels [0, 128) at 8 bits.
 func layer017(b *qmodel.Block) {
-	b.Run(0, 4, 8)
-	b.Run(4, 8, 7)
+	b.Run(0, 8, 8)
 }
 
 // layer018 runs backbone.body.5.0.attn.qkv (N = 384, K = 128): channels [0, 64) at 4 bits, [64, 96) at 3 bits, [96, 128) at 4 bits, [128, 160) at 5 bits, [160, 256) at 4 bits, [256, 384) at 5 bits.
@@ -188,15 +184,19 @@ func layer020(b *qmodel.Block) {
 	b.Run(26, 32, 5)
 }
 
-// layer021 runs backbone.body.5.0.mlp.3 (N = 128, K = 512): channels [0, 96) at 5 bits, [96, 128) at 6 bits.
+// layer021 runs backbone.body.5.0.mlp.3 (N = 128, K = 512): channels [0, 32) at 5 bits, [32, 64) at 6 bits, [64, 96) at 5 bits, [96, 128) at 6 bits.
 func layer021(b *qmodel.Block) {
-	b.Run(0, 6, 5)
+	b.Run(0, 2, 5)
+	b.Run(2, 4, 6)
+	b.Run(4, 6, 5)
 	b.Run(6, 8, 6)
 }
 
-// layer022 runs backbone.body.5.1.attn.qkv (N = 384, K = 128): channels [0, 160) at 4 bits, [160, 192) at 5 bits, [192, 256) at 4 bits, [256, 320) at 5 bits, [320, 352) at 6 bits, [352, 384) at 5 bits.
+// layer022 runs backbone.body.5.1.attn.qkv (N = 384, K = 128): channels [0, 32) at 4 bits, [32, 64) at 5 bits, [64, 160) at 4 bits, [160, 192) at 5 bits, [192, 256) at 4 bits, [256, 320) at 5 bits, [320, 352) at 6 bits, [352, 384) at 5 bits.
 func layer022(b *qmodel.Block) {
-	b.Run(0, 10, 4)
+	b.Run(0, 2, 4)
+	b.Run(2, 4, 5)
+	b.Run(4, 10, 4)
 	b.Run(10, 12, 5)
 	b.Run(12, 16, 4)
 	b.Run(16, 20, 5)
@@ -209,13 +209,15 @@ func layer023(b *qmodel.Block) {
 	b.Run(0, 8, 6)
 }
 
-// layer024 runs backbone.body.5.1.mlp.0 (N = 512, K = 128): channels [0, 64) at 4 bits, [64, 128) at 5 bits, [128, 256) at 4 bits, [256, 288) at 5 bits, [288, 512) at 4 bits.
+// layer024 runs backbone.body.5.1.mlp.0 (N = 512, K = 128): channels [0, 32) at 4 bits, [32, 128) at 5 bits, [128, 256) at 4 bits, [256, 288) at 5 bits, [288, 384) at 4 bits, [384, 416) at 5 bits, [416, 512) at 4 bits.
 func layer024(b *qmodel.Block) {
-	b.Run(0, 4, 4)
-	b.Run(4, 8, 5)
+	b.Run(0, 2, 4)
+	b.Run(2, 8, 5)
 	b.Run(8, 16, 4)
 	b.Run(16, 18, 5)
-	b.Run(18, 32, 4)
+	b.Run(18, 24, 4)
+	b.Run(24, 26, 5)
+	b.Run(26, 32, 4)
 }
 
 // layer025 runs backbone.body.5.1.mlp.3 (N = 128, K = 512): channels [0, 128) at 5 bits.
@@ -223,11 +225,10 @@ func layer025(b *qmodel.Block) {
 	b.Run(0, 8, 5)
 }
 
-// layer026 runs backbone.body.5.2.attn.qkv (N = 384, K = 128): channels [0, 128) at 4 bits, [128, 160) at 6 bits, [160, 384) at 5 bits.
+// layer026 runs backbone.body.5.2.attn.qkv (N = 384, K = 128): channels [0, 128) at 4 bits, [128, 384) at 5 bits.
 func layer026(b *qmodel.Block) {
 	b.Run(0, 8, 4)
-	b.Run(8, 10, 6)
-	b.Run(10, 24, 5)
+	b.Run(8, 24, 5)
 }
 
 // layer027 runs backbone.body.5.2.attn.proj (N = 128, K = 128): channels [0, 128) at 6 bits.
@@ -282,9 +283,11 @@ func layer035(b *qmodel.Block) {
 	b.Run(4, 8, 5)
 }
 
-// layer036 runs backbone.body.5.4.mlp.0 (N = 512, K = 128): channels [0, 512) at 4 bits.
+// layer036 runs backbone.body.5.4.mlp.0 (N = 512, K = 128): channels [0, 416) at 4 bits, [416, 448) at 5 bits, [448, 512) at 4 bits.
 func layer036(b *qmodel.Block) {
-	b.Run(0, 32, 4)
+	b.Run(0, 26, 4)
+	b.Run(26, 28, 5)
+	b.Run(28, 32, 4)
 }
 
 // layer037 runs backbone.body.5.4.mlp.3 (N = 128, K = 512): channels [0, 128) at 5 bits.
@@ -323,26 +326,27 @@ func layer042(b *qmodel.Block) {
 	b.Run(0, 16, 5)
 }
 
-// layer043 runs backbone.body.7.0.attn.qkv (N = 768, K = 256): channels [0, 64) at 3 bits, [64, 128) at 2 bits, [128, 320) at 3 bits, [320, 384) at 2 bits, [384, 512) at 3 bits, [512, 768) at 4 bits.
+// layer043 runs backbone.body.7.0.attn.qkv (N = 768, K = 256): channels [0, 64) at 3 bits, [64, 128) at 2 bits, [128, 320) at 3 bits, [320, 384) at 2 bits, [384, 512) at 3 bits, [512, 736) at 4 bits, [736, 768) at 3 bits.
 func layer043(b *qmodel.Block) {
 	b.Run(0, 4, 3)
 	b.Run(4, 8, 2)
 	b.Run(8, 20, 3)
 	b.Run(20, 24, 2)
 	b.Run(24, 32, 3)
-	b.Run(32, 48, 4)
+	b.Run(32, 46, 4)
+	b.Run(46, 48, 3)
 }
 
-// layer044 runs backbone.body.7.0.attn.proj (N = 256, K = 256): channels [0, 192) at 4 bits, [192, 224) at 5 bits, [224, 256) at 4 bits.
+// layer044 runs backbone.body.7.0.attn.proj (N = 256, K = 256): channels [0, 256) at 4 bits.
 func layer044(b *qmodel.Block) {
-	b.Run(0, 12, 4)
-	b.Run(12, 14, 5)
-	b.Run(14, 16, 4)
+	b.Run(0, 16, 4)
 }
 
-// layer045 runs backbone.body.7.0.mlp.0 (N = 1024, K = 256): channels [0, 1024) at 3 bits.
+// layer045 runs backbone.body.7.0.mlp.0 (N = 1024, K = 256): channels [0, 480) at 3 bits, [480, 512) at 2 bits, [512, 1024) at 3 bits.
 func layer045(b *qmodel.Block) {
-	b.Run(0, 64, 3)
+	b.Run(0, 30, 3)
+	b.Run(30, 32, 2)
+	b.Run(32, 64, 3)
 }
 
 // layer046 runs backbone.body.7.0.mlp.3 (N = 256, K = 1024): channels [0, 32) at 3 bits, [32, 64) at 4 bits, [64, 192) at 3 bits, [192, 224) at 4 bits, [224, 256) at 3 bits.
@@ -354,13 +358,11 @@ func layer046(b *qmodel.Block) {
 	b.Run(14, 16, 3)
 }
 
-// layer047 runs backbone.body.7.1.attn.qkv (N = 768, K = 256): channels [0, 192) at 3 bits, [192, 224) at 2 bits, [224, 416) at 3 bits, [416, 448) at 2 bits, [448, 480) at 3 bits, [480, 512) at 2 bits, [512, 768) at 4 bits.
+// layer047 runs backbone.body.7.1.attn.qkv (N = 768, K = 256): channels [0, 192) at 3 bits, [192, 224) at 2 bits, [224, 480) at 3 bits, [480, 512) at 2 bits, [512, 768) at 4 bits.
 func layer047(b *qmodel.Block) {
 	b.Run(0, 12, 3)
 	b.Run(12, 14, 2)
-	b.Run(14, 26, 3)
-	b.Run(26, 28, 2)
-	b.Run(28, 30, 3)
+	b.Run(14, 30, 3)
 	b.Run(30, 32, 2)
 	b.Run(32, 48, 4)
 }
@@ -388,11 +390,9 @@ func layer049(b *qmodel.Block) {
 	b.Run(60, 64, 3)
 }
 
-// layer050 runs backbone.body.7.1.mlp.3 (N = 256, K = 1024): channels [0, 32) at 3 bits, [32, 64) at 4 bits, [64, 160) at 3 bits, [160, 192) at 2 bits, [192, 224) at 4 bits, [224, 256) at 3 bits.
+// layer050 runs backbone.body.7.1.mlp.3 (N = 256, K = 1024): channels [0, 160) at 3 bits, [160, 192) at 2 bits, [192, 224) at 4 bits, [224, 256) at 3 bits.
 func layer050(b *qmodel.Block) {
-	b.Run(0, 2, 3)
-	b.Run(2, 4, 4)
-	b.Run(4, 10, 3)
+	b.Run(0, 10, 3)
 	b.Run(10, 12, 2)
 	b.Run(12, 14, 4)
 	b.Run(14, 16, 3)

@@ -7,7 +7,7 @@ import (
 	qmodel "github.com/flbq/flbq/runtime/qmodel"
 )
 
-// blob holds the packed weights (3135442 bytes; see runtime/qmodel).
+// blob holds the packed weights (3135450 bytes; see runtime/qmodel).
 //
 //go:embed weights.bin
 var blob []byte
@@ -24,24 +24,24 @@ var Layers = []qmodel.Layer{
 	{Name: "backbone.body.1.1.mlp.0", N: 128, K: 32, Runs: []qmodel.Run{{Lo: 0, Hi: 32, Bits: 8}, {Lo: 32, Hi: 96, Bits: 7}, {Lo: 96, Hi: 128, Bits: 8}}},
 	{Name: "backbone.body.1.1.mlp.3", N: 32, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 32, Bits: 8}}},
 	{Name: "backbone.body.2.reduction", N: 64, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 64, Bits: 8}}},
-	{Name: "backbone.body.3.0.attn.qkv", N: 192, K: 64, Runs: []qmodel.Run{{Lo: 0, Hi: 32, Bits: 7}, {Lo: 32, Hi: 64, Bits: 6}, {Lo: 64, Hi: 128, Bits: 7}, {Lo: 128, Hi: 192, Bits: 8}}},
+	{Name: "backbone.body.3.0.attn.qkv", N: 192, K: 64, Runs: []qmodel.Run{{Lo: 0, Hi: 128, Bits: 7}, {Lo: 128, Hi: 192, Bits: 8}}},
 	{Name: "backbone.body.3.0.attn.proj", N: 64, K: 64, Runs: []qmodel.Run{{Lo: 0, Hi: 64, Bits: 8}}},
 	{Name: "backbone.body.3.0.mlp.0", N: 256, K: 64, Runs: []qmodel.Run{{Lo: 0, Hi: 32, Bits: 8}, {Lo: 32, Hi: 128, Bits: 7}, {Lo: 128, Hi: 256, Bits: 8}}},
 	{Name: "backbone.body.3.0.mlp.3", N: 64, K: 256, Runs: []qmodel.Run{{Lo: 0, Hi: 64, Bits: 7}}},
-	{Name: "backbone.body.3.1.attn.qkv", N: 192, K: 64, Runs: []qmodel.Run{{Lo: 0, Hi: 32, Bits: 6}, {Lo: 32, Hi: 64, Bits: 7}, {Lo: 64, Hi: 96, Bits: 6}, {Lo: 96, Hi: 128, Bits: 7}, {Lo: 128, Hi: 192, Bits: 8}}},
+	{Name: "backbone.body.3.1.attn.qkv", N: 192, K: 64, Runs: []qmodel.Run{{Lo: 0, Hi: 64, Bits: 7}, {Lo: 64, Hi: 96, Bits: 6}, {Lo: 96, Hi: 128, Bits: 7}, {Lo: 128, Hi: 192, Bits: 8}}},
 	{Name: "backbone.body.3.1.attn.proj", N: 64, K: 64, Runs: []qmodel.Run{{Lo: 0, Hi: 64, Bits: 8}}},
 	{Name: "backbone.body.3.1.mlp.0", N: 256, K: 64, Runs: []qmodel.Run{{Lo: 0, Hi: 32, Bits: 8}, {Lo: 32, Hi: 96, Bits: 7}, {Lo: 96, Hi: 256, Bits: 8}}},
 	{Name: "backbone.body.3.1.mlp.3", N: 64, K: 256, Runs: []qmodel.Run{{Lo: 0, Hi: 64, Bits: 8}}},
-	{Name: "backbone.body.4.reduction", N: 128, K: 256, Runs: []qmodel.Run{{Lo: 0, Hi: 64, Bits: 8}, {Lo: 64, Hi: 128, Bits: 7}}},
+	{Name: "backbone.body.4.reduction", N: 128, K: 256, Runs: []qmodel.Run{{Lo: 0, Hi: 128, Bits: 8}}},
 	{Name: "backbone.body.5.0.attn.qkv", N: 384, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 64, Bits: 4}, {Lo: 64, Hi: 96, Bits: 3}, {Lo: 96, Hi: 128, Bits: 4}, {Lo: 128, Hi: 160, Bits: 5}, {Lo: 160, Hi: 256, Bits: 4}, {Lo: 256, Hi: 384, Bits: 5}}},
 	{Name: "backbone.body.5.0.attn.proj", N: 128, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 128, Bits: 6}}},
 	{Name: "backbone.body.5.0.mlp.0", N: 512, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 384, Bits: 5}, {Lo: 384, Hi: 416, Bits: 4}, {Lo: 416, Hi: 512, Bits: 5}}},
-	{Name: "backbone.body.5.0.mlp.3", N: 128, K: 512, Runs: []qmodel.Run{{Lo: 0, Hi: 96, Bits: 5}, {Lo: 96, Hi: 128, Bits: 6}}},
-	{Name: "backbone.body.5.1.attn.qkv", N: 384, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 160, Bits: 4}, {Lo: 160, Hi: 192, Bits: 5}, {Lo: 192, Hi: 256, Bits: 4}, {Lo: 256, Hi: 320, Bits: 5}, {Lo: 320, Hi: 352, Bits: 6}, {Lo: 352, Hi: 384, Bits: 5}}},
+	{Name: "backbone.body.5.0.mlp.3", N: 128, K: 512, Runs: []qmodel.Run{{Lo: 0, Hi: 32, Bits: 5}, {Lo: 32, Hi: 64, Bits: 6}, {Lo: 64, Hi: 96, Bits: 5}, {Lo: 96, Hi: 128, Bits: 6}}},
+	{Name: "backbone.body.5.1.attn.qkv", N: 384, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 32, Bits: 4}, {Lo: 32, Hi: 64, Bits: 5}, {Lo: 64, Hi: 160, Bits: 4}, {Lo: 160, Hi: 192, Bits: 5}, {Lo: 192, Hi: 256, Bits: 4}, {Lo: 256, Hi: 320, Bits: 5}, {Lo: 320, Hi: 352, Bits: 6}, {Lo: 352, Hi: 384, Bits: 5}}},
 	{Name: "backbone.body.5.1.attn.proj", N: 128, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 128, Bits: 6}}},
-	{Name: "backbone.body.5.1.mlp.0", N: 512, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 64, Bits: 4}, {Lo: 64, Hi: 128, Bits: 5}, {Lo: 128, Hi: 256, Bits: 4}, {Lo: 256, Hi: 288, Bits: 5}, {Lo: 288, Hi: 512, Bits: 4}}},
+	{Name: "backbone.body.5.1.mlp.0", N: 512, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 32, Bits: 4}, {Lo: 32, Hi: 128, Bits: 5}, {Lo: 128, Hi: 256, Bits: 4}, {Lo: 256, Hi: 288, Bits: 5}, {Lo: 288, Hi: 384, Bits: 4}, {Lo: 384, Hi: 416, Bits: 5}, {Lo: 416, Hi: 512, Bits: 4}}},
 	{Name: "backbone.body.5.1.mlp.3", N: 128, K: 512, Runs: []qmodel.Run{{Lo: 0, Hi: 128, Bits: 5}}},
-	{Name: "backbone.body.5.2.attn.qkv", N: 384, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 128, Bits: 4}, {Lo: 128, Hi: 160, Bits: 6}, {Lo: 160, Hi: 384, Bits: 5}}},
+	{Name: "backbone.body.5.2.attn.qkv", N: 384, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 128, Bits: 4}, {Lo: 128, Hi: 384, Bits: 5}}},
 	{Name: "backbone.body.5.2.attn.proj", N: 128, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 128, Bits: 6}}},
 	{Name: "backbone.body.5.2.mlp.0", N: 512, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 512, Bits: 4}}},
 	{Name: "backbone.body.5.2.mlp.3", N: 128, K: 512, Runs: []qmodel.Run{{Lo: 0, Hi: 128, Bits: 5}}},
@@ -51,21 +51,21 @@ var Layers = []qmodel.Layer{
 	{Name: "backbone.body.5.3.mlp.3", N: 128, K: 512, Runs: []qmodel.Run{{Lo: 0, Hi: 128, Bits: 5}}},
 	{Name: "backbone.body.5.4.attn.qkv", N: 384, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 32, Bits: 3}, {Lo: 32, Hi: 256, Bits: 4}, {Lo: 256, Hi: 384, Bits: 5}}},
 	{Name: "backbone.body.5.4.attn.proj", N: 128, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 32, Bits: 5}, {Lo: 32, Hi: 64, Bits: 6}, {Lo: 64, Hi: 128, Bits: 5}}},
-	{Name: "backbone.body.5.4.mlp.0", N: 512, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 512, Bits: 4}}},
+	{Name: "backbone.body.5.4.mlp.0", N: 512, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 416, Bits: 4}, {Lo: 416, Hi: 448, Bits: 5}, {Lo: 448, Hi: 512, Bits: 4}}},
 	{Name: "backbone.body.5.4.mlp.3", N: 128, K: 512, Runs: []qmodel.Run{{Lo: 0, Hi: 128, Bits: 5}}},
 	{Name: "backbone.body.5.5.attn.qkv", N: 384, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 32, Bits: 4}, {Lo: 32, Hi: 64, Bits: 3}, {Lo: 64, Hi: 96, Bits: 4}, {Lo: 96, Hi: 128, Bits: 3}, {Lo: 128, Hi: 160, Bits: 5}, {Lo: 160, Hi: 256, Bits: 4}, {Lo: 256, Hi: 384, Bits: 5}}},
 	{Name: "backbone.body.5.5.attn.proj", N: 128, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 128, Bits: 6}}},
 	{Name: "backbone.body.5.5.mlp.0", N: 512, K: 128, Runs: []qmodel.Run{{Lo: 0, Hi: 512, Bits: 4}}},
 	{Name: "backbone.body.5.5.mlp.3", N: 128, K: 512, Runs: []qmodel.Run{{Lo: 0, Hi: 128, Bits: 4}}},
 	{Name: "backbone.body.6.reduction", N: 256, K: 512, Runs: []qmodel.Run{{Lo: 0, Hi: 256, Bits: 5}}},
-	{Name: "backbone.body.7.0.attn.qkv", N: 768, K: 256, Runs: []qmodel.Run{{Lo: 0, Hi: 64, Bits: 3}, {Lo: 64, Hi: 128, Bits: 2}, {Lo: 128, Hi: 320, Bits: 3}, {Lo: 320, Hi: 384, Bits: 2}, {Lo: 384, Hi: 512, Bits: 3}, {Lo: 512, Hi: 768, Bits: 4}}},
-	{Name: "backbone.body.7.0.attn.proj", N: 256, K: 256, Runs: []qmodel.Run{{Lo: 0, Hi: 192, Bits: 4}, {Lo: 192, Hi: 224, Bits: 5}, {Lo: 224, Hi: 256, Bits: 4}}},
-	{Name: "backbone.body.7.0.mlp.0", N: 1024, K: 256, Runs: []qmodel.Run{{Lo: 0, Hi: 1024, Bits: 3}}},
+	{Name: "backbone.body.7.0.attn.qkv", N: 768, K: 256, Runs: []qmodel.Run{{Lo: 0, Hi: 64, Bits: 3}, {Lo: 64, Hi: 128, Bits: 2}, {Lo: 128, Hi: 320, Bits: 3}, {Lo: 320, Hi: 384, Bits: 2}, {Lo: 384, Hi: 512, Bits: 3}, {Lo: 512, Hi: 736, Bits: 4}, {Lo: 736, Hi: 768, Bits: 3}}},
+	{Name: "backbone.body.7.0.attn.proj", N: 256, K: 256, Runs: []qmodel.Run{{Lo: 0, Hi: 256, Bits: 4}}},
+	{Name: "backbone.body.7.0.mlp.0", N: 1024, K: 256, Runs: []qmodel.Run{{Lo: 0, Hi: 480, Bits: 3}, {Lo: 480, Hi: 512, Bits: 2}, {Lo: 512, Hi: 1024, Bits: 3}}},
 	{Name: "backbone.body.7.0.mlp.3", N: 256, K: 1024, Runs: []qmodel.Run{{Lo: 0, Hi: 32, Bits: 3}, {Lo: 32, Hi: 64, Bits: 4}, {Lo: 64, Hi: 192, Bits: 3}, {Lo: 192, Hi: 224, Bits: 4}, {Lo: 224, Hi: 256, Bits: 3}}},
-	{Name: "backbone.body.7.1.attn.qkv", N: 768, K: 256, Runs: []qmodel.Run{{Lo: 0, Hi: 192, Bits: 3}, {Lo: 192, Hi: 224, Bits: 2}, {Lo: 224, Hi: 416, Bits: 3}, {Lo: 416, Hi: 448, Bits: 2}, {Lo: 448, Hi: 480, Bits: 3}, {Lo: 480, Hi: 512, Bits: 2}, {Lo: 512, Hi: 768, Bits: 4}}},
+	{Name: "backbone.body.7.1.attn.qkv", N: 768, K: 256, Runs: []qmodel.Run{{Lo: 0, Hi: 192, Bits: 3}, {Lo: 192, Hi: 224, Bits: 2}, {Lo: 224, Hi: 480, Bits: 3}, {Lo: 480, Hi: 512, Bits: 2}, {Lo: 512, Hi: 768, Bits: 4}}},
 	{Name: "backbone.body.7.1.attn.proj", N: 256, K: 256, Runs: []qmodel.Run{{Lo: 0, Hi: 256, Bits: 4}}},
 	{Name: "backbone.body.7.1.mlp.0", N: 1024, K: 256, Runs: []qmodel.Run{{Lo: 0, Hi: 128, Bits: 2}, {Lo: 128, Hi: 160, Bits: 3}, {Lo: 160, Hi: 192, Bits: 2}, {Lo: 192, Hi: 224, Bits: 3}, {Lo: 224, Hi: 256, Bits: 2}, {Lo: 256, Hi: 288, Bits: 3}, {Lo: 288, Hi: 576, Bits: 2}, {Lo: 576, Hi: 640, Bits: 3}, {Lo: 640, Hi: 672, Bits: 2}, {Lo: 672, Hi: 704, Bits: 3}, {Lo: 704, Hi: 736, Bits: 2}, {Lo: 736, Hi: 800, Bits: 3}, {Lo: 800, Hi: 960, Bits: 2}, {Lo: 960, Hi: 1024, Bits: 3}}},
-	{Name: "backbone.body.7.1.mlp.3", N: 256, K: 1024, Runs: []qmodel.Run{{Lo: 0, Hi: 32, Bits: 3}, {Lo: 32, Hi: 64, Bits: 4}, {Lo: 64, Hi: 160, Bits: 3}, {Lo: 160, Hi: 192, Bits: 2}, {Lo: 192, Hi: 224, Bits: 4}, {Lo: 224, Hi: 256, Bits: 3}}},
+	{Name: "backbone.body.7.1.mlp.3", N: 256, K: 1024, Runs: []qmodel.Run{{Lo: 0, Hi: 160, Bits: 3}, {Lo: 160, Hi: 192, Bits: 2}, {Lo: 192, Hi: 224, Bits: 4}, {Lo: 224, Hi: 256, Bits: 3}}},
 }
 
 // New loads the quantized detector: backbone layers on the bit-packed kernels
