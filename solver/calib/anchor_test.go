@@ -5,6 +5,7 @@ import (
 	"math"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/flbq/flbq/runtime/qformat"
 )
@@ -63,5 +64,21 @@ func TestAnchorImages(t *testing.T) {
 	}
 	if _, n := AnchorBatches(batches, 3); n != 4 {
 		t.Errorf("3 anchor images rounded up to %d, want 4 (whole batches of 2)", n)
+	}
+}
+
+// TestAnchorImagesCheckpoints checks that batches without anchor tasks
+// still save their progress on the checkpoint interval.
+func TestAnchorImagesCheckpoints(t *testing.T) {
+	m := fixture(t, "vitdet_tiny")
+	batches := MakeBatches(calibInputs(t, m, 6, false), 2)
+	var last *State
+	o := Options{Mode: Fast, GroupSize: 32, Rule: qformat.MinMax, AnchorImages: 2, SaveEvery: time.Nanosecond,
+		Save: func(s *State) error { last = s; return nil }}
+	if _, err := Measure(context.Background(), m.Backbone, batches, o, NewState()); err != nil {
+		t.Fatal(err)
+	}
+	if last == nil || !last.Done[statsKey(2)] {
+		t.Error("the energies of the last batch (no anchors) were never saved")
 	}
 }

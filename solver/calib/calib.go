@@ -397,6 +397,9 @@ func (e *engine) run(ctx context.Context) error {
 			}
 			e.st.commit(statsKey(bi), stats.sums(e.anchor[bi]))
 			e.progress(int64(len(e.sel)))
+			if err := e.maybeSave(); err != nil {
+				return fmt.Errorf("saving the checkpoint: %w", err)
+			}
 		}
 		if e.o.Mode == Fast && !e.anchor[bi] {
 			continue
