@@ -5,6 +5,7 @@ import (
 	"math/rand"
 	"testing"
 
+	"github.com/flbq/flbq/generated/shapesswin"
 	"github.com/flbq/flbq/generated/tinyswin"
 	"github.com/flbq/flbq/runtime/kernels"
 	"github.com/flbq/flbq/runtime/qmodel"
@@ -13,20 +14,39 @@ import (
 // The generated entry points must compute exactly what the generic
 // kernels.QLinear path computes, on every tier this CPU runs, for row
 // counts on both sides of the fused/unpacked and one/many-thread cutoffs.
+// The fixture package covers K = 16 (half a padded block) and six row
+// counts; the bundled package its 51 real layers at three.
 func TestEntryPointsMatchGenericPath(t *testing.T) {
-	m, err := tinyswin.New()
+	tiny, err := tinyswin.New()
 	if err != nil {
 		t.Fatal(err)
 	}
+	bundled, err := shapesswin.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pkg := range []struct {
+		m      *qmodel.Model
+		layers []qmodel.Layer
+		rows   []int
+	}{
+		{tiny, tinyswin.Layers, []int{1, 7, 16, 17, 300, 1100}},
+		{bundled, shapesswin.Layers, []int{5, 36, 600}},
+	} {
+		entriesMatchGeneric(t, pkg.m, pkg.layers, pkg.rows)
+	}
+}
+
+func entriesMatchGeneric(t *testing.T, m *qmodel.Model, layers []qmodel.Layer, rows []int) {
 	r := rand.New(rand.NewSource(1))
 	defer kernels.SetTier("auto")
 	for _, tier := range kernels.Tiers() {
 		if err := kernels.SetTier(tier); err != nil {
 			t.Fatal(err)
 		}
-		for _, l := range tinyswin.Layers {
+		for _, l := range layers {
 			lin := m.Model.Linear(l.Name)
-			for _, M := range []int{1, 7, 16, 17, 300, 1100} {
+			for _, M := range rows {
 				x := make([]float32, M*l.K)
 				for i := range x {
 					x[i] = float32(r.NormFloat64())
