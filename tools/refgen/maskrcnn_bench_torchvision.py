@@ -10,6 +10,13 @@ RoI box heads, masks incl. pasting).
     /usr/bin/python3 tools/refgen/maskrcnn_bench_torchvision.py --threads 2 [--reps 1]
 
 Use the same thread count as the Go side (GOMAXPROCS / nn.SetThreads).
+
+    /usr/bin/python3 tools/refgen/maskrcnn_bench_torchvision.py --threads 1 --reps 5 \
+        --model-file tools/models/shapes-swin-t32.safetensors --image IMG.png
+
+--model-file times a trained flbq detector file instead (its own config,
+weights and inference settings) on --image (a PNG; default: random pixels at
+--sizes), as `go test ./runtime/model -bench QuantVsFP32` does.
 """
 import argparse
 import os
@@ -58,6 +65,11 @@ def wrap(obj, name, clock, before, after=None):
 def build(cfg, min_size, clock):
     bb = flbq_models.build(cfg).backbone
     m = MaskRCNN(bb, num_classes=91, min_size=min_size, max_size=1333, box_score_thresh=0.0).eval()
+    return instrument(m, clock)
+
+
+def instrument(m, clock):
+    bb = m.backbone
     wrap(m.transform, "forward", clock, "preproc")
     wrap(bb, "forward_backbone", clock, "backbone")
     wrap(bb, "forward_pyramid", clock, "fpn")
@@ -74,18 +86,34 @@ def main():
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--models", default="SwinT,ViTB")
     ap.add_argument("--sizes", default="512x512,800x1216")
+    ap.add_argument("--model-file", help="flbq .safetensors detector to time instead (name 'File')")
+    ap.add_argument("--image", help="PNG input (default: random pixels at --sizes)")
     a = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    for name, cfg in [("SwinT", SWIN_T), ("ViTB", VIT_B)]:
+    cases = [("SwinT", SWIN_T), ("ViTB", VIT_B)]
+    if a.model_file:
+        cases, a.models = [("File", a.model_file)], "File"
+    for name, cfg in cases:
         if name not in a.models.split(","):
             continue
         for sz in a.sizes.split(","):
             h, w = map(int, sz.split("x"))
             clock = Clock()
-            m = build(cfg, min(h, w), clock)
-            img = torch.randint(0, 256, (3, h, w), generator=torch.Generator().manual_seed(5)).float() / 255
+            if name == "File":
+                import eval_shapes  # noqa: E402  (loads the file's config and weights)
+                m = instrument(eval_shapes.load_model(cfg)[0], clock)
+            else:
+                m = build(cfg, min(h, w), clock)
+            if a.image:
+                import numpy as np
+                from PIL import Image
+                arr = np.asarray(Image.open(a.image).convert("RGB"))
+                img = torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255
+                h, w = arr.shape[:2]
+            else:
+                img = torch.randint(0, 256, (3, h, w), generator=torch.Generator().manual_seed(5)).float() / 255
             with torch.no_grad():
                 m([torch.rand(3, 160, 160)])  # warm-up
                 ts, cpus, ndet = [], [], 0
