@@ -202,3 +202,35 @@ func TestTimeSwinTForwards(t *testing.T) {
 	}
 	t.Logf("%d plain fp32 forwards (%d batches): %.1fs", len(p.Images), len(p.Batches), time.Since(t0).Seconds())
 }
+
+// BenchmarkFastEnergies times fast mode's energy pass alone (the fp32
+// pass with every layer's per-bit error energies and moments; the part
+// that runs on every calibration image) on the fixture models with one
+// batch of 8 images, in plain fp32 forwards of the same batch.
+func BenchmarkFastEnergies(b *testing.B) {
+	for _, name := range []string{"vitdet_tiny", "swin_tiny"} {
+		m := fixture(b, name)
+		x := MakeBatches(calibInputs(b, m, 8, false), 8)[0].X
+		bb := m.Backbone
+		layers := bb.QuantLayers()
+		var sel []int
+		for i := range layers {
+			sel = append(sel, i)
+		}
+		e := &engine{bb: bb, layers: layers, sel: sel, o: Options{Mode: Fast, Bits: DefaultBits, Anchors: DefaultAnchors}, z: NewQuantizer(qformat.MinMax)}
+		h := e.newStatsHook()
+		bb.ForwardFrom(0, x, nil, h.overrides(), nil) // quantize and pack once
+		t0 := time.Now()
+		for i := 0; i < 5; i++ {
+			bb.Forward(x, nil)
+		}
+		fwd := time.Since(t0).Seconds() / 5
+		b.Run(name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				h := e.newStatsHook()
+				bb.ForwardFrom(0, x, nil, h.overrides(), nil)
+			}
+			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N)/fwd, "x-fp32-forwards")
+		})
+	}
+}

@@ -519,6 +519,7 @@ func (h *statsHook) overrides() nn.Overrides {
 			ops[i] = op
 		}
 		nb := len(h.e.o.Bits)
+		kind, _ := h.e.weightKind(li)
 		ov[l.Name] = nn.LinearFunc(func(dst, x []float32, M int) {
 			lin := l.Layer
 			lin.ForwardFP32(dst, x, M)
@@ -543,19 +544,9 @@ func (h *statsHook) overrides() nn.Overrides {
 				}
 				nn.PutScratch(buf)
 			})
-			// Per-channel Σ z² and Σ GELU'(z)² of the fp32 output, for the
-			// structural channel weights (see channelWeights).
-			mom := make([]float64, 2*lin.Out)
-			for m := 0; m < M; m++ {
-				for c, v := range dst[m*lin.Out : (m+1)*lin.Out] {
-					z := float64(v)
-					g := 0.5*(1+math.Erf(z/math.Sqrt2)) + z*math.Exp(-z*z/2)/math.Sqrt(2*math.Pi)
-					mom[c] += z * z
-					mom[lin.Out+c] += g * g
-				}
-			}
+			mom := outputMoments(dst, M, lin.Out, kind)
 			h.mu.Lock()
-			if a := h.acc["m/"+l.Name]; a == nil {
+			if a := h.acc["m/"+l.Name]; a == nil && mom != nil {
 				h.acc["m/"+l.Name] = mom
 			} else {
 				for i, v := range mom {
@@ -578,6 +569,34 @@ func (h *statsHook) overrides() nn.Overrides {
 
 // sums returns the batch's sums; an anchor batch's energies are also
 // counted under "ea/<layer>", the anchor images' energies.
+// outputMoments returns the per-channel Σ z² (first Out entries, for a
+// fused q/k/v layer) or Σ GELU'(z)² (last Out, for an MLP fc1) of a
+// layer's fp32 output y (M×Out) that its structural channel weights use
+// (see channelWeights), or nil when they use neither. Workers take
+// channel ranges and sum each channel over rows in order, so the sums do
+// not depend on the number of threads.
+func outputMoments(y []float32, M, out int, kind weightKind) []float64 {
+	if kind == plainWeights {
+		return nil
+	}
+	mom := make([]float64, 2*out)
+	nn.ParallelFor(out, 16, func(lo, hi int) {
+		for m := 0; m < M; m++ {
+			row := y[m*out : (m+1)*out]
+			for c := lo; c < hi; c++ {
+				z := float64(row[c])
+				if kind == qkvWeights {
+					mom[c] += z * z
+				} else {
+					g := 0.5*(1+math.Erf(z/math.Sqrt2)) + z*math.Exp(-z*z/2)/math.Sqrt(2*math.Pi)
+					mom[out+c] += g * g
+				}
+			}
+		}
+	})
+	return mom
+}
+
 func (h *statsHook) sums(anchor bool) map[string][]float64 {
 	if !anchor {
 		return h.acc
@@ -699,9 +718,49 @@ func (e *engine) channelWeights(li int, mom []float64) []float64 {
 	for c := range w {
 		w[c] = 1
 	}
-	if e.o.Unweighted || len(mom) != 2*l.Out {
+	kind, next := e.weightKind(li)
+	if kind == plainWeights || len(mom) != 2*l.Out {
 		return w
 	}
+	colNorm := func(n *nn.Linear, c int) float64 {
+		var s float64
+		for o := 0; o < n.Out; o++ {
+			v := float64(n.Weight[o*n.In+c])
+			s += v * v
+		}
+		return s
+	}
+	if kind == mlpWeights {
+		for c := range w {
+			w[c] = colNorm(next, c) * mom[l.Out+c]
+		}
+		return w
+	}
+	d := l.In
+	for c := 0; c < d; c++ {
+		w[c] = mom[d+c] // query c: Σ k_c²
+		w[d+c] = mom[c] // key c: Σ q_c²
+		w[2*d+c] = colNorm(next, c)
+	}
+	return w
+}
+
+// weightKind says which structural channel weights layer li gets
+// (channelWeights), with the layer they look at: fc2 of an MLP fc1, the
+// output projection of a fused q/k/v projection.
+type weightKind int
+
+const (
+	plainWeights weightKind = iota
+	mlpWeights
+	qkvWeights
+)
+
+func (e *engine) weightKind(li int) (weightKind, *nn.Linear) {
+	if e.o.Unweighted {
+		return plainWeights, nil
+	}
+	l := e.layers[li]
 	next := func(from, to string) *nn.Linear {
 		if !strings.HasSuffix(l.Name, from) {
 			return nil
@@ -714,33 +773,17 @@ func (e *engine) channelWeights(li int, mom []float64) []float64 {
 		}
 		return nil
 	}
-	colNorm := func(n *nn.Linear, c int) float64 {
-		var s float64
-		for o := 0; o < n.Out; o++ {
-			v := float64(n.Weight[o*n.In+c])
-			s += v * v
-		}
-		return s
-	}
 	if fc2 := next(".mlp.0", ".mlp.3"); fc2 != nil && fc2.In == l.Out {
-		for c := range w {
-			w[c] = colNorm(fc2, c) * mom[l.Out+c]
-		}
-		return w
+		return mlpWeights, fc2
 	}
 	proj := next(".attn.qkv", ".attn.proj")
 	if proj == nil {
 		proj = next(".self_attention.in_proj", ".self_attention.out_proj")
 	}
 	if proj != nil && len(e.segments(li)) == 3 && proj.In == l.In {
-		d := l.In
-		for c := 0; c < d; c++ {
-			w[c] = mom[d+c] // query c: Σ k_c²
-			w[d+c] = mom[c] // key c: Σ q_c²
-			w[2*d+c] = colNorm(proj, c)
-		}
+		return qkvWeights, proj
 	}
-	return w
+	return plainWeights, nil
 }
 
 // segments returns fast mode's channel segments of layer li: q, k and v of
