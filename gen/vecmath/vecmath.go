@@ -1,11 +1,13 @@
 // Package vecmath is the generator of generated/vecmath: AVX2+FMA assembly
 // (emitted with avo) for the fp32 element-wise ops that dominate a
 // transformer backbone once its linears are fast — exp (softmax), erf
-// (exact GELU), LayerNorm and residual adds. runtime/nn holds the readable
+// (exact GELU), LayerNorm, residual adds — and the transposed packing of
+// attention's key panels for the fp32 GEMM. runtime/nn holds the readable
 // pure-Go twins and chooses between them at run time.
 //
 // The polynomials are the ones of runtime/nn's scalar Exp and Erf, so the
-// vector and scalar paths differ only by FMA rounding (a few ulp).
+// vector and scalar paths differ by FMA rounding (a few ulp) and, for exp,
+// only outside [ExpLo, ExpHi].
 //
 // Output is deterministic: avo runs through build.NewContext with a fixed
 // printer.Config (no argv, paths or timestamps), every file is rendered in
@@ -597,8 +599,9 @@ func asmFiles() (asm, stubs []byte, err error) {
 const docText = Header + `
 
 // Package vecmath holds the generated AVX2+FMA kernels of runtime/nn's fp32
-// element-wise ops: exp and softmax rows, exact GELU, LayerNorm rows and
-// vector adds. runtime/nn checks the CPU (x/sys/cpu), checks lengths and
+// element-wise ops: exp and softmax rows, exact GELU, LayerNorm rows,
+// vector adds, and the transposed (Bᵀ) panel packing of its fp32 GEMM.
+// runtime/nn checks the CPU (x/sys/cpu), checks lengths and
 // finishes tails; its pure-Go twins run everywhere else (other
 // architectures, the purego tag, FLBQ_NOASM=1).
 //
