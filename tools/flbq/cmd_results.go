@@ -48,7 +48,7 @@ func init() {
 			&cli.StringFlag{Name: "budgets", Value: "2,2.5,3,4,6", Usage: "average bit budgets"},
 			&cli.IntFlag{Name: "calib-size", Value: 64},
 			&cli.StringFlag{Name: "calib-mode", Value: "fast"},
-			&cli.IntFlag{Name: "val", Value: 50, Usage: "held-out images"},
+			&cli.IntFlag{Name: "val", Value: 100, Usage: "held-out images"},
 			&cli.IntFlag{Name: "train", Value: 2000, Usage: "training images to regenerate"},
 		},
 		Action: runResults,
@@ -57,7 +57,7 @@ func init() {
 
 // BundledModels are the trained detectors the results table covers by
 // default (tools/models/README.md).
-var BundledModels = []string{BundledModel}
+var BundledModels = []string{BundledModel, "tools/models/shapes-vit-d128.safetensors"}
 
 type resultRow struct {
 	budget     string
