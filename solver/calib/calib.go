@@ -49,11 +49,13 @@
 // and bit-width, and it varies little between images, so a few images fix
 // it (validate_test.go checks the curves against exact mode with a subset);
 // the energies, which carry the group-to-group detail, use every image.
-// Per image the energy pass costs about len(bits)/2 forwards; the anchors
-// cost about len(anchors)·L/2 forwards per anchor image (L layers, fused
-// q/k/v counted three times): for Swin-T with 32-channel groups and 64
-// images, about 20 forwards per image instead of 100 with every image an
-// anchor image, and 5,000 in exact mode.
+// In multiply-adds, the energy pass costs about len(bits) forwards' worth
+// of linear layers per image (8 bit-widths: ≈ 8 Swin-T forwards), the
+// anchors about len(anchors)·L/2 forwards per anchor image (L layers,
+// fused q/k/v counted three times: ≈ 80 for Swin-T). For Swin-T with 64
+// images and 8 anchor images that is ≈ 19 forwards per image, instead of
+// ≈ 90 with every image an anchor image and ≈ 5,000 in exact mode
+// (docs/BENCHMARKS.md has the measured run).
 package calib
 
 import (
