@@ -3,7 +3,6 @@ package calib
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 
 	"github.com/flbq/flbq/runtime/nn"
@@ -94,17 +93,15 @@ func fastVsExact(t *testing.T, name string, nImages, batch, anchorImages int, bu
 	}
 }
 
-// TestFastVsExact validates fast mode on vitdet_tiny, with the anchors on
-// every image and on a third of them; FLBQ_CALIB_LONG=1 adds swin_tiny
-// (two minutes of exact-mode curves on 2 cores) with anchors on all 8
-// images and on a quarter of them. (With 16 swin_tiny images DP@3 from fast
-// curves lands 10.4–10.7 % above exact, anchors on all or 4 images alike:
-// docs/BENCHMARKS.md, Calibration.)
+// TestFastVsExact validates fast mode on both fixture families, with the
+// anchors on every image and on a subset: vitdet_tiny (6 images) and
+// swin_tiny (8 images; exact curves take ~6 s on 2 cores). With 16
+// swin_tiny images DP@3 from fast curves lands 10.4–10.7 % above exact,
+// anchors on all or 4 images alike — a known miss, diagnosed to the split
+// of fused q/k/v layers across heads (docs/BENCHMARKS.md, Calibration).
 func TestFastVsExact(t *testing.T) {
 	fastVsExact(t, "vitdet_tiny", 6, 2, 0, []float64{3, 4})
 	fastVsExact(t, "vitdet_tiny", 6, 2, 2, []float64{3, 4})
-	if os.Getenv("FLBQ_CALIB_LONG") != "" {
-		fastVsExact(t, "swin_tiny", 8, 2, 0, []float64{3, 4})
-		fastVsExact(t, "swin_tiny", 8, 2, 2, []float64{3, 4})
-	}
+	fastVsExact(t, "swin_tiny", 8, 2, 0, []float64{3, 4})
+	fastVsExact(t, "swin_tiny", 8, 2, 2, []float64{3, 4})
 }
