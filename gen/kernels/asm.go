@@ -7,10 +7,9 @@ import (
 	"github.com/mmcloughlin/avo/attr"
 	"github.com/mmcloughlin/avo/build"
 	"github.com/mmcloughlin/avo/operand"
-	"github.com/mmcloughlin/avo/pass"
-	"github.com/mmcloughlin/avo/printer"
 	"github.com/mmcloughlin/avo/reg"
 
+	"github.com/flbq/flbq/gen/genfiles"
 	"github.com/flbq/flbq/runtime/qformat"
 )
 
@@ -38,25 +37,7 @@ func PeakMACs(tier string) int {
 
 // asmFile renders one avo context into assembly and stub sources.
 func asmFile(pkg string, fill func(c *build.Context)) (asm, stubs []byte, err error) {
-	c := build.NewContext()
-	c.ConstraintExpr("!purego")
-	fill(c)
-	f, err := c.Result()
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := pass.Compile.Execute(f); err != nil {
-		return nil, nil, err
-	}
-	// Fixed printer configuration: no argv, no paths, no timestamps.
-	cfg := printer.Config{Name: GeneratorName, Pkg: pkg}
-	if asm, err = printer.NewGoAsm(cfg).Print(f); err != nil {
-		return nil, nil, err
-	}
-	if stubs, err = printer.NewStubs(cfg).Print(f); err != nil {
-		return nil, nil, err
-	}
-	return asm, stubs, nil
+	return genfiles.Asm(GeneratorName, pkg, "!purego", fill)
 }
 
 func mem(base reg.Register, disp int) operand.Mem { return operand.Mem{Base: base, Disp: disp} }

@@ -11,18 +11,12 @@
 package kernels
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"go/format"
-	"os"
-	"path/filepath"
-	"sort"
-	"strings"
 
 	"github.com/dave/jennifer/jen"
-
-	"github.com/flbq/flbq/runtime/atomicfile"
+	"github.com/flbq/flbq/gen/genfiles"
 )
 
 // GeneratorName appears in every generated file's header.
@@ -116,15 +110,7 @@ func Files() (map[string][]byte, error) {
 
 // IsGenerated reports whether the file at path starts with the header of this
 // generator.
-func IsGenerated(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	line, _ := bufio.NewReader(f).ReadString('\n')
-	return strings.TrimRight(line, "\n") == Header
-}
+func IsGenerated(path string) bool { return genfiles.IsGenerated(path, Header) }
 
 // Write renders all files, then writes them into dir atomically and removes
 // stale files of this generator. Nothing is written if rendering fails.
@@ -133,35 +119,5 @@ func Write(dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		p := filepath.Join(dir, n)
-		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, files[n]) {
-			continue // unchanged: keep the file (and its mtime)
-		}
-		if err := atomicfile.WriteBytes(p, files[n]); err != nil {
-			return err
-		}
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		p := filepath.Join(dir, e.Name())
-		if _, keep := files[e.Name()]; keep || e.IsDir() || !IsGenerated(p) {
-			continue
-		}
-		if err := os.Remove(p); err != nil {
-			return err
-		}
-	}
-	return nil
+	return genfiles.Write(dir, Header, files)
 }

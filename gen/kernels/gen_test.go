@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/flbq/flbq/gen/genfiles"
 )
 
 func TestDeterministic(t *testing.T) {
@@ -39,39 +41,12 @@ func TestDeterministic(t *testing.T) {
 // TestCommitted checks that generated/kernels is what the generator emits
 // (the same check as `make check-generated`, without touching the tree).
 func TestCommitted(t *testing.T) {
-	dir := filepath.Join("..", "..", "generated", "kernels")
 	files, err := Files()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, data := range files {
-		got, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil || !bytes.Equal(got, data) {
-			t.Errorf("%s is stale or missing: run go generate ./generated/kernels", name)
-		}
-	}
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if _, ok := files[e.Name()]; !ok {
-			t.Errorf("unexpected file %s in %s", e.Name(), dir)
-		}
-	}
-}
-
-func TestStaleRemoved(t *testing.T) {
-	d := t.TempDir()
-	stale := filepath.Join(d, "old_amd64.s")
-	keep := filepath.Join(d, "handwritten.go")
-	os.WriteFile(stale, []byte(Header+"\n\npackage kernels\n"), 0o644)
-	os.WriteFile(keep, []byte("package kernels\n"), 0o644)
-	if err := Write(d); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(stale); !os.IsNotExist(err) {
-		t.Fatal("stale generated file kept")
-	}
-	if _, err := os.Stat(keep); err != nil {
-		t.Fatal("hand-written file removed")
+	for _, p := range genfiles.Stale(filepath.Join("..", "..", "generated", "kernels"), files) {
+		t.Errorf("generated/kernels: %s: run go generate ./generated/kernels", p)
 	}
 }
 

@@ -15,24 +15,15 @@
 package vecmath
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"go/format"
 	"math"
-	"os"
-	"path/filepath"
-	"sort"
-	"strings"
 
+	"github.com/flbq/flbq/gen/genfiles"
 	"github.com/mmcloughlin/avo/attr"
 	"github.com/mmcloughlin/avo/build"
 	"github.com/mmcloughlin/avo/operand"
-	"github.com/mmcloughlin/avo/pass"
-	"github.com/mmcloughlin/avo/printer"
 	"github.com/mmcloughlin/avo/reg"
-
-	"github.com/flbq/flbq/runtime/atomicfile"
 )
 
 // GeneratorName appears in every generated file's header.
@@ -570,30 +561,15 @@ func (g *gen) packT16Kernel() {
 
 // asmFiles renders the assembly and its Go stubs.
 func asmFiles() (asm, stubs []byte, err error) {
-	c := build.NewContext()
-	c.ConstraintExpr("!purego")
-	g := newGen(c)
-	g.expKernel()
-	g.softmaxKernel()
-	g.geluKernel()
-	g.addKernel()
-	g.layerNormKernel()
-	g.packT16Kernel()
-	f, err := c.Result()
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := pass.Compile.Execute(f); err != nil {
-		return nil, nil, err
-	}
-	cfg := printer.Config{Name: GeneratorName, Pkg: Package}
-	if asm, err = printer.NewGoAsm(cfg).Print(f); err != nil {
-		return nil, nil, err
-	}
-	if stubs, err = printer.NewStubs(cfg).Print(f); err != nil {
-		return nil, nil, err
-	}
-	return asm, stubs, nil
+	return genfiles.Asm(GeneratorName, Package, "!purego", func(c *build.Context) {
+		g := newGen(c)
+		g.expKernel()
+		g.softmaxKernel()
+		g.geluKernel()
+		g.addKernel()
+		g.layerNormKernel()
+		g.packT16Kernel()
+	})
 }
 
 const docText = Header + `
@@ -634,15 +610,7 @@ func Files() (map[string][]byte, error) {
 }
 
 // IsGenerated reports whether the file at path starts with Header.
-func IsGenerated(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	line, _ := bufio.NewReader(f).ReadString('\n')
-	return strings.TrimRight(line, "\n") == Header
-}
+func IsGenerated(path string) bool { return genfiles.IsGenerated(path, Header) }
 
 // Write renders all files, then writes them into dir atomically and removes
 // stale files of this generator. Nothing is written if rendering fails.
@@ -651,35 +619,5 @@ func Write(dir string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		p := filepath.Join(dir, n)
-		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, files[n]) {
-			continue
-		}
-		if err := atomicfile.WriteBytes(p, files[n]); err != nil {
-			return err
-		}
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		p := filepath.Join(dir, e.Name())
-		if _, keep := files[e.Name()]; keep || e.IsDir() || !IsGenerated(p) {
-			continue
-		}
-		if err := os.Remove(p); err != nil {
-			return err
-		}
-	}
-	return nil
+	return genfiles.Write(dir, Header, files)
 }
