@@ -69,7 +69,7 @@ func TestGenerateIsDeterministicAndRefusesForeignFiles(t *testing.T) {
 	if _, err := Write(d1, f, a, o); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []string{"doc.go", "model.go", "entries.go", BlobName} {
+	for _, n := range []string{"doc.go", "model.go", BlobName} {
 		b1, _ := os.ReadFile(filepath.Join(d1, n))
 		b2, _ := os.ReadFile(filepath.Join(d2, n))
 		if len(b1) == 0 || !bytes.Equal(b1, b2) {
@@ -92,35 +92,33 @@ func TestGenerateIsDeterministicAndRefusesForeignFiles(t *testing.T) {
 	}
 }
 
-// Entry points that disagree with the blob (another allocation's runs, or
+// A layer table that disagrees with the blob (another allocation's runs, or
 // another shape) must be refused at load, naming the layer.
-func TestLoadRefusesMismatchedEntryPoints(t *testing.T) {
+func TestLoadRefusesMismatchedLayerTable(t *testing.T) {
 	f, m := load(t)
 	a := mixedAlloc(t, m)
 	blob, layers, err := Pack(f, a, qformat.MSE)
 	if err != nil {
 		t.Fatal(err)
 	}
-	entries := func(bits int, dk int) map[string]qmodel.Entry {
-		es := map[string]qmodel.Entry{}
-		for _, l := range layers {
-			runs := l.Runs
-			es[l.Name] = qmodel.Entry{N: l.N, K: l.K, Tiles: func(b *qmodel.Block) {
-				for _, r := range runs {
-					b.Run(r.Lo/qformat.TileN, qformat.PaddedN(r.Hi)/qformat.TileN, r.Bits)
-				}
-			}}
-		}
-		l := layers[len(layers)-1]
-		es[l.Name] = qmodel.Entry{N: l.N, K: l.K + dk, Tiles: func(b *qmodel.Block) { b.Run(0, qformat.PaddedN(l.N)/qformat.TileN, bits) }}
-		return es
+	last := len(layers) - 1
+	edit := func(change func(l *qmodel.Layer)) []qmodel.Layer {
+		ls := append([]qmodel.Layer(nil), layers...)
+		l := ls[last]
+		l.Runs = append([]qmodel.Run(nil), l.Runs...)
+		change(&l)
+		ls[last] = l
+		return ls
 	}
-	last := layers[len(layers)-1]
-	if _, err := qmodel.LoadSpecialised(blob, layers, entries(last.Runs[0].Bits%8+1, 0)); err == nil || !strings.Contains(err.Error(), last.Name) {
-		t.Fatalf("entry point at other bit-widths: %v", err)
+	if _, err := qmodel.Load(blob, layers); err != nil {
+		t.Fatalf("matching table refused: %v", err)
 	}
-	if _, err := qmodel.LoadSpecialised(blob, layers, entries(last.Runs[0].Bits, 1)); err == nil || !strings.Contains(err.Error(), "K=") {
-		t.Fatalf("entry point of another shape: %v", err)
+	name := layers[last].Name
+	if _, err := qmodel.Load(blob, edit(func(l *qmodel.Layer) { l.Runs[0].Bits = l.Runs[0].Bits%8 + 1 })); err == nil || !strings.Contains(err.Error(), name) {
+		t.Errorf("table at other bit-widths: %v", err)
+	}
+	if _, err := qmodel.Load(blob, edit(func(l *qmodel.Layer) { l.K++ })); err == nil || !strings.Contains(err.Error(), name) {
+		t.Errorf("table of another shape: %v", err)
 	}
 }
 

@@ -68,9 +68,8 @@ var Layers = []qmodel.Layer{
 	{Name: "backbone.body.7.1.mlp.3", N: 256, K: 1024, Runs: []qmodel.Run{{Lo: 0, Hi: 160, Bits: 3}, {Lo: 160, Hi: 192, Bits: 2}, {Lo: 192, Hi: 224, Bits: 4}, {Lo: 224, Hi: 256, Bits: 3}}},
 }
 
-// New loads the quantized detector: backbone layers on the bit-packed kernels
-// through the specialised entry points of entries.go, feature pyramid and heads
-// on their 8-bit weights.
+// New loads the quantized detector: backbone layers on the bit-packed kernels,
+// feature pyramid and heads on their 8-bit weights.
 func New() (*qmodel.Model, error) {
-	return qmodel.LoadSpecialised(blob, Layers, Entries)
+	return qmodel.Load(blob, Layers)
 }

@@ -52,9 +52,8 @@ var Layers = []qmodel.Layer{
 	{Name: "backbone.body.7.1.mlp.3", N: 128, K: 512, Runs: []qmodel.Run{{Lo: 0, Hi: 32, Bits: 4}, {Lo: 32, Hi: 80, Bits: 3}, {Lo: 80, Hi: 112, Bits: 4}, {Lo: 112, Hi: 128, Bits: 3}}},
 }
 
-// New loads the quantized detector: backbone layers on the bit-packed kernels
-// through the specialised entry points of entries.go, feature pyramid and heads
-// on their 8-bit weights.
+// New loads the quantized detector: backbone layers on the bit-packed kernels,
+// feature pyramid and heads on their 8-bit weights.
 func New() (*qmodel.Model, error) {
-	return qmodel.LoadSpecialised(blob, Layers, Entries)
+	return qmodel.Load(blob, Layers)
 }

@@ -12,10 +12,6 @@
 // in the source model; and the metadata "flbq.config" (the model) and
 // "flbq.qmodel" (Meta).
 //
-// A generated package binds its per-layer entry points (Entry: shape and
-// runs of bit-widths as constants) with LoadSpecialised; Load runs every
-// layer on the generic kernels.QLinear path. Both give bit-identical outputs.
-//
 // The quantized linears compute with int8 activations and exact int32
 // accumulation; the heads run in fp32 on their dequantized 8-bit weights —
 // the same numbers the calibration's fake-quant path uses.
@@ -29,7 +25,6 @@ import (
 	"github.com/flbq/flbq/runtime/kernels"
 	"github.com/flbq/flbq/runtime/maskrcnn"
 	"github.com/flbq/flbq/runtime/model"
-	"github.com/flbq/flbq/runtime/nn"
 	"github.com/flbq/flbq/runtime/qformat"
 	"github.com/flbq/flbq/runtime/safetensors"
 )
@@ -126,32 +121,14 @@ type Model struct {
 	*maskrcnn.Detector
 	Meta   Meta
 	Linear map[string]*kernels.QLinear
-	// Entries are the generated package's specialised entry points by
-	// layer (nil from Load).
-	Entries map[string]Entry
 }
 
 // Load builds the quantized detector from a blob. want, the layer table
 // compiled into the generated package, must match the blob exactly. Every
-// quantized layer runs on the generic kernels.QLinear path.
+// quantized layer runs on kernels.QLinear with the layer's runtime shape:
+// per-layer code with the shape and bit-width runs as constants was measured
+// and did not pay (docs/BENCHMARKS.md, "Generated model packages").
 func Load(blob []byte, want []Layer) (*Model, error) {
-	return LoadSpecialised(blob, want, nil)
-}
-
-// LoadSpecialised is Load with the generated package's per-layer entry
-// points bound in place of the generic path: entries must name every
-// layer of want, each checked against the blob's shape and bit-widths.
-func LoadSpecialised(blob []byte, want []Layer, entries map[string]Entry) (*Model, error) {
-	if entries != nil {
-		if len(entries) != len(want) {
-			return nil, fmt.Errorf("generated code: %d entry points for %d quantized layers", len(entries), len(want))
-		}
-		for _, l := range want {
-			if _, ok := entries[l.Name]; !ok {
-				return nil, fmt.Errorf("generated code: no entry point for layer %s", l.Name)
-			}
-		}
-	}
 	f, err := safetensors.Parse(blob)
 	if err != nil {
 		return nil, fmt.Errorf("weight blob: %w", err)
@@ -178,11 +155,6 @@ func LoadSpecialised(blob []byte, want []Layer, entries map[string]Entry) (*Mode
 		q, err := kernels.NewQLinear(m, nil)
 		if err != nil {
 			return nil, fmt.Errorf("layer %s: %w", l.Name, err)
-		}
-		if e, ok := entries[l.Name]; ok {
-			if err := checkEntry(l.Name, e, m); err != nil {
-				return nil, fmt.Errorf("generated code does not match the weight blob: %w", err)
-			}
 		}
 		qlin[l.Name] = q
 		for _, n := range []string{QWeight(l.Name), QScale(l.Name), QZero(l.Name), QTileBits(l.Name)} {
@@ -213,36 +185,16 @@ func LoadSpecialised(blob []byte, want []Layer, entries map[string]Entry) (*Mode
 			return nil, fmt.Errorf("weight blob: %s is not a quantizable layer of the model", name)
 		}
 		q.Bias = lin.Bias
+		if err := m.SetLinearImpl(name, op{q}); err != nil {
+			return nil, err
+		}
 		lin.Weight = nil // the kernels hold the packed weights
 	}
 	d, err := maskrcnn.New(m)
 	if err != nil {
 		return nil, fmt.Errorf("weight blob: %w", err)
 	}
-	qm := &Model{Detector: d, Meta: meta, Linear: qlin, Entries: entries}
-	if err := qm.SetSpecialised(entries != nil); err != nil {
-		return nil, err
-	}
-	return qm, nil
-}
-
-// SetSpecialised binds every quantized layer to its generated entry point
-// (on) or to the generic kernels.QLinear path (off); both give bit-identical
-// outputs. Not safe while forward passes run.
-func (m *Model) SetSpecialised(on bool) error {
-	if on && m.Entries == nil {
-		return fmt.Errorf("qmodel: the model has no specialised entry points")
-	}
-	for name, q := range m.Linear {
-		var impl nn.LinearOp = op{q}
-		if on {
-			impl = &entryOp{e: m.Entries[name], q: q}
-		}
-		if err := m.Model.SetLinearImpl(name, impl); err != nil {
-			return err
-		}
-	}
-	return nil
+	return &Model{Detector: d, Meta: meta, Linear: qlin}, nil
 }
 
 // op adapts a QLinear to nn.LinearOp; shapes were checked at load, so an

@@ -19,10 +19,8 @@ func init() {
 		Description: `Packs the backbone's quantized layers at the allocation's bit-widths (bit-packed for
    the kernels of runtime/kernels), the feature pyramid and heads at 8 bits, and every
    other tensor as is, into DIR/weights.bin, and emits DIR/doc.go (with a go:generate
-   line that reproduces the package), DIR/model.go (the embedded blob, the table of
-   quantized layers with their shapes and bit-width runs, and New()) and DIR/entries.go
-   (one entry point per quantized layer, its shape and runs as constants, calling the
-   micro-kernels of generated/kernels for each run's bit-width). An app imports
+   line that reproduces the package) and DIR/model.go (the embedded blob, the table of
+   quantized layers with their shapes and bit-width runs, and New()). An app imports
    the package and calls New() to get a detector; see tools/examples/detect.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "model", Usage: "detector `FILE` (.safetensors with flbq.config)", Required: true},
