@@ -62,14 +62,17 @@ func RoIAlign(feat FeatureMap, boxes []float32, p RoIAlignParams) ([]float32, er
 		}
 	}
 	out := make([]float32, n*feat.C*p.PooledH*p.PooledW)
-	var pc []preCalc
+	hwc := feat.channelLast()
+	var ws roiScratch
 	for r := 0; r < n; r++ {
-		pc = roiAlignOne(out[r*feat.C*p.PooledH*p.PooledW:(r+1)*feat.C*p.PooledH*p.PooledW], feat, boxes[4*r:4*r+4], p, pc)
+		roiAlignOne(out[r*feat.C*p.PooledH*p.PooledW:(r+1)*feat.C*p.PooledH*p.PooledW], feat, hwc, boxes[4*r:4*r+4], p, &ws)
 	}
 	return out, nil
 }
 
-func roiAlignOne(out []float32, feat FeatureMap, box []float32, p RoIAlignParams, pc []preCalc) []preCalc {
+// roiAlignOne pools one box from feat (hwc: its channel-last copy) into
+// out (C×PooledH×PooledW).
+func roiAlignOne(out []float32, feat FeatureMap, hwc []float32, box []float32, p RoIAlignParams, ws *roiScratch) {
 	height, width := feat.H, feat.W
 	ph, pw := p.PooledH, p.PooledW
 	scale := p.SpatialScale
@@ -103,10 +106,13 @@ func roiAlignOne(out []float32, feat FeatureMap, box []float32, p RoIAlignParams
 	if need < 0 {
 		need = 0
 	}
-	if cap(pc) < need {
-		pc = make([]preCalc, need)
+	if cap(ws.pc) < need {
+		ws.pc = make([]preCalc, need)
 	}
-	pc = pc[:need]
+	if cap(ws.acc) < feat.C {
+		ws.acc = make([]float32, feat.C)
+	}
+	pc := ws.pc[:need]
 	idx := 0
 	for y := 0; y < ph; y++ {
 		for x := 0; x < pw; x++ {
@@ -120,23 +126,47 @@ func roiAlignOne(out []float32, feat FeatureMap, box []float32, p RoIAlignParams
 			}
 		}
 	}
-	hw := height * width
-	ns := gridH * gridW
-	for c := 0; c < feat.C; c++ {
-		in := feat.Data[c*hw : (c+1)*hw]
-		o := out[c*ph*pw : (c+1)*ph*pw]
-		for b := range o {
-			var v float32
-			for _, q := range pc[b*ns : (b+1)*ns] {
-				t := float32(q.w1*in[q.p1]) + float32(q.w2*in[q.p2])
-				t = t + float32(q.w3*in[q.p3])
-				t = t + float32(q.w4*in[q.p4])
-				v += t
+	// Channel-last: the four taps of a sample are four contiguous runs of C
+	// values, read once for every channel instead of gathered per channel.
+	// Each channel's sums keep torchvision's order, so results are identical.
+	C, ns, nb := feat.C, gridH*gridW, ph*pw
+	acc := ws.acc[:C]
+	for b := 0; b < nb; b++ {
+		clear(acc)
+		for _, q := range pc[b*ns : (b+1)*ns] {
+			a1 := hwc[int(q.p1)*C : int(q.p1)*C+C]
+			a2 := hwc[int(q.p2)*C : int(q.p2)*C+C]
+			a3 := hwc[int(q.p3)*C : int(q.p3)*C+C]
+			a4 := hwc[int(q.p4)*C : int(q.p4)*C+C]
+			for c := range acc {
+				t := float32(q.w1*a1[c]) + float32(q.w2*a2[c])
+				t = t + float32(q.w3*a3[c])
+				t = t + float32(q.w4*a4[c])
+				acc[c] += t
 			}
-			o[b] = v / count
+		}
+		for c, v := range acc {
+			out[c*nb+b] = v / count
 		}
 	}
-	return pc
+}
+
+// channelLast returns the map's values as H×W×C.
+func (f FeatureMap) channelLast() []float32 {
+	hw := f.H * f.W
+	t := make([]float32, len(f.Data))
+	for c := 0; c < f.C; c++ {
+		for i, v := range f.Data[c*hw : (c+1)*hw] {
+			t[i*f.C+c] = v
+		}
+	}
+	return t
+}
+
+// roiScratch is one goroutine's reusable RoIAlign buffers.
+type roiScratch struct {
+	pc  []preCalc
+	acc []float32
 }
 
 // maxAdaptiveGrid bounds the adaptive sampling grid per bin side so that a
@@ -305,10 +335,16 @@ func (m MultiScaleRoIAlign) Apply(features []FeatureMap, boxes []float32, imageH
 	} else if levels, err = mapper.Levels(boxes); err != nil {
 		return nil, err
 	}
+	hwc := make([][]float32, len(features))
+	for _, l := range levels {
+		if l >= 0 && l < len(features) && hwc[l] == nil {
+			hwc[l] = features[l].channelLast()
+		}
+	}
 	// RoIs are independent: split them across nn.Threads() goroutines
 	// (each RoI's arithmetic is unchanged).
 	nn.ParallelFor(n, 8, func(lo, hi int) {
-		var pc []preCalc
+		var ws roiScratch
 		for r := lo; r < hi; r++ {
 			l := levels[r]
 			if l < 0 || l >= len(features) {
@@ -316,7 +352,7 @@ func (m MultiScaleRoIAlign) Apply(features []FeatureMap, boxes []float32, imageH
 				continue
 			}
 			p := RoIAlignParams{PooledH: m.OutputSize, PooledW: m.OutputSize, SpatialScale: scales[l], SamplingRatio: m.SamplingRatio}
-			pc = roiAlignOne(out[r*per:(r+1)*per], features[l], boxes[4*r:4*r+4], p, pc)
+			roiAlignOne(out[r*per:(r+1)*per], features[l], hwc[l], boxes[4*r:4*r+4], p, &ws)
 		}
 	})
 	return out, nil
