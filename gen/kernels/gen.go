@@ -108,10 +108,6 @@ func Files() (map[string][]byte, error) {
 	return files, nil
 }
 
-// IsGenerated reports whether the file at path starts with the header of this
-// generator.
-func IsGenerated(path string) bool { return genfiles.IsGenerated(path, Header) }
-
 // Write renders all files, then writes them into dir atomically and removes
 // stale files of this generator. Nothing is written if rendering fails.
 func Write(dir string) error {
