@@ -51,6 +51,22 @@ type Block struct {
 	// Forward maps the block input to its output (token maps are NHWC
 	// [N,H,W,C]; block 0 takes the NCHW image batch).
 	Forward func(x *tensor.Tensor, ov nn.Overrides) *tensor.Tensor
+	// Attention is the block's multi-head self-attention, nil if it has none.
+	Attention *Attention
+}
+
+// Attention exposes a block's multi-head self-attention to calibration,
+// which measures how the error of each head's q, k and v channels reaches
+// the output projection.
+type Attention struct {
+	QKV   *nn.Linear // fused input projection: [3C, C], rows q, k, v; head h owns channels h·C/Heads.. of each
+	Proj  *nn.Linear // output projection [C, C]; head h owns its input columns h·C/Heads..
+	Heads int
+	// Attend recomputes the attention output (Proj's input, [M, C]) from a
+	// q/k/v buffer laid out as QKV's output when the block runs on x
+	// ([M, 3C], rows in the block's token order). Rows that are not image
+	// tokens (window padding) are zero.
+	Attend func(x *tensor.Tensor, qkv, out []float32)
 }
 
 // Backbone is the interface Swin and ViTDet backbones share.
@@ -65,7 +81,8 @@ type Backbone interface {
 	// ForwardFrom runs blocks start.. on x, the input of block start, and
 	// returns all outputs; outputs produced before block start are taken
 	// from prior (the outputs of an earlier full run). If inputs is not nil,
-	// inputs[i] receives the input of block i for i >= start.
+	// inputs[i] receives the input of block i for i >= start, set before
+	// block i runs (calibration overrides read it).
 	ForwardFrom(start int, x *tensor.Tensor, prior []*tensor.Tensor, ov nn.Overrides, inputs []*tensor.Tensor) []*tensor.Tensor
 	// QuantLayers lists the quantizable linear layers in forward order.
 	QuantLayers() []LayerRef

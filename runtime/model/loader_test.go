@@ -225,3 +225,105 @@ func TestQuantLayerNames(t *testing.T) {
 		t.Errorf("vit in_proj %+v", l)
 	}
 }
+
+// TestAttend checks Attention against the block's own forward: Attend on
+// the q/k/v the block computed reproduces the output projection's input on
+// image rows and zeroes padding rows, and a change to one head's q, k or v
+// channels moves only that head's output columns.
+func TestAttend(t *testing.T) {
+	for _, name := range []string{"swin_tiny", "vitdet_tiny", "vitcls_tiny"} {
+		m := loadModel(t, name)
+		g := loadGolden(t, name)
+		var x *tensor.Tensor
+		var blocks []Block
+		inputs := []*tensor.Tensor{}
+		if m.Backbone != nil {
+			x = g.get(t, "raw_odd/input")
+			blocks = m.Backbone.Blocks()
+			inputs = make([]*tensor.Tensor, len(blocks))
+			m.Backbone.ForwardFrom(0, x, nil, nil, inputs)
+		} else {
+			x = g.get(t, "proc_a/input")
+			blocks = m.Classifier.Blocks()
+			for _, b := range blocks {
+				inputs = append(inputs, x)
+				x = b.Forward(x, nil)
+			}
+		}
+		padded, checked := 0, 0
+		for i, b := range blocks {
+			a := b.Attention
+			if a == nil {
+				continue
+			}
+			checked++
+			var qkv, attn []float32
+			var M int
+			b.Forward(inputs[i], nn.Overrides{
+				a.QKV.Name: nn.LinearFunc(func(dst, x []float32, m int) {
+					a.QKV.ForwardFP32(dst, x, m)
+					qkv, M = append([]float32(nil), dst[:m*a.QKV.Out]...), m
+				}),
+				a.Proj.Name: nn.LinearFunc(func(dst, x []float32, m int) {
+					attn = append([]float32(nil), x[:m*a.Proj.In]...)
+					a.Proj.ForwardFP32(dst, x, m)
+				}),
+			})
+			C := a.Proj.In
+			out := make([]float32, M*C)
+			a.Attend(inputs[i], qkv, out)
+			tokens := 0
+			for r := 0; r < M; r++ {
+				row, want := out[r*C:(r+1)*C], attn[r*C:(r+1)*C]
+				zero := true
+				for _, v := range row {
+					zero = zero && v == 0
+				}
+				if zero {
+					continue
+				}
+				tokens++
+				if d := tensor.MaxAbsDiff(row, want); d != 0 {
+					t.Fatalf("%s %s: Attend row %d differs from the block's by %g", name, b.Name, r, d)
+				}
+			}
+			if want := inputs[i].Numel() / C; tokens != want {
+				t.Fatalf("%s %s: %d non-zero Attend rows, want the %d image tokens", name, b.Name, tokens, want)
+			}
+			if M > tokens {
+				padded++
+			}
+			// Perturb head 1's k channels: only head 1's columns change.
+			dh := C / a.Heads
+			h := min(1, a.Heads-1)
+			for r := 0; r < M; r++ {
+				for j := 0; j < dh; j++ {
+					qkv[r*3*C+C+h*dh+j] += 0.5 * float32(j%3-1)
+				}
+			}
+			out2 := make([]float32, M*C)
+			a.Attend(inputs[i], qkv, out2)
+			moved := false
+			for r := 0; r < M; r++ {
+				for c := 0; c < C; c++ {
+					if out2[r*C+c] != out[r*C+c] {
+						if c/dh != h {
+							t.Fatalf("%s %s: changing head %d's k moved column %d (head %d)", name, b.Name, h, c, c/dh)
+						}
+						moved = true
+					}
+				}
+			}
+			if !moved {
+				t.Fatalf("%s %s: changing head %d's k changed nothing", name, b.Name, h)
+			}
+		}
+		if checked == 0 {
+			t.Fatalf("%s: no block has Attention", name)
+		}
+		if name == "swin_tiny" && padded == 0 {
+			t.Errorf("%s: no block ran with window padding; the padding rows went untested", name)
+		}
+		t.Logf("%s: %d attention blocks, %d with padding rows", name, checked, padded)
+	}
+}

@@ -74,7 +74,8 @@ func LoadSwin(w *Weights, cfg *Config, prefix, normPrefix string) (*Swin, error)
 					}
 				}
 			}
-			s.blocks = append(s.blocks, Block{Name: name, Forward: b.forward, Linears: []*nn.Linear{b.qkv, b.proj, b.fc1, b.fc2}})
+			s.blocks = append(s.blocks, Block{Name: name, Forward: b.forward, Linears: []*nn.Linear{b.qkv, b.proj, b.fc1, b.fc2},
+				Attention: &Attention{QKV: b.qkv, Proj: b.proj, Heads: heads, Attend: b.Attend}})
 		}
 		if depth == 0 {
 			// An empty stage still yields an output (identity).
@@ -232,26 +233,52 @@ type swinBlock struct {
 	bias                []float32 // [heads, T, T]
 }
 
-func (b *swinBlock) forward(x *tensor.Tensor, ov nn.Overrides) *tensor.Tensor {
-	n, h, w, c := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
-	out := x.Clone()
-	wh, ww := b.wh, b.ww
-	hp := (h + wh - 1) / wh * wh
-	wp := (w + ww - 1) / ww * ww
-	sh, sw := b.sh, b.sw
-	// torchvision: no shift when the window covers the (padded) map.
-	if wh >= hp {
-		sh = 0
-	}
-	if ww >= wp {
-		sw = 0
-	}
-	nwh, nww := hp/wh, wp/ww
-	nw := nwh * nww
-	T := wh * ww
-	M := n * nw * T
+// swinWindows is the window layout of one block run: the padded,
+// cyclically shifted map split into nwh×nww windows of T tokens each.
+type swinWindows struct {
+	n, h, w, c     int
+	wh, ww, hp, wp int
+	sh, sw         int
+	nwh, nww, nw   int
+	T, M           int
+}
 
-	xnBuf := nn.GetScratch(n * h * w * c)
+func (b *swinBlock) windows(x *tensor.Tensor) swinWindows {
+	g := swinWindows{n: x.Shape[0], h: x.Shape[1], w: x.Shape[2], c: x.Shape[3], wh: b.wh, ww: b.ww, sh: b.sh, sw: b.sw}
+	g.hp = (g.h + g.wh - 1) / g.wh * g.wh
+	g.wp = (g.w + g.ww - 1) / g.ww * g.ww
+	// torchvision: no shift when the window covers the (padded) map.
+	if g.wh >= g.hp {
+		g.sh = 0
+	}
+	if g.ww >= g.wp {
+		g.sw = 0
+	}
+	g.nwh, g.nww = g.hp/g.wh, g.wp/g.ww
+	g.nw = g.nwh * g.nww
+	g.T = g.wh * g.ww
+	g.M = g.n * g.nw * g.T
+	return g
+}
+
+// source returns the flat (image, y, x) map position of window token t, or
+// -1 for padding.
+func (g *swinWindows) source(t int) int {
+	wi, i := t/g.T, t%g.T
+	img, wy, wx := wi/g.nw, (wi%g.nw)/g.nww, wi%g.nww
+	py := (wy*g.wh + i/g.ww + g.sh) % g.hp
+	px := (wx*g.ww + i%g.ww + g.sw) % g.wp
+	if py >= g.h || px >= g.w {
+		return -1
+	}
+	return (img*g.h+py)*g.w + px
+}
+
+func (b *swinBlock) forward(x *tensor.Tensor, ov nn.Overrides) *tensor.Tensor {
+	g := b.windows(x)
+	c, M := g.c, g.M
+	out := x.Clone()
+	xnBuf := nn.GetScratch(g.n * g.h * g.w * c)
 	xn := *xnBuf
 	b.norm1.Forward(xn, x.Data)
 	// Window partition of the padded, cyclically shifted map; src[t] is the
@@ -259,24 +286,15 @@ func (b *swinBlock) forward(x *tensor.Tensor, ov nn.Overrides) *tensor.Tensor {
 	src := make([]int32, M)
 	winBuf := nn.GetScratch(M * c)
 	win := *winBuf
-	nn.ParallelFor(n*nw, 4, func(lo, hi int) {
-		for wi := lo; wi < hi; wi++ {
-			img, wy, wx := wi/nw, (wi%nw)/nww, wi%nww
-			for iy := 0; iy < wh; iy++ {
-				py := (wy*wh + iy + sh) % hp
-				for ix := 0; ix < ww; ix++ {
-					px := (wx*ww + ix + sw) % wp
-					t := wi*T + iy*ww + ix
-					dst := win[t*c : t*c+c]
-					if py < h && px < w {
-						p := (img*h+py)*w + px
-						src[t] = int32(p)
-						copy(dst, xn[p*c:p*c+c])
-					} else {
-						src[t] = -1
-						clear(dst)
-					}
-				}
+	nn.ParallelFor(M, 64, func(lo, hi int) {
+		for t := lo; t < hi; t++ {
+			dst := win[t*c : t*c+c]
+			if p := g.source(t); p >= 0 {
+				src[t] = int32(p)
+				copy(dst, xn[p*c:p*c+c])
+			} else {
+				src[t] = -1
+				clear(dst)
 			}
 		}
 	})
@@ -284,23 +302,72 @@ func (b *swinBlock) forward(x *tensor.Tensor, ov nn.Overrides) *tensor.Tensor {
 	qkvBuf := nn.GetScratch(M * 3 * c)
 	qkv := *qkvBuf
 	b.qkv.Run(ov, qkv, win, M)
-	attnBuf := win // reuse: the window tokens are no longer needed
+	attn := win // reuse: the window tokens are no longer needed
+	b.attend(&g, qkv, attn)
+	nn.PutScratch(qkvBuf)
+	projBuf := nn.GetScratch(M * c)
+	pr := *projBuf
+	b.proj.Run(ov, pr, attn, M)
+	nn.PutScratch(winBuf)
+	o := out.Data
+	for t, p := range src {
+		if p >= 0 {
+			nn.Add(o[int(p)*c:int(p)*c+c], pr[t*c:t*c+c])
+		}
+	}
+	nn.PutScratch(projBuf)
+	residualMLP(o, g.n*g.h*g.w, c, b.norm2, b.fc1, b.fc2, ov)
+	return out
+}
+
+// Attend implements Attention.Attend: window attention of qkv ([M, 3C] in
+// window token order) into out ([M, C]), padding rows zeroed.
+func (b *swinBlock) Attend(x *tensor.Tensor, qkv, out []float32) {
+	g := b.windows(x)
+	b.attend(&g, qkv, out)
+	for t := 0; t < g.M; t++ {
+		if g.source(t) < 0 {
+			clear(out[t*g.c : t*g.c+g.c])
+		}
+	}
+}
+
+// attend computes softmax(q·kᵀ/√dh + bias + shift mask)·v per window and
+// head from qkv [M, 3C] into out [M, C].
+func (b *swinBlock) attend(g *swinWindows, qkv, out []float32) {
+	c, T, wh, ww := g.c, g.T, g.wh, g.ww
 	dh := c / b.heads
 	scale := float32(math.Pow(float64(dh), -0.5))
-	shifted := sh > 0 || sw > 0
-	nn.ParallelFor(n*nw, 1, func(lo, hi int) {
-		sb := nn.GetScratch(T*T + T*dh + T)
+	shifted := g.sh > 0 || g.sw > 0
+	nn.ParallelFor(g.n*g.nw, 1, func(lo, hi int) {
+		sb := nn.GetScratch(2*T*T + T*dh + T)
 		S := (*sb)[:T*T]
-		qs := (*sb)[T*T : T*T+T*dh]
-		lab := (*sb)[T*T+T*dh:]
+		mask := (*sb)[T*T : 2*T*T]
+		qs := (*sb)[2*T*T : 2*T*T+T*dh]
+		lab := (*sb)[2*T*T+T*dh:]
 		for wi := lo; wi < hi; wi++ {
 			base := wi * T * 3 * c
+			// The shift mask (-100 between tokens of different regions) is
+			// the same for every head; only windows on the wrapped border
+			// hold more than one region.
+			masked := false
 			if shifted {
-				wy, wx := (wi%nw)/nww, wi%nww
+				wy, wx := (wi%g.nw)/g.nww, wi%g.nww
 				for iy := 0; iy < wh; iy++ {
-					ry := region(wy*wh+iy, hp, wh, sh)
+					ry := region(wy*wh+iy, g.hp, wh, g.sh)
 					for ix := 0; ix < ww; ix++ {
-						lab[iy*ww+ix] = float32(ry*3 + region(wx*ww+ix, wp, ww, sw))
+						lab[iy*ww+ix] = float32(ry*3 + region(wx*ww+ix, g.wp, ww, g.sw))
+						masked = masked || lab[iy*ww+ix] != lab[0]
+					}
+				}
+			}
+			if masked {
+				for i := 0; i < T; i++ {
+					for j := 0; j < T; j++ {
+						mask[i*T+j] = 0
+						if lab[j] != lab[i] {
+							mask[i*T+j] = -100
+						}
 					}
 				}
 			}
@@ -314,39 +381,17 @@ func (b *swinBlock) forward(x *tensor.Tensor, ov nn.Overrides) *tensor.Tensor {
 				}
 				nn.MatMul(true, T, T, dh, qs, dh, qkv[base+c+hd*dh:], 3*c, S, T, false)
 				nn.Add(S, b.bias[hd*T*T:(hd+1)*T*T])
-				if shifted {
-					for i := 0; i < T; i++ {
-						row := S[i*T : i*T+T]
-						li := lab[i]
-						for j := range row {
-							if lab[j] != li {
-								row[j] += -100
-							}
-						}
-					}
+				if masked {
+					nn.Add(S, mask)
 				}
 				for i := 0; i < T; i++ {
 					nn.SoftmaxRow(S[i*T : i*T+T])
 				}
-				nn.MatMul(false, T, dh, T, S, T, qkv[base+2*c+hd*dh:], 3*c, attnBuf[wi*T*c+hd*dh:], c, false)
+				nn.MatMul(false, T, dh, T, S, T, qkv[base+2*c+hd*dh:], 3*c, out[wi*T*c+hd*dh:], c, false)
 			}
 		}
 		nn.PutScratch(sb)
 	})
-	nn.PutScratch(qkvBuf)
-	projBuf := nn.GetScratch(M * c)
-	pr := *projBuf
-	b.proj.Run(ov, pr, attnBuf, M)
-	nn.PutScratch(winBuf)
-	o := out.Data
-	for t, p := range src {
-		if p >= 0 {
-			nn.Add(o[int(p)*c:int(p)*c+c], pr[t*c:t*c+c])
-		}
-	}
-	nn.PutScratch(projBuf)
-	residualMLP(o, n*h*w, c, b.norm2, b.fc1, b.fc2, ov)
-	return out
 }
 
 // region is the shifted-window mask label along one axis for rolled

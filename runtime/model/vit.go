@@ -33,8 +33,16 @@ func loadEncoderBlock(l *loader, name string, dim, heads, mlpDim int) *encoderBl
 	return b
 }
 
-func (b *encoderBlock) linears() []*nn.Linear {
-	return []*nn.Linear{b.inProj, b.outProj, b.fc1, b.fc2}
+func (b *encoderBlock) block() Block {
+	return Block{Name: b.name, Forward: b.forward, Linears: []*nn.Linear{b.inProj, b.outProj, b.fc1, b.fc2},
+		Attention: &Attention{QKV: b.inProj, Proj: b.outProj, Heads: b.heads, Attend: b.attend}}
+}
+
+// attend implements Attention.Attend: global attention over each image's
+// tokens.
+func (b *encoderBlock) attend(x *tensor.Tensor, qkv, out []float32) {
+	n := x.Shape[0]
+	globalAttention(out, qkv, n, x.Numel()/(n*b.dim), b.dim, b.heads)
 }
 
 // forward maps tokens [n, ..., D] (T tokens per image) to a new tensor.
@@ -152,7 +160,7 @@ func LoadViTDet(w *Weights, cfg *Config, prefix string) (*ViTDet, error) {
 	v.blocks = append(v.blocks, Block{Name: prefix + ".patch_embed", Forward: v.embedForward})
 	for i := 0; i < cfg.NumLayers; i++ {
 		b := loadEncoderBlock(l, fmt.Sprintf("%s.blocks.%d", prefix, i), D, cfg.NumHeads[0], cfg.MLPDim)
-		v.blocks = append(v.blocks, Block{Name: b.name, Forward: b.forward, Linears: b.linears()})
+		v.blocks = append(v.blocks, b.block())
 	}
 	v.norm = loadLN(l, prefix+".norm", D, vitEps)
 	if l.err != nil {
@@ -233,7 +241,7 @@ func LoadViTClassifier(w *Weights, cfg *Config) (*ViTClassifier, error) {
 	c.blocks = append(c.blocks, Block{Name: "conv_proj", Forward: c.embedForward})
 	for i := 0; i < cfg.NumLayers; i++ {
 		b := loadEncoderBlock(l, fmt.Sprintf("encoder.layers.encoder_layer_%d", i), D, cfg.NumHeads[0], cfg.MLPDim)
-		c.blocks = append(c.blocks, Block{Name: b.name, Forward: b.forward, Linears: b.linears()})
+		c.blocks = append(c.blocks, b.block())
 	}
 	c.ln = loadLN(l, "encoder.ln", D, vitEps)
 	in := D

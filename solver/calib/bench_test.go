@@ -11,6 +11,7 @@ import (
 	"github.com/flbq/flbq/runtime/model"
 	"github.com/flbq/flbq/runtime/qformat"
 	"github.com/flbq/flbq/runtime/safetensors"
+	"github.com/flbq/flbq/runtime/tensor"
 )
 
 // swinTensors returns random weights (N(0, 0.02²) linears, unit LayerNorms)
@@ -207,19 +208,35 @@ func TestTimeSwinTForwards(t *testing.T) {
 // pass with every layer's per-bit error energies and moments; the part
 // that runs on every calibration image) on the fixture models with one
 // batch of 8 images, in plain fp32 forwards of the same batch.
+//
+// With FLBQ_SWINT=FILE (TestWriteSwinT) it also times the Swin-T-size
+// model on one 512×512 image.
 func BenchmarkFastEnergies(b *testing.B) {
-	for _, name := range []string{"vitdet_tiny", "swin_tiny"} {
-		m := fixture(b, name)
-		x := MakeBatches(calibInputs(b, m, 8, false), 8)[0].X
-		bb := m.Backbone
-		layers := bb.QuantLayers()
-		var sel []int
-		for i := range layers {
-			sel = append(sel, i)
+	names := []string{"vitdet_tiny", "swin_tiny"}
+	if os.Getenv("FLBQ_SWINT") != "" {
+		names = append(names, "swint_512")
+	}
+	for _, name := range names {
+		var m *model.Model
+		var x *tensor.Tensor
+		if name == "swint_512" {
+			var err error
+			if m, err = model.Load(os.Getenv("FLBQ_SWINT")); err != nil {
+				b.Fatal(err)
+			}
+			x = tensorOnes(512)
+		} else {
+			m = fixture(b, name)
+			x = MakeBatches(calibInputs(b, m, 8, false), 8)[0].X
 		}
-		e := &engine{bb: bb, layers: layers, sel: sel, o: Options{Mode: Fast, Bits: DefaultBits, Anchors: DefaultAnchors}, z: NewQuantizer(qformat.MinMax)}
-		h := e.newStatsHook()
-		bb.ForwardFrom(0, x, nil, h.overrides(), nil) // quantize and pack once
+		bb := m.Backbone
+		e, err := newEngine(bb, []Batch{{X: x}}, Options{Mode: Fast, Rule: qformat.MinMax}, NewState())
+		if err != nil {
+			b.Fatal(err)
+		}
+		inputs := make([]*tensor.Tensor, len(bb.Blocks()))
+		h := e.newStatsHook(inputs)
+		bb.ForwardFrom(0, x, nil, h.overrides(), inputs) // quantize and pack once
 		t0 := time.Now()
 		for i := 0; i < 5; i++ {
 			bb.Forward(x, nil)
@@ -227,8 +244,8 @@ func BenchmarkFastEnergies(b *testing.B) {
 		fwd := time.Since(t0).Seconds() / 5
 		b.Run(name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				h := e.newStatsHook()
-				bb.ForwardFrom(0, x, nil, h.overrides(), nil)
+				h := e.newStatsHook(inputs)
+				bb.ForwardFrom(0, x, nil, h.overrides(), inputs)
 			}
 			b.ReportMetric(b.Elapsed().Seconds()/float64(b.N)/fwd, "x-fp32-forwards")
 		})

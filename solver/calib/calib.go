@@ -49,8 +49,22 @@
 // and bit-width, and it varies little between images, so a few images fix
 // it (validate_test.go checks the curves against exact mode with a subset);
 // the energies, which carry the group-to-group detail, use every image.
+//
+// Energies are weighted by how strongly a channel's error reaches the rest
+// of the block (channelWeights). Fused q/k/v projections (model.Attention)
+// get more: they are split into q, k and v segments, each with its own
+// sensitivity, and each head's share is measured where the heads meet,
+// at the output projection (headEnergies: with segment s at b bits the
+// attention is recomputed and head h's output change, projected, is the
+// error of quantizing only head h's s-channels). Channel energies alone
+// cannot see that a query error costs more in a head with diffuse attention
+// than in one with peaked attention; without this step the DP allocations
+// from fast curves measured 10–27 % worse than exact-curve ones (Swin and
+// ViT), with it within 4 % (docs/BENCHMARKS.md, Calibration).
+//
 // In multiply-adds, the energy pass costs about len(bits) forwards' worth
-// of linear layers per image (8 bit-widths: ≈ 8 Swin-T forwards), the
+// of linear layers per image (8 bit-widths: ≈ 8 Swin-T forwards) plus
+// 3·len(bits) attention recomputations, the
 // anchors about len(anchors)·L/2 forwards per anchor image (L layers,
 // fused q/k/v counted three times: ≈ 80 for Swin-T). For Swin-T with 64
 // images and 8 anchor images that is ≈ 19 forwards per image, instead of
@@ -85,6 +99,11 @@ const (
 // Definition is the distortion definition recorded in curves.json's meta.
 const Definition = "D_u(b) = mean over calibration images of ||F(x) - F_{u,b}(x)||^2 / numel(F(x)); F = all backbone outputs concatenated; F_{u,b} = unit u alone through the int8 kernel at b bits (per-row int8 activations, per-channel asymmetric weights), everything else fp32"
 
+// FastEstimator is fast mode's estimator as recorded in curves.json's meta
+// (and in checkpoint fingerprints, so a checkpoint of an older estimator is
+// not resumed).
+const FastEstimator = "D_g(b) = s_seg(b) * sum_{c in g} w_c E_c(b): E_c = output-error energy of channel c with the layer at b bits, w_c structural channel weight, rescaled in attention q/k/v layers so that each head's channels sum to the head's measured error at the attention output projection; s_seg = exact segment distortion / sum of w_c E_c at the anchors, both over the anchor images (the first anchor_images images); E_c averaged over all images (package solver/calib)"
+
 // Options configure Measure.
 type Options struct {
 	Mode      string       // Exact (default) or Fast
@@ -99,10 +118,6 @@ type Options struct {
 	// up to whole batches) fast mode measures the anchors on; 0 or more
 	// than there are means all of them.
 	AnchorImages int
-	// WholeQKV turns off fast mode's split of fused attention input
-	// projections (Out = 3·In: Swin attn.qkv, ViT in_proj) into q, k and v
-	// segments with their own sensitivities.
-	WholeQKV bool
 	// Unweighted turns off fast mode's structural channel weights.
 	Unweighted bool
 	// Workers run (unit, bits) jobs concurrently (default GOMAXPROCS).
@@ -186,6 +201,9 @@ type engine struct {
 	sel     []int
 	units   map[int][]Unit
 	blockOf map[string]int
+	// attn[li] is the attention whose fused q/k/v projection is layer li.
+	attn    map[int]*model.Attention
+	headG   map[int][][]float32 // per-head Gram matrices of attn[li].Proj (headGram)
 	batches []Batch
 	nImages int
 	// Fast mode: anchor[bi] says batch bi is an anchor batch; nAnchor
@@ -206,6 +224,35 @@ type engine struct {
 // checkpoint's state to resume). On ctx cancellation it saves the state
 // (Options.Save) and returns an error wrapping ErrInterrupted.
 func Measure(ctx context.Context, bb model.Backbone, batches []Batch, o Options, st *State) (*Result, error) {
+	e, err := newEngine(bb, batches, o, st)
+	if err != nil {
+		return nil, err
+	}
+	e.countSteps()
+	if err := e.run(ctx); err != nil {
+		st.mu.Lock()
+		st.Seconds += time.Since(e.start).Seconds()
+		st.mu.Unlock()
+		if errors.Is(err, ErrInterrupted) && e.o.Save != nil {
+			if serr := e.o.Save(st.Snapshot()); serr != nil {
+				return nil, fmt.Errorf("%w; saving the checkpoint failed: %v", err, serr)
+			}
+		}
+		return nil, err
+	}
+	st.mu.Lock()
+	st.Seconds += time.Since(e.start).Seconds()
+	secs := st.Seconds
+	st.mu.Unlock()
+	c, err := e.curves()
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Curves: c, Seconds: secs}, nil
+}
+
+// newEngine checks the options, fills in defaults and sets up a run.
+func newEngine(bb model.Backbone, batches []Batch, o Options, st *State) (*engine, error) {
 	layers := bb.QuantLayers()
 	if len(layers) == 0 {
 		return nil, errors.New("the model's backbone has no quantizable linear layers: nothing to calibrate")
@@ -257,7 +304,17 @@ func Measure(ctx context.Context, bb model.Backbone, batches []Batch, o Options,
 		}
 	}
 	e := &engine{bb: bb, layers: layers, sel: sel, units: map[int][]Unit{}, blockOf: blockOf(bb),
+		attn: map[int]*model.Attention{}, headG: map[int][][]float32{},
 		batches: batches, o: o, z: NewQuantizer(o.Rule), st: st, start: time.Now(), lastSave: time.Now()}
+	for li, l := range layers {
+		if a := bb.Blocks()[e.blockOf[l.Name]].Attention; a != nil && a.QKV == l.Layer &&
+			a.Heads > 0 && a.Proj.In%a.Heads == 0 && l.Out == 3*a.Proj.In && l.In == a.Proj.In {
+			e.attn[li] = a
+			if o.Mode == Fast {
+				e.headG[li] = headGram(a)
+			}
+		}
+	}
 	for _, li := range sel {
 		if li < 0 || li >= len(layers) {
 			return nil, fmt.Errorf("layer index %d outside the model's %d quantizable layers", li, len(layers))
@@ -276,27 +333,7 @@ func Measure(ctx context.Context, bb model.Backbone, batches []Batch, o Options,
 	for _, b := range batches {
 		e.nImages += len(b.Images)
 	}
-	e.countSteps()
-	if err := e.run(ctx); err != nil {
-		st.mu.Lock()
-		st.Seconds += time.Since(e.start).Seconds()
-		st.mu.Unlock()
-		if errors.Is(err, ErrInterrupted) && o.Save != nil {
-			if serr := o.Save(st.Snapshot()); serr != nil {
-				return nil, fmt.Errorf("%w; saving the checkpoint failed: %v", err, serr)
-			}
-		}
-		return nil, err
-	}
-	st.mu.Lock()
-	st.Seconds += time.Since(e.start).Seconds()
-	secs := st.Seconds
-	st.mu.Unlock()
-	c, err := e.curves()
-	if err != nil {
-		return nil, err
-	}
-	return &Result{Curves: c, Seconds: secs}, nil
+	return e, nil
 }
 
 // AnchorBatches marks the batches fast mode measures its anchors on: the
@@ -389,7 +426,7 @@ func (e *engine) run(ctx context.Context) error {
 		var ov nn.Overrides
 		var stats *statsHook
 		if e.o.Mode == Fast && !e.st.done(statsKey(bi)) {
-			stats = e.newStatsHook()
+			stats = e.newStatsHook(inputs)
 			ov = stats.overrides()
 		}
 		ref := e.bb.ForwardFrom(0, b.X, nil, ov, inputs)
@@ -497,14 +534,25 @@ func (e *engine) layerTask(ctx context.Context, bi, li int, inputs, ref []*tenso
 // statsHook accumulates fast mode's group output-error energies during an
 // fp32 pass.
 type statsHook struct {
-	e   *engine
-	mu  sync.Mutex
-	acc map[string][]float64 // "e/<layer>": [group·len(bits) + bit index]
+	e      *engine
+	inputs []*tensor.Tensor // block inputs, filled in by the pass as it goes
+	mu     sync.Mutex
+	// "e/<layer>": [channel·len(bits) + bit index]; "p/<layer>": head
+	// energies (headEnergies); "m/<layer>": outputMoments.
+	acc map[string][]float64
 	err error
 }
 
-func (e *engine) newStatsHook() *statsHook {
-	return &statsHook{e: e, acc: map[string][]float64{}}
+func (e *engine) newStatsHook(inputs []*tensor.Tensor) *statsHook {
+	return &statsHook{e: e, inputs: inputs, acc: map[string][]float64{}}
+}
+
+func (h *statsHook) fail(err error) {
+	h.mu.Lock()
+	if h.err == nil {
+		h.err = err
+	}
+	h.mu.Unlock()
 }
 
 func (h *statsHook) overrides() nn.Overrides {
@@ -522,16 +570,34 @@ func (h *statsHook) overrides() nn.Overrides {
 		}
 		nb := len(h.e.o.Bits)
 		kind, _ := h.e.weightKind(li)
+		a := h.e.attn[li]
 		ov[l.Name] = nn.LinearFunc(func(dst, x []float32, M int) {
 			lin := l.Layer
 			lin.ForwardFP32(dst, x, M)
 			part := make([]float64, lin.Out*nb) // [channel·nb + bit index]
+			// Attention input projections: the fp32 attention output, for
+			// headEnergies. The pass set this block's input before running it.
+			var heads []float64
+			var in *tensor.Tensor
+			var aref []float32
+			if a != nil {
+				if in = h.inputs[h.e.blockOf[l.Name]]; in == nil {
+					h.fail(fmt.Errorf("%s: internal: block input not cached before the block ran", l.Name))
+					return
+				}
+				heads = make([]float64, 3*a.Heads*nb)
+				aref = make([]float32, M*a.Proj.In)
+				a.Attend(in, dst, aref)
+			}
 			nn.ParallelFor(nb, 1, func(lo, hi int) {
 				buf := nn.GetScratch(M * lin.Out)
 				y := *buf
 				acc := make([]float64, lin.Out)
 				for bi := lo; bi < hi; bi++ {
 					ops[bi].Forward(y, x, M)
+					if a != nil {
+						h.e.headEnergies(li, in, dst, y, aref, M, heads[bi*3*a.Heads:(bi+1)*3*a.Heads])
+					}
 					clear(acc)
 					for m := 0; m < M; m++ {
 						r := m * lin.Out
@@ -555,13 +621,19 @@ func (h *statsHook) overrides() nn.Overrides {
 					a[i] += v
 				}
 			}
-			a := h.acc["e/"+l.Name]
-			if a == nil {
-				a = make([]float64, len(part))
-				h.acc["e/"+l.Name] = a
+			add := func(key string, v []float64) {
+				s := h.acc[key]
+				if s == nil {
+					s = make([]float64, len(v))
+					h.acc[key] = s
+				}
+				for i, x := range v {
+					s[i] += x
+				}
 			}
-			for i, v := range part {
-				a[i] += v
+			add("e/"+l.Name, part)
+			if heads != nil {
+				add("p/"+l.Name, heads)
 			}
 			h.mu.Unlock()
 		})
@@ -570,7 +642,83 @@ func (h *statsHook) overrides() nn.Overrides {
 }
 
 // sums returns the batch's sums; an anchor batch's energies are also
-// counted under "ea/<layer>", the anchor images' energies.
+// counted under "ea/<layer>" and "pa/<layer>", the anchor images' energies.
+// headEnergies measures, for one bit-width, how the output error of each
+// head's q, k and v channels reaches the attention's output projection.
+// ref is layer li's fp32 output (the fused q/k/v, M rows), y its output
+// with the whole layer quantized, aref the fp32 attention output, in the
+// block input the pass is running. For each segment s (q, k, v) it replaces
+// segment s of ref by y's and recomputes the attention; heads do not mix
+// there, so head h's change Δa_h is what quantizing only head h's segment-s
+// channels would cause, and
+//
+//	out[s·Heads + h] = Σ over image tokens of ‖Δa_h · W_proj[:, h]ᵀ‖²
+//
+// (W_proj[:, h]: the projection's input columns of head h, applied as the
+// Gram matrix W_hᵀW_h). This is the per-head factor that channel energies
+// cannot see: the same q error matters more in a head with diffuse
+// attention than in one with peaked attention.
+func (e *engine) headEnergies(li int, in *tensor.Tensor, ref, y, aref []float32, M int, out []float64) {
+	a := e.attn[li]
+	C, H := a.Proj.In, a.Heads
+	dh := C / H
+	qb := nn.GetScratch(M * 3 * C)
+	ab := nn.GetScratch(M * C)
+	ub := nn.GetScratch(M * dh)
+	q, att, u := (*qb)[:M*3*C], (*ab)[:M*C], (*ub)[:M*dh]
+	gram := e.headG[li]
+	copy(q, ref)
+	swap := func(s int, from []float32) {
+		for r := 0; r < M; r++ {
+			copy(q[r*3*C+s*C:r*3*C+(s+1)*C], from[r*3*C+s*C:r*3*C+(s+1)*C])
+		}
+	}
+	for s := 0; s < 3; s++ {
+		swap(s, y)
+		a.Attend(in, q, att)
+		swap(s, ref)
+		for i := range att {
+			att[i] -= aref[i]
+		}
+		for h := 0; h < H; h++ {
+			nn.MatMul(false, M, dh, dh, att[h*dh:], C, gram[h], dh, u, dh, false)
+			var sum float64
+			for r := 0; r < M; r++ {
+				d, g := att[r*C+h*dh:r*C+(h+1)*dh], u[r*dh:(r+1)*dh]
+				for i := range d {
+					sum += float64(d[i]) * float64(g[i])
+				}
+			}
+			out[s*H+h] = sum
+		}
+	}
+	nn.PutScratch(ub)
+	nn.PutScratch(ab)
+	nn.PutScratch(qb)
+}
+
+// headGram returns the Gram matrices W_hᵀW_h (dh×dh, float32) of the
+// output projection's per-head column blocks.
+func headGram(a *model.Attention) [][]float32 {
+	C, H := a.Proj.In, a.Heads
+	dh := C / H
+	w := a.Proj.Weight
+	g := make([][]float32, H)
+	for h := range g {
+		g[h] = make([]float32, dh*dh)
+		for i := 0; i < dh; i++ {
+			for j := 0; j < dh; j++ {
+				var s float64
+				for o := 0; o < a.Proj.Out; o++ {
+					s += float64(w[o*C+h*dh+i]) * float64(w[o*C+h*dh+j])
+				}
+				g[h][i*dh+j] = float32(s)
+			}
+		}
+	}
+	return g
+}
+
 // outputMoments returns the per-channel Σ z² (first Out entries, for a
 // fused q/k/v layer) or Σ GELU'(z)² (last Out, for an MLP fc1) of a
 // layer's fp32 output y (M×Out) that its structural channel weights use
@@ -608,6 +756,9 @@ func (h *statsHook) sums(anchor bool) map[string][]float64 {
 		out[k] = v
 		if name, ok := strings.CutPrefix(k, "e/"); ok {
 			out["ea/"+name] = v
+		}
+		if name, ok := strings.CutPrefix(k, "p/"); ok {
+			out["pa/"+name] = v
 		}
 	}
 	return out
@@ -651,6 +802,14 @@ func (e *engine) curves() (*solver.Curves, error) {
 					ea[c*nb+bi] *= w[c]
 				}
 			}
+			if a := e.attn[li]; a != nil {
+				p, pa := e.st.Acc["p/"+l.Name], e.st.Acc["pa/"+l.Name]
+				if len(p) != 3*a.Heads*nb || len(pa) != len(p) {
+					return nil, fmt.Errorf("%s: internal: head energies have the wrong length", l.Name)
+				}
+				headSplit(en, p, 1/N, a.Heads, nb)
+				headSplit(ea, pa, 1, a.Heads, nb)
+			}
 			// Sensitivity per segment and bit-width, from the anchor images.
 			sens := make([][]float64, len(segs))
 			for si, sg := range segs {
@@ -679,6 +838,36 @@ func (e *engine) curves() (*solver.Curves, error) {
 		}
 	}
 	return c, nil
+}
+
+// headSplit rescales the channel energies en ([channel·nb + bit index]) of
+// an attention input projection with the given heads so that each head's
+// q, k and v channels sum to that head's measured energy (headEnergies;
+// p[bit·3·heads + segment·heads + head]) times scale, keeping their
+// proportions inside the head; a head whose channels carry no energy
+// gets an even split.
+func headSplit(en, p []float64, scale float64, heads, nb int) {
+	C := len(en) / nb / 3
+	dh := C / heads
+	for s := 0; s < 3; s++ {
+		for h := 0; h < heads; h++ {
+			lo := s*C + h*dh
+			for bi := 0; bi < nb; bi++ {
+				want := p[bi*3*heads+s*heads+h] * scale
+				var have float64
+				for c := lo; c < lo+dh; c++ {
+					have += en[c*nb+bi]
+				}
+				for c := lo; c < lo+dh; c++ {
+					if have > 0 {
+						en[c*nb+bi] *= want / have
+					} else {
+						en[c*nb+bi] = want / float64(dh)
+					}
+				}
+			}
+		}
+	}
 }
 
 // sensitivity returns s(b) for every measured bit-width of the channel
@@ -710,9 +899,10 @@ func (e *engine) sensitivity(en, an []float64, lo, hi int) []float64 {
 // (each segment's anchors fix the scale).
 //
 //   - MLP fc1 (".mlp.0", feeding GELU and ".mlp.3"): ‖W_fc2[:, c]‖² · Σ GELU'(z_c)².
-//   - fused q/k/v (".attn.qkv", ".self_attention.in_proj"): a query channel
-//     is weighted by its key partner's Σ k_c², a key channel by Σ q_c², a
-//     value channel by ‖W_proj[:, c]‖² (".attn.proj", ".self_attention.out_proj").
+//   - fused q/k/v (model.Attention.QKV): a query channel is weighted by its
+//     key partner's Σ k_c², a key channel by Σ q_c², a value channel by
+//     ‖W_proj[:, c]‖². These only split a head's measured error among its
+//     channels (headEnergies fixes each head's total).
 //   - every other layer: 1.
 func (e *engine) channelWeights(li int, mom []float64) []float64 {
 	l := e.layers[li]
@@ -778,22 +968,17 @@ func (e *engine) weightKind(li int) (weightKind, *nn.Linear) {
 	if fc2 := next(".mlp.0", ".mlp.3"); fc2 != nil && fc2.In == l.Out {
 		return mlpWeights, fc2
 	}
-	proj := next(".attn.qkv", ".attn.proj")
-	if proj == nil {
-		proj = next(".self_attention.in_proj", ".self_attention.out_proj")
-	}
-	if proj != nil && len(e.segments(li)) == 3 && proj.In == l.In {
-		return qkvWeights, proj
+	if a := e.attn[li]; a != nil && len(e.segments(li)) == 3 {
+		return qkvWeights, a.Proj
 	}
 	return plainWeights, nil
 }
 
 // segments returns fast mode's channel segments of layer li: q, k and v of
-// a fused attention input projection (Out = 3·In, tile-aligned), else the
-// whole layer.
+// a fused attention input projection (tile-aligned), else the whole layer.
 func (e *engine) segments(li int) [][2]int {
 	l := e.layers[li]
-	if !e.o.WholeQKV && l.Out == 3*l.In && l.In%qformat.TileN == 0 {
+	if e.attn[li] != nil && l.In%qformat.TileN == 0 {
 		return [][2]int{{0, l.In}, {l.In, 2 * l.In}, {2 * l.In, 3 * l.In}}
 	}
 	return [][2]int{{0, l.Out}}

@@ -197,7 +197,7 @@ func (rc *RunConfig) Options(p *Prepared) (Options, map[string]any, error) {
 	if o.Mode == Fast {
 		meta["anchors"] = o.Anchors
 		_, meta["anchor_images"] = AnchorBatches(p.Batches, o.AnchorImages)
-		meta["fast_estimator"] = "D_g(b) = s_seg(b) * sum_{c in g} w_c E_c(b): E_c = output-error energy of channel c with the layer at b bits, w_c structural channel weight, s_seg = exact segment distortion / sum of w_c E_c at the anchors, both over the anchor images (the first anchor_images images); E_c averaged over all images (package solver/calib)"
+		meta["fast_estimator"] = FastEstimator
 	}
 	meta["distortion"] = Definition
 	meta["layer_order"] = order
@@ -207,7 +207,7 @@ func (rc *RunConfig) Options(p *Prepared) (Options, map[string]any, error) {
 // fingerprint lists every argument that changes a run's result.
 func fingerprint(o Options, meta map[string]any) map[string]string {
 	fp := map[string]string{}
-	for _, k := range []string{"model_sha256", "image_ids", "seed", "granularity", "group_size", "mode", "rule", "batch", "anchors", "anchor_images", "layers", "shard"} {
+	for _, k := range []string{"model_sha256", "image_ids", "seed", "granularity", "group_size", "mode", "rule", "batch", "anchors", "anchor_images", "fast_estimator", "layers", "shard"} {
 		if v, ok := meta[k]; ok {
 			fp[k] = fmt.Sprint(v)
 		}
