@@ -3,11 +3,11 @@ package maskrcnn
 import (
 	"fmt"
 	"math/rand"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/flbq/flbq/runtime/imageio"
+	"github.com/flbq/flbq/runtime/internal/cputime"
 	"github.com/flbq/flbq/runtime/model"
 	"github.com/flbq/flbq/runtime/nn"
 )
@@ -42,15 +42,6 @@ func benchDetector(b *testing.B, cfgJSON string, minSize int) *Detector {
 	return d
 }
 
-// cpuTime is the process's user+system CPU time.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 func randomRGB(h, w int) *imageio.RGB {
 	r := rand.New(rand.NewSource(5))
 	img := &imageio.RGB{W: w, H: h, Pix: make([]uint8, 3*h*w)}
@@ -76,7 +67,7 @@ func BenchmarkDetector(b *testing.B) {
 				img := randomRGB(sz[0], sz[1])
 				var tm Timings
 				dets := 0
-				cpu0 := cpuTime()
+				cpu0 := cputime.Process()
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
 					out, err := d.DetectRGB(img)
@@ -93,7 +84,7 @@ func BenchmarkDetector(b *testing.B) {
 					dets += len(out.Detections)
 				}
 				b.StopTimer()
-				cpu := cpuTime() - cpu0
+				cpu := cputime.Process() - cpu0
 				total := tm.Total().Seconds()
 				share := func(x time.Duration) float64 { return 100 * x.Seconds() / total }
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "images/s")

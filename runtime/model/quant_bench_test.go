@@ -4,11 +4,11 @@ import (
 	"fmt"
 	"math/rand"
 	"runtime"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/flbq/flbq/runtime/imageio"
+	"github.com/flbq/flbq/runtime/internal/cputime"
 	"github.com/flbq/flbq/runtime/kernels"
 	"github.com/flbq/flbq/runtime/maskrcnn"
 	"github.com/flbq/flbq/runtime/model"
@@ -38,14 +38,6 @@ const bundledModel = "../../tools/models/shapes-swin-t32.safetensors"
 const swinTDetector = `{"family":"swin","task":"detection","patch_size":[4,4],"embed_dim":96,"depths":[2,2,6,2],
 	"num_heads":[3,6,12,24],"window_size":[7,7],"out_norms":true,"out_channels":256,
 	"num_classes":91,"min_size":512,"max_size":1333,"box_score_thresh":0}`
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 type qop struct{ q *kernels.QLinear }
 
@@ -111,10 +103,10 @@ func compare(b *testing.B, m *model.Model, vs []variant, run func() int) {
 	for i := 0; i < b.N; i++ {
 		for k, v := range vs {
 			v.install(b, m)
-			c0, t0 := processCPU(), time.Now()
+			c0, t0 := cputime.Process(), time.Now()
 			dets[k] += run()
 			wall[k] += time.Since(t0)
-			cpu[k] += processCPU() - c0
+			cpu[k] += cputime.Process() - c0
 		}
 	}
 	b.StopTimer()

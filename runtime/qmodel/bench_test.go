@@ -5,9 +5,8 @@ import (
 	"runtime"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/flbq/flbq/generated/tinyswin"
+	"github.com/flbq/flbq/runtime/internal/cputime"
 	"github.com/flbq/flbq/runtime/kernels"
 	"github.com/flbq/flbq/runtime/model"
 	"github.com/flbq/flbq/runtime/nn"
@@ -16,13 +15,7 @@ import (
 )
 
 // threadCPU returns the calling thread's CPU time in nanoseconds.
-func threadCPU() int64 {
-	var ts unix.Timespec
-	if unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts) != nil {
-		return 0
-	}
-	return ts.Nano()
-}
+func threadCPU() int64 { return int64(cputime.Thread()) }
 
 // timed wraps a layer's implementation and adds the calling thread's CPU
 // time of every call to *ns (run with -cpu 1: the work stays on that thread).
