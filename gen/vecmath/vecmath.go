@@ -249,23 +249,34 @@ func (g *gen) blocks(base, n reg.Register, body func(p reg.GPVirtual)) reg.GPVir
 // expKernel: ExpAVX2(dst, x []float32) int computes dst[i] = exp(x[i]) for
 // the whole blocks of 8 and returns how many it did (len(dst) ≥ len(x)).
 func (g *gen) expKernel() {
-	g.Function("ExpAVX2")
+	g.mapKernel("ExpAVX2", "x", []string{"ExpAVX2 sets dst[i] = exp(x[i]) for i < len(x) rounded down to a multiple",
+		"of 8 and returns that count; len(dst) must be at least len(x)."},
+		func(in, out operand.Mem) {
+			v, e := g.YMM(), g.YMM()
+			g.VMOVUPS(in, v)
+			g.exp(v, e)
+			g.VMOVUPS(e, out)
+		})
+}
+
+// mapKernel emits func(dst, <src> []float32) int: body maps each whole
+// 8-float block of src (in) to dst at the same index (out; addressed as
+// src + (dst − src), so one pointer walks both), and the kernel returns the
+// number of floats done.
+func (g *gen) mapKernel(name, src string, doc []string, body func(in, out operand.Mem)) {
+	g.Function(name)
 	g.Attributes(attr.NOSPLIT)
 	g.Pragma("noescape")
-	g.SignatureExpr("func(dst, x []float32) int")
-	g.Doc("ExpAVX2 sets dst[i] = exp(x[i]) for i < len(x) rounded down to a multiple",
-		"of 8 and returns that count; len(dst) must be at least len(x).")
+	g.SignatureExpr("func(dst, " + src + " []float32) int")
+	g.Doc(doc...)
 	dst := g.Load(g.Param("dst").Base(), g.GP64())
-	x := g.Load(g.Param("x").Base(), g.GP64())
-	n := g.Load(g.Param("x").Len(), g.GP64())
+	x := g.Load(g.Param(src).Base(), g.GP64())
+	n := g.Load(g.Param(src).Len(), g.GP64())
 	off := g.GP64()
 	g.MOVQ(dst, off)
 	g.SUBQ(x, off)
 	g.blocks(x, n, func(p reg.GPVirtual) {
-		v, e := g.YMM(), g.YMM()
-		g.VMOVUPS(mem(p, 0), v)
-		g.exp(v, e)
-		g.VMOVUPS(e, operand.Mem{Base: p, Index: off, Scale: 1})
+		body(mem(p, 0), operand.Mem{Base: p, Index: off, Scale: 1})
 	})
 	g.ANDQ(operand.I32(-8), n)
 	g.Store(n, g.ReturnIndex(0))
@@ -373,28 +384,14 @@ func (g *gen) geluKernel() {
 
 // addKernel: AddAVX2(dst, src []float32) int, dst[i] += src[i] on whole blocks.
 func (g *gen) addKernel() {
-	g.Function("AddAVX2")
-	g.Attributes(attr.NOSPLIT)
-	g.Pragma("noescape")
-	g.SignatureExpr("func(dst, src []float32) int")
-	g.Doc("AddAVX2 adds src[i] to dst[i] for i < len(src) rounded down to a multiple",
-		"of 8 and returns that count; len(dst) must be at least len(src).")
-	dst := g.Load(g.Param("dst").Base(), g.GP64())
-	src := g.Load(g.Param("src").Base(), g.GP64())
-	n := g.Load(g.Param("src").Len(), g.GP64())
-	off := g.GP64()
-	g.MOVQ(dst, off)
-	g.SUBQ(src, off)
-	g.blocks(src, n, func(p reg.GPVirtual) {
-		v := g.YMM()
-		g.VMOVUPS(mem(p, 0), v)
-		g.VADDPS(operand.Mem{Base: p, Index: off, Scale: 1}, v, v)
-		g.VMOVUPS(v, operand.Mem{Base: p, Index: off, Scale: 1})
-	})
-	g.ANDQ(operand.I32(-8), n)
-	g.Store(n, g.ReturnIndex(0))
-	g.VZEROUPPER()
-	g.RET()
+	g.mapKernel("AddAVX2", "src", []string{"AddAVX2 adds src[i] to dst[i] for i < len(src) rounded down to a multiple",
+		"of 8 and returns that count; len(dst) must be at least len(src)."},
+		func(in, out operand.Mem) {
+			v := g.YMM()
+			g.VMOVUPS(in, v)
+			g.VADDPS(out, v, v)
+			g.VMOVUPS(v, out)
+		})
 }
 
 // layerNormKernel: LayerNormAVX2 over rows of c floats, c a positive
