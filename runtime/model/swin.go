@@ -262,7 +262,7 @@ func (b *swinBlock) windows(x *tensor.Tensor) swinWindows {
 }
 
 // source returns the flat (image, y, x) map position of window token t, or
-// -1 for padding.
+// -1 for padding (the forward's window partition, one token at a time).
 func (g *swinWindows) source(t int) int {
 	wi, i := t/g.T, t%g.T
 	img, wy, wx := wi/g.nw, (wi%g.nw)/g.nww, wi%g.nww
@@ -286,15 +286,24 @@ func (b *swinBlock) forward(x *tensor.Tensor, ov nn.Overrides) *tensor.Tensor {
 	src := make([]int32, M)
 	winBuf := nn.GetScratch(M * c)
 	win := *winBuf
-	nn.ParallelFor(M, 64, func(lo, hi int) {
-		for t := lo; t < hi; t++ {
-			dst := win[t*c : t*c+c]
-			if p := g.source(t); p >= 0 {
-				src[t] = int32(p)
-				copy(dst, xn[p*c:p*c+c])
-			} else {
-				src[t] = -1
-				clear(dst)
+	nn.ParallelFor(g.n*g.nw, 4, func(lo, hi int) {
+		for wi := lo; wi < hi; wi++ {
+			img, wy, wx := wi/g.nw, (wi%g.nw)/g.nww, wi%g.nww
+			for iy := 0; iy < g.wh; iy++ {
+				py := (wy*g.wh + iy + g.sh) % g.hp
+				for ix := 0; ix < g.ww; ix++ {
+					px := (wx*g.ww + ix + g.sw) % g.wp
+					t := wi*g.T + iy*g.ww + ix
+					dst := win[t*c : t*c+c]
+					if py < g.h && px < g.w {
+						p := (img*g.h+py)*g.w + px
+						src[t] = int32(p)
+						copy(dst, xn[p*c:p*c+c])
+					} else {
+						src[t] = -1
+						clear(dst)
+					}
+				}
 			}
 		}
 	})
