@@ -75,7 +75,7 @@ func LoadSwin(w *Weights, cfg *Config, prefix, normPrefix string) (*Swin, error)
 				}
 			}
 			s.blocks = append(s.blocks, Block{Name: name, Forward: b.forward, Linears: []*nn.Linear{b.qkv, b.proj, b.fc1, b.fc2},
-				Attention: &Attention{QKV: b.qkv, Proj: b.proj, Heads: heads, Attend: b.Attend}})
+				Attention: &Attention{QKV: b.qkv, Proj: b.proj, Heads: heads, Attend: b.attend}})
 		}
 		if depth == 0 {
 			// An empty stage still yields an output (identity).
@@ -262,7 +262,7 @@ func (b *swinBlock) windows(x *tensor.Tensor) swinWindows {
 }
 
 // source returns the flat (image, y, x) map position of window token t, or
-// -1 for padding (the forward's window partition, one token at a time).
+// -1 for padding: the window partition.
 func (g *swinWindows) source(t int) int {
 	wi, i := t/g.T, t%g.T
 	img, wy, wx := wi/g.nw, (wi%g.nw)/g.nww, wi%g.nww
@@ -287,23 +287,14 @@ func (b *swinBlock) forward(x *tensor.Tensor, ov nn.Overrides) *tensor.Tensor {
 	winBuf := nn.GetScratch(M * c)
 	win := *winBuf
 	nn.ParallelFor(g.n*g.nw, 4, func(lo, hi int) {
-		for wi := lo; wi < hi; wi++ {
-			img, wy, wx := wi/g.nw, (wi%g.nw)/g.nww, wi%g.nww
-			for iy := 0; iy < g.wh; iy++ {
-				py := (wy*g.wh + iy + g.sh) % g.hp
-				for ix := 0; ix < g.ww; ix++ {
-					px := (wx*g.ww + ix + g.sw) % g.wp
-					t := wi*g.T + iy*g.ww + ix
-					dst := win[t*c : t*c+c]
-					if py < g.h && px < g.w {
-						p := (img*g.h+py)*g.w + px
-						src[t] = int32(p)
-						copy(dst, xn[p*c:p*c+c])
-					} else {
-						src[t] = -1
-						clear(dst)
-					}
-				}
+		for t := lo * g.T; t < hi*g.T; t++ {
+			dst := win[t*c : t*c+c]
+			if p := g.source(t); p >= 0 {
+				src[t] = int32(p)
+				copy(dst, xn[p*c:p*c+c])
+			} else {
+				src[t] = -1
+				clear(dst)
 			}
 		}
 	})
@@ -312,7 +303,7 @@ func (b *swinBlock) forward(x *tensor.Tensor, ov nn.Overrides) *tensor.Tensor {
 	qkv := *qkvBuf
 	b.qkv.Run(ov, qkv, win, M)
 	attn := win // reuse: the window tokens are no longer needed
-	b.attend(&g, qkv, attn)
+	b.windowAttention(&g, qkv, attn)
 	nn.PutScratch(qkvBuf)
 	projBuf := nn.GetScratch(M * c)
 	pr := *projBuf
@@ -329,11 +320,11 @@ func (b *swinBlock) forward(x *tensor.Tensor, ov nn.Overrides) *tensor.Tensor {
 	return out
 }
 
-// Attend implements Attention.Attend: window attention of qkv ([M, 3C] in
+// attend implements Attention.Attend: window attention of qkv ([M, 3C] in
 // window token order) into out ([M, C]), padding rows zeroed.
-func (b *swinBlock) Attend(x *tensor.Tensor, qkv, out []float32) {
+func (b *swinBlock) attend(x *tensor.Tensor, qkv, out []float32) {
 	g := b.windows(x)
-	b.attend(&g, qkv, out)
+	b.windowAttention(&g, qkv, out)
 	for t := 0; t < g.M; t++ {
 		if g.source(t) < 0 {
 			clear(out[t*g.c : t*g.c+g.c])
@@ -341,9 +332,9 @@ func (b *swinBlock) Attend(x *tensor.Tensor, qkv, out []float32) {
 	}
 }
 
-// attend computes softmax(q·kᵀ/√dh + bias + shift mask)·v per window and
-// head from qkv [M, 3C] into out [M, C].
-func (b *swinBlock) attend(g *swinWindows, qkv, out []float32) {
+// windowAttention computes softmax(q·kᵀ/√dh + bias + shift mask)·v per
+// window and head from qkv [M, 3C] into out [M, C].
+func (b *swinBlock) windowAttention(g *swinWindows, qkv, out []float32) {
 	c, T, wh, ww := g.c, g.T, g.wh, g.ww
 	dh := c / b.heads
 	scale := float32(math.Pow(float64(dh), -0.5))

@@ -60,15 +60,15 @@
 // cannot see that a query error costs more in a head with diffuse attention
 // than in one with peaked attention; without this step the DP allocations
 // from fast curves measured 10–27 % worse than exact-curve ones (Swin and
-// ViT), with it within 4 % (docs/BENCHMARKS.md, Calibration).
+// ViT), with it at most 7 % worse (docs/BENCHMARKS.md, Calibration).
 //
 // In multiply-adds, the energy pass costs about len(bits) forwards' worth
 // of linear layers per image (8 bit-widths: ≈ 8 Swin-T forwards) plus
-// 3·len(bits) attention recomputations, the
-// anchors about len(anchors)·L/2 forwards per anchor image (L layers,
-// fused q/k/v counted three times: ≈ 80 for Swin-T). For Swin-T with 64
-// images and 8 anchor images that is ≈ 19 forwards per image, instead of
-// ≈ 90 with every image an anchor image and ≈ 5,000 in exact mode
+// 3·len(bits) attention recomputations, the anchors about len(anchors)·L/2
+// forwards per anchor image (L layers, fused q/k/v counted three times:
+// ≈ 80 for Swin-T). For Swin-T with 64 images and 8 anchor images that is
+// ≈ 24 forwards per image (measured: 20.5), instead of ≈ 90 with every
+// image an anchor image and ≈ 5,000 in exact mode
 // (docs/BENCHMARKS.md has the measured run).
 package calib
 
@@ -310,9 +310,6 @@ func newEngine(bb model.Backbone, batches []Batch, o Options, st *State) (*engin
 		if a := bb.Blocks()[e.blockOf[l.Name]].Attention; a != nil && a.QKV == l.Layer &&
 			a.Heads > 0 && a.Proj.In%a.Heads == 0 && l.Out == 3*a.Proj.In && l.In == a.Proj.In {
 			e.attn[li] = a
-			if o.Mode == Fast {
-				e.headG[li] = headGram(a)
-			}
 		}
 	}
 	for _, li := range sel {
@@ -324,6 +321,9 @@ func newEngine(bb model.Backbone, batches []Batch, o Options, st *State) (*engin
 			return nil, fmt.Errorf("%s: K = %d exceeds the kernel's exact-accumulation limit %d", l.Name, l.In, qformat.MaxK)
 		}
 		e.units[li] = LayerUnits(li, l.Out, o.GroupSize)
+		if a := e.attn[li]; a != nil && o.Mode == Fast {
+			e.headG[li] = headGram(a)
+		}
 	}
 	if o.Mode == Fast {
 		e.anchor, e.nAnchor = AnchorBatches(batches, o.AnchorImages)
@@ -614,13 +614,6 @@ func (h *statsHook) overrides() nn.Overrides {
 			})
 			mom := outputMoments(dst, M, lin.Out, kind)
 			h.mu.Lock()
-			if a := h.acc["m/"+l.Name]; a == nil && mom != nil {
-				h.acc["m/"+l.Name] = mom
-			} else {
-				for i, v := range mom {
-					a[i] += v
-				}
-			}
 			add := func(key string, v []float64) {
 				s := h.acc[key]
 				if s == nil {
@@ -632,6 +625,9 @@ func (h *statsHook) overrides() nn.Overrides {
 				}
 			}
 			add("e/"+l.Name, part)
+			if mom != nil {
+				add("m/"+l.Name, mom)
+			}
 			if heads != nil {
 				add("p/"+l.Name, heads)
 			}
@@ -641,8 +637,6 @@ func (h *statsHook) overrides() nn.Overrides {
 	return ov
 }
 
-// sums returns the batch's sums; an anchor batch's energies are also
-// counted under "ea/<layer>" and "pa/<layer>", the anchor images' energies.
 // headEnergies measures, for one bit-width, how the output error of each
 // head's q, k and v channels reaches the attention's output projection.
 // ref is layer li's fp32 output (the fused q/k/v, M rows), y its output
@@ -747,6 +741,8 @@ func outputMoments(y []float32, M, out int, kind weightKind) []float64 {
 	return mom
 }
 
+// sums returns the batch's sums; an anchor batch's energies are also
+// counted under "ea/<layer>" and "pa/<layer>", the anchor images' energies.
 func (h *statsHook) sums(anchor bool) map[string][]float64 {
 	if !anchor {
 		return h.acc
