@@ -261,17 +261,25 @@ func (b *swinBlock) windows(x *tensor.Tensor) swinWindows {
 	return g
 }
 
-// source returns the flat (image, y, x) map position of window token t, or
-// -1 for padding: the window partition.
-func (g *swinWindows) source(t int) int {
-	wi, i := t/g.T, t%g.T
-	img, wy, wx := wi/g.nw, (wi%g.nw)/g.nww, wi%g.nww
-	py := (wy*g.wh + i/g.ww + g.sh) % g.hp
-	px := (wx*g.ww + i%g.ww + g.sw) % g.wp
-	if py >= g.h || px >= g.w {
-		return -1
-	}
-	return (img*g.h+py)*g.w + px
+// sources is the window partition: src[t] (len M) receives the flat
+// (image, y, x) map position of window token t, or -1 for padding.
+func (g *swinWindows) sources(src []int32) {
+	nn.ParallelFor(g.n*g.nw, 4, func(lo, hi int) {
+		for wi := lo; wi < hi; wi++ {
+			img, wy, wx := wi/g.nw, (wi%g.nw)/g.nww, wi%g.nww
+			for iy := 0; iy < g.wh; iy++ {
+				py := (wy*g.wh + iy + g.sh) % g.hp
+				for ix := 0; ix < g.ww; ix++ {
+					px := (wx*g.ww + ix + g.sw) % g.wp
+					t := wi*g.T + iy*g.ww + ix
+					src[t] = -1
+					if py < g.h && px < g.w {
+						src[t] = int32((img*g.h+py)*g.w + px)
+					}
+				}
+			}
+		}
+	})
 }
 
 func (b *swinBlock) forward(x *tensor.Tensor, ov nn.Overrides) *tensor.Tensor {
@@ -284,16 +292,15 @@ func (b *swinBlock) forward(x *tensor.Tensor, ov nn.Overrides) *tensor.Tensor {
 	// Window partition of the padded, cyclically shifted map; src[t] is the
 	// flat (image,y,x) position of window token t or -1 for padding.
 	src := make([]int32, M)
+	g.sources(src)
 	winBuf := nn.GetScratch(M * c)
 	win := *winBuf
-	nn.ParallelFor(g.n*g.nw, 4, func(lo, hi int) {
-		for t := lo * g.T; t < hi*g.T; t++ {
+	nn.ParallelFor(M, 64, func(lo, hi int) {
+		for t := lo; t < hi; t++ {
 			dst := win[t*c : t*c+c]
-			if p := g.source(t); p >= 0 {
-				src[t] = int32(p)
+			if p := int(src[t]); p >= 0 {
 				copy(dst, xn[p*c:p*c+c])
 			} else {
-				src[t] = -1
 				clear(dst)
 			}
 		}
@@ -325,8 +332,10 @@ func (b *swinBlock) forward(x *tensor.Tensor, ov nn.Overrides) *tensor.Tensor {
 func (b *swinBlock) attend(x *tensor.Tensor, qkv, out []float32) {
 	g := b.windows(x)
 	b.windowAttention(&g, qkv, out)
-	for t := 0; t < g.M; t++ {
-		if g.source(t) < 0 {
+	src := make([]int32, g.M)
+	g.sources(src)
+	for t, p := range src {
+		if p < 0 {
 			clear(out[t*g.c : t*g.c+g.c])
 		}
 	}
