@@ -203,7 +203,7 @@ func TestBundledPackageMatchesFakeQuant(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	if _, err := shapes.Generate(shapes.Options{N: 4, Seed: 2, Size: 192, Out: dir, Workers: 1}); err != nil {
+	if _, err := shapes.Generate(shapes.Options{N: 4, Seed: 2, Size: 192, Out: dir}); err != nil {
 		t.Fatal(err)
 	}
 	imgs, _ := filepath.Glob(filepath.Join(dir, shapes.ImagesDir, "*"))

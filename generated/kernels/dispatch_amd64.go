@@ -4,6 +4,8 @@
 
 package kernels
 
-// Tiers lists the tiers compiled into this build, best first. A tier is
-// usable when the CPU has every feature in its Requires.
-var Tiers = []*Tier{&VNNI, &AVX2, &PureGo}
+import "github.com/flbq/flbq/runtime/kernels/kabi"
+
+// Tables lists the kernel tables compiled into this build, best tier first;
+// runtime/kernels runs the one of the active backend tier.
+var Tables = []*kabi.Table{&VNNI, &AVX2, &PureGo}

@@ -2,11 +2,15 @@
 
 package kernels
 
-import "github.com/flbq/flbq/runtime/qformat"
+import (
+	"github.com/flbq/flbq/runtime/backend"
+	"github.com/flbq/flbq/runtime/kernels/kabi"
+	"github.com/flbq/flbq/runtime/qformat"
+)
 
 // unpackB1Go unpacks 1-bit tiles (planes [1] at bit offsets [0]).
 func unpackB1Go(dst, src []byte, blocks int) {
-	checkUnpack("unpackB1Go", dst, src, blocks, 1)
+	kabi.CheckUnpack("unpackB1Go", dst, src, blocks, 1)
 	for sb := 0; sb < blocks; sb++ {
 		s := (*[64]byte)(src[sb*64:])
 		d := (*[512]byte)(dst[sb*512:])
@@ -25,7 +29,7 @@ func unpackB1Go(dst, src []byte, blocks int) {
 
 // unpackB2Go unpacks 2-bit tiles (planes [2] at bit offsets [0]).
 func unpackB2Go(dst, src []byte, blocks int) {
-	checkUnpack("unpackB2Go", dst, src, blocks, 2)
+	kabi.CheckUnpack("unpackB2Go", dst, src, blocks, 2)
 	for sb := 0; sb < blocks; sb++ {
 		s := (*[128]byte)(src[sb*128:])
 		d := (*[512]byte)(dst[sb*512:])
@@ -44,7 +48,7 @@ func unpackB2Go(dst, src []byte, blocks int) {
 
 // unpackB3Go unpacks 3-bit tiles (planes [2 1] at bit offsets [0 2]).
 func unpackB3Go(dst, src []byte, blocks int) {
-	checkUnpack("unpackB3Go", dst, src, blocks, 3)
+	kabi.CheckUnpack("unpackB3Go", dst, src, blocks, 3)
 	for sb := 0; sb < blocks; sb++ {
 		s := (*[192]byte)(src[sb*192:])
 		d := (*[512]byte)(dst[sb*512:])
@@ -63,7 +67,7 @@ func unpackB3Go(dst, src []byte, blocks int) {
 
 // unpackB4Go unpacks 4-bit tiles (planes [4] at bit offsets [0]).
 func unpackB4Go(dst, src []byte, blocks int) {
-	checkUnpack("unpackB4Go", dst, src, blocks, 4)
+	kabi.CheckUnpack("unpackB4Go", dst, src, blocks, 4)
 	for sb := 0; sb < blocks; sb++ {
 		s := (*[256]byte)(src[sb*256:])
 		d := (*[512]byte)(dst[sb*512:])
@@ -82,7 +86,7 @@ func unpackB4Go(dst, src []byte, blocks int) {
 
 // unpackB5Go unpacks 5-bit tiles (planes [4 1] at bit offsets [0 4]).
 func unpackB5Go(dst, src []byte, blocks int) {
-	checkUnpack("unpackB5Go", dst, src, blocks, 5)
+	kabi.CheckUnpack("unpackB5Go", dst, src, blocks, 5)
 	for sb := 0; sb < blocks; sb++ {
 		s := (*[320]byte)(src[sb*320:])
 		d := (*[512]byte)(dst[sb*512:])
@@ -101,7 +105,7 @@ func unpackB5Go(dst, src []byte, blocks int) {
 
 // unpackB6Go unpacks 6-bit tiles (planes [4 2] at bit offsets [0 4]).
 func unpackB6Go(dst, src []byte, blocks int) {
-	checkUnpack("unpackB6Go", dst, src, blocks, 6)
+	kabi.CheckUnpack("unpackB6Go", dst, src, blocks, 6)
 	for sb := 0; sb < blocks; sb++ {
 		s := (*[384]byte)(src[sb*384:])
 		d := (*[512]byte)(dst[sb*512:])
@@ -120,7 +124,7 @@ func unpackB6Go(dst, src []byte, blocks int) {
 
 // unpackB7Go unpacks 7-bit tiles (planes [4 2 1] at bit offsets [0 4 6]).
 func unpackB7Go(dst, src []byte, blocks int) {
-	checkUnpack("unpackB7Go", dst, src, blocks, 7)
+	kabi.CheckUnpack("unpackB7Go", dst, src, blocks, 7)
 	for sb := 0; sb < blocks; sb++ {
 		s := (*[448]byte)(src[sb*448:])
 		d := (*[512]byte)(dst[sb*512:])
@@ -139,7 +143,7 @@ func unpackB7Go(dst, src []byte, blocks int) {
 
 // unpackB8Go unpacks 8-bit tiles (planes [8] at bit offsets [0]).
 func unpackB8Go(dst, src []byte, blocks int) {
-	checkUnpack("unpackB8Go", dst, src, blocks, 8)
+	kabi.CheckUnpack("unpackB8Go", dst, src, blocks, 8)
 	for sb := 0; sb < blocks; sb++ {
 		s := (*[512]byte)(src[sb*512:])
 		d := (*[512]byte)(dst[sb*512:])
@@ -156,121 +160,60 @@ func unpackB8Go(dst, src []byte, blocks int) {
 	}
 }
 
-// dotGo is the pure-Go dot micro-kernel (see DotFunc).
-func dotGo(acc []int32, w []byte, x []int8, ldx, rows, groups int) {
-	checkDot("dotGo", acc, w, x, ldx, rows, groups)
-	for r := 0; r < rows; r++ {
-		a := (*[qformat.TileN]int32)(acc[r*qformat.TileN:])
-		xr := x[r*ldx : r*ldx+groups*qformat.KGroup]
-		for g := 0; g < groups; g++ {
-			wg := (*[qformat.GroupBytes]byte)(w[g*qformat.GroupBytes:])
-			x0, x1, x2, x3 := int32(xr[g*4]), int32(xr[g*4+1]), int32(xr[g*4+2]), int32(xr[g*4+3])
-			for j := 0; j < qformat.TileN; j++ {
-				a[j] += int32(wg[j*4])*x0 + int32(wg[j*4+1])*x1 + int32(wg[j*4+2])*x2 + int32(wg[j*4+3])*x3
-			}
-		}
-	}
-}
-
-// quantRowGo is the pure-Go activation quantizer (see Tier.QuantRow).
-func quantRowGo(dst []int8, x []float32, inv float32) int32 {
-	dst = dst[:len(x)]
-	var sum int32
-	for i, v := range x {
-		q := qformat.QuantizeAct(v, inv)
-		dst[i] = q
-		sum += int32(q)
-	}
-	return sum
-}
-
-// quantRowsGo is the pure-Go whole-matrix activation quantizer (see Tier.QuantRows).
-func quantRowsGo(q []int8, x []float32, k, rows int, scale []float32, sum []int32) {
-	checkQuantRows(q, x, k, rows, scale, sum)
-	kp := qformat.PaddedK(k)
-	for m := 0; m < rows; m++ {
-		scale[m], sum[m] = qformat.QuantizeRow(q[m*kp:(m+1)*kp], x[m*k:(m+1)*k])
-	}
-}
-
-// epilogueGo is the pure-Go epilogue (see Tier.Epilogue); the explicit float32
-// conversion forbids fusing the multiply and add, as the assembly does not fuse.
-func epilogueGo(y []float32, ldy int, acc []int32, rows int, sum []int32, sx []float32, zs []int32, sw, bias []float32) {
-	checkEpilogue(y, ldy, acc, rows, sum, sx, zs, sw, bias)
-	for r := 0; r < rows; r++ {
-		yr := y[r*ldy : r*ldy+qformat.TileN]
-		for j := range yr {
-			a := float32(acc[r*qformat.TileN+j] - zs[j]*sum[r])
-			yr[j] = float32(a*(sx[r]*sw[j])) + bias[j]
-		}
-	}
-}
-
-// fusedGo is the pure-Go fused kernel (see FusedFunc): it unpacks one
-// superblock at a time with unpack and accumulates it with dotGo.
-func fusedGo(unpack UnpackFunc, b int, acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	checkFused("fusedGo", acc, src, x, ldx, rows, blocks, b)
-	var buf [qformat.BlockWeights]byte
-	for sb := 0; sb < blocks; sb++ {
-		unpack(buf[:], src[sb*b*qformat.GroupBytes:], 1)
-		dotGo(acc, buf[:], x[sb*qformat.BlockK:], ldx, rows, qformat.GroupsPerBlock)
-	}
-}
-
 // fusedB1Go is the pure-Go fused kernel of 1-bit tiles.
 func fusedB1Go(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	fusedGo(unpackB1Go, 1, acc, src, x, ldx, rows, blocks)
+	kabi.FusedGo(unpackB1Go, 1, acc, src, x, ldx, rows, blocks)
 }
 
 // fusedB2Go is the pure-Go fused kernel of 2-bit tiles.
 func fusedB2Go(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	fusedGo(unpackB2Go, 2, acc, src, x, ldx, rows, blocks)
+	kabi.FusedGo(unpackB2Go, 2, acc, src, x, ldx, rows, blocks)
 }
 
 // fusedB3Go is the pure-Go fused kernel of 3-bit tiles.
 func fusedB3Go(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	fusedGo(unpackB3Go, 3, acc, src, x, ldx, rows, blocks)
+	kabi.FusedGo(unpackB3Go, 3, acc, src, x, ldx, rows, blocks)
 }
 
 // fusedB4Go is the pure-Go fused kernel of 4-bit tiles.
 func fusedB4Go(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	fusedGo(unpackB4Go, 4, acc, src, x, ldx, rows, blocks)
+	kabi.FusedGo(unpackB4Go, 4, acc, src, x, ldx, rows, blocks)
 }
 
 // fusedB5Go is the pure-Go fused kernel of 5-bit tiles.
 func fusedB5Go(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	fusedGo(unpackB5Go, 5, acc, src, x, ldx, rows, blocks)
+	kabi.FusedGo(unpackB5Go, 5, acc, src, x, ldx, rows, blocks)
 }
 
 // fusedB6Go is the pure-Go fused kernel of 6-bit tiles.
 func fusedB6Go(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	fusedGo(unpackB6Go, 6, acc, src, x, ldx, rows, blocks)
+	kabi.FusedGo(unpackB6Go, 6, acc, src, x, ldx, rows, blocks)
 }
 
 // fusedB7Go is the pure-Go fused kernel of 7-bit tiles.
 func fusedB7Go(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	fusedGo(unpackB7Go, 7, acc, src, x, ldx, rows, blocks)
+	kabi.FusedGo(unpackB7Go, 7, acc, src, x, ldx, rows, blocks)
 }
 
 // fusedB8Go is the pure-Go fused kernel of 8-bit tiles.
 func fusedB8Go(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	fusedGo(unpackB8Go, 8, acc, src, x, ldx, rows, blocks)
+	kabi.FusedGo(unpackB8Go, 8, acc, src, x, ldx, rows, blocks)
 }
 
 // PureGo is the portable tier: readable Go, any architecture.
-var PureGo = Tier{
-	Dot: [qformat.MaxBits + 1]DotFunc{
-		1: dotGo,
-		2: dotGo,
-		3: dotGo,
-		4: dotGo,
-		5: dotGo,
-		6: dotGo,
-		7: dotGo,
-		8: dotGo,
+var PureGo = kabi.Table{
+	Dot: [qformat.MaxBits + 1]kabi.DotFunc{
+		1: kabi.DotGo,
+		2: kabi.DotGo,
+		3: kabi.DotGo,
+		4: kabi.DotGo,
+		5: kabi.DotGo,
+		6: kabi.DotGo,
+		7: kabi.DotGo,
+		8: kabi.DotGo,
 	},
-	Epilogue: epilogueGo,
-	Fused: [qformat.MaxBits + 1]FusedFunc{
+	Epilogue: kabi.EpilogueGo,
+	Fused: [qformat.MaxBits + 1]kabi.FusedFunc{
 		1: fusedB1Go,
 		2: fusedB2Go,
 		3: fusedB3Go,
@@ -281,11 +224,11 @@ var PureGo = Tier{
 		8: fusedB8Go,
 	},
 	MaxAbs:    qformat.MaxAbs,
-	Name:      "purego",
-	QuantRow:  quantRowGo,
-	QuantRows: quantRowsGo,
+	QuantRow:  kabi.QuantRowGo,
+	QuantRows: kabi.QuantRowsGo,
 	Rows:      1,
-	Unpack: [qformat.MaxBits + 1]UnpackFunc{
+	Tier:      backend.PureGo,
+	Unpack: [qformat.MaxBits + 1]kabi.UnpackFunc{
 		1: unpackB1Go,
 		2: unpackB2Go,
 		3: unpackB3Go,

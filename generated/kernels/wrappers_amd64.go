@@ -4,12 +4,16 @@
 
 package kernels
 
-import "github.com/flbq/flbq/runtime/qformat"
+import (
+	"github.com/flbq/flbq/runtime/backend"
+	"github.com/flbq/flbq/runtime/kernels/kabi"
+	"github.com/flbq/flbq/runtime/qformat"
+)
 
 // dot16F4AVX2 checks lengths, runs dot16F4AVX2Asm on whole superblocks and finishes
 // the remaining k-groups with dotAVX2.
 func dot16F4AVX2(acc []int32, w []byte, x []int8, ldx, rows, groups int) {
-	checkDot("dot16F4AVX2", acc, w, x, ldx, rows, groups)
+	kabi.CheckDot("dot16F4AVX2", acc, w, x, ldx, rows, groups)
 	nb := groups / qformat.GroupsPerBlock
 	if rows > 0 && nb > 0 {
 		dot16F4AVX2Asm(&acc[0], &w[0], &x[0], ldx, rows, nb)
@@ -22,7 +26,7 @@ func dot16F4AVX2(acc []int32, w []byte, x []int8, ldx, rows, groups int) {
 // dot16F8AVX2 checks lengths, runs dot16F8AVX2Asm on whole superblocks and finishes
 // the remaining k-groups with dotAVX2.
 func dot16F8AVX2(acc []int32, w []byte, x []int8, ldx, rows, groups int) {
-	checkDot("dot16F8AVX2", acc, w, x, ldx, rows, groups)
+	kabi.CheckDot("dot16F8AVX2", acc, w, x, ldx, rows, groups)
 	nb := groups / qformat.GroupsPerBlock
 	if rows > 0 && nb > 0 {
 		dot16F8AVX2Asm(&acc[0], &w[0], &x[0], ldx, rows, nb)
@@ -34,7 +38,7 @@ func dot16F8AVX2(acc []int32, w []byte, x []int8, ldx, rows, groups int) {
 
 // dotAVX2 checks lengths and calls dotAVX2Asm.
 func dotAVX2(acc []int32, w []byte, x []int8, ldx, rows, groups int) {
-	checkDot("dotAVX2", acc, w, x, ldx, rows, groups)
+	kabi.CheckDot("dotAVX2", acc, w, x, ldx, rows, groups)
 	if rows > 0 && groups > 0 {
 		dotAVX2Asm(&acc[0], &w[0], &x[0], ldx, rows, groups)
 	}
@@ -42,7 +46,7 @@ func dotAVX2(acc []int32, w []byte, x []int8, ldx, rows, groups int) {
 
 // dotSignedAVX2 checks lengths and calls dotSignedAVX2Asm.
 func dotSignedAVX2(acc []int32, w []byte, x []int8, ldx, rows, groups int) {
-	checkDot("dotSignedAVX2", acc, w, x, ldx, rows, groups)
+	kabi.CheckDot("dotSignedAVX2", acc, w, x, ldx, rows, groups)
 	if rows > 0 && groups > 0 {
 		dotSignedAVX2Asm(&acc[0], &w[0], &x[0], ldx, rows, groups)
 	}
@@ -50,7 +54,7 @@ func dotSignedAVX2(acc []int32, w []byte, x []int8, ldx, rows, groups int) {
 
 // dotVNNI checks lengths and calls dotVNNIAsm.
 func dotVNNI(acc []int32, w []byte, x []int8, ldx, rows, groups int) {
-	checkDot("dotVNNI", acc, w, x, ldx, rows, groups)
+	kabi.CheckDot("dotVNNI", acc, w, x, ldx, rows, groups)
 	if rows > 0 && groups > 0 {
 		dotVNNIAsm(&acc[0], &w[0], &x[0], ldx, rows, groups)
 	}
@@ -70,7 +74,7 @@ func maxAbsAVX2(x []float32) float32 {
 func quantRowAVX2(dst []int8, x []float32, inv float32) int32 {
 	dst = dst[:len(x)]
 	n := len(x) &^ 31
-	sum := quantRowGo(dst[n:], x[n:], inv)
+	sum := kabi.QuantRowGo(dst[n:], x[n:], inv)
 	if n > 0 {
 		sum += quantRowAVX2Asm(&dst[0], &x[0], n, inv)
 	}
@@ -82,7 +86,7 @@ func quantRowAVX2(dst []int8, x []float32, inv float32) int32 {
 // values go through a zero-padded 32-value copy on the stack (zeros change neither
 // max|x| nor the sum and quantize to the zero padding).
 func quantRowsAVX2(q []int8, x []float32, k, rows int, scale []float32, sum []int32) {
-	checkQuantRows(q, x, k, rows, scale, sum)
+	kabi.CheckQuantRows(q, x, k, rows, scale, sum)
 	kp := qformat.PaddedK(k)
 	if rows > 0 && k%8 == 0 && k < 256 {
 		// Short rows: one call for the whole matrix (no per-row call overhead).
@@ -117,7 +121,7 @@ func quantRowsAVX2(q []int8, x []float32, k, rows int, scale []float32, sum []in
 
 // epilogueAVX2 checks lengths and calls epilogueAVX2Asm.
 func epilogueAVX2(y []float32, ldy int, acc []int32, rows int, sum []int32, sx []float32, zs []int32, sw, bias []float32) {
-	checkEpilogue(y, ldy, acc, rows, sum, sx, zs, sw, bias)
+	kabi.CheckEpilogue(y, ldy, acc, rows, sum, sx, zs, sw, bias)
 	if rows > 0 {
 		epilogueAVX2Asm(&y[0], ldy, &acc[0], rows, &sum[0], &sx[0], &zs[0], &sw[0], &bias[0])
 	}
@@ -125,7 +129,7 @@ func epilogueAVX2(y []float32, ldy int, acc []int32, rows int, sum []int32, sx [
 
 // unpackB1AVX2 checks lengths and calls unpackB1AVX2Asm.
 func unpackB1AVX2(dst, src []byte, blocks int) {
-	checkUnpack("unpackB1AVX2", dst, src, blocks, 1)
+	kabi.CheckUnpack("unpackB1AVX2", dst, src, blocks, 1)
 	if blocks > 0 {
 		unpackB1AVX2Asm(&dst[0], &src[0], blocks)
 	}
@@ -133,7 +137,7 @@ func unpackB1AVX2(dst, src []byte, blocks int) {
 
 // unpackB2AVX2 checks lengths and calls unpackB2AVX2Asm.
 func unpackB2AVX2(dst, src []byte, blocks int) {
-	checkUnpack("unpackB2AVX2", dst, src, blocks, 2)
+	kabi.CheckUnpack("unpackB2AVX2", dst, src, blocks, 2)
 	if blocks > 0 {
 		unpackB2AVX2Asm(&dst[0], &src[0], blocks)
 	}
@@ -141,7 +145,7 @@ func unpackB2AVX2(dst, src []byte, blocks int) {
 
 // unpackB3AVX2 checks lengths and calls unpackB3AVX2Asm.
 func unpackB3AVX2(dst, src []byte, blocks int) {
-	checkUnpack("unpackB3AVX2", dst, src, blocks, 3)
+	kabi.CheckUnpack("unpackB3AVX2", dst, src, blocks, 3)
 	if blocks > 0 {
 		unpackB3AVX2Asm(&dst[0], &src[0], blocks)
 	}
@@ -149,7 +153,7 @@ func unpackB3AVX2(dst, src []byte, blocks int) {
 
 // unpackB4AVX2 checks lengths and calls unpackB4AVX2Asm.
 func unpackB4AVX2(dst, src []byte, blocks int) {
-	checkUnpack("unpackB4AVX2", dst, src, blocks, 4)
+	kabi.CheckUnpack("unpackB4AVX2", dst, src, blocks, 4)
 	if blocks > 0 {
 		unpackB4AVX2Asm(&dst[0], &src[0], blocks)
 	}
@@ -157,7 +161,7 @@ func unpackB4AVX2(dst, src []byte, blocks int) {
 
 // unpackB5AVX2 checks lengths and calls unpackB5AVX2Asm.
 func unpackB5AVX2(dst, src []byte, blocks int) {
-	checkUnpack("unpackB5AVX2", dst, src, blocks, 5)
+	kabi.CheckUnpack("unpackB5AVX2", dst, src, blocks, 5)
 	if blocks > 0 {
 		unpackB5AVX2Asm(&dst[0], &src[0], blocks)
 	}
@@ -165,7 +169,7 @@ func unpackB5AVX2(dst, src []byte, blocks int) {
 
 // unpackB6AVX2 checks lengths and calls unpackB6AVX2Asm.
 func unpackB6AVX2(dst, src []byte, blocks int) {
-	checkUnpack("unpackB6AVX2", dst, src, blocks, 6)
+	kabi.CheckUnpack("unpackB6AVX2", dst, src, blocks, 6)
 	if blocks > 0 {
 		unpackB6AVX2Asm(&dst[0], &src[0], blocks)
 	}
@@ -173,7 +177,7 @@ func unpackB6AVX2(dst, src []byte, blocks int) {
 
 // unpackB7AVX2 checks lengths and calls unpackB7AVX2Asm.
 func unpackB7AVX2(dst, src []byte, blocks int) {
-	checkUnpack("unpackB7AVX2", dst, src, blocks, 7)
+	kabi.CheckUnpack("unpackB7AVX2", dst, src, blocks, 7)
 	if blocks > 0 {
 		unpackB7AVX2Asm(&dst[0], &src[0], blocks)
 	}
@@ -181,7 +185,7 @@ func unpackB7AVX2(dst, src []byte, blocks int) {
 
 // unpackB8AVX2 checks lengths and calls unpackB8AVX2Asm.
 func unpackB8AVX2(dst, src []byte, blocks int) {
-	checkUnpack("unpackB8AVX2", dst, src, blocks, 8)
+	kabi.CheckUnpack("unpackB8AVX2", dst, src, blocks, 8)
 	if blocks > 0 {
 		unpackB8AVX2Asm(&dst[0], &src[0], blocks)
 	}
@@ -189,7 +193,7 @@ func unpackB8AVX2(dst, src []byte, blocks int) {
 
 // fusedB1AVX2 checks lengths and calls fusedB1AVX2Asm.
 func fusedB1AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	checkFused("fusedB1AVX2", acc, src, x, ldx, rows, blocks, 1)
+	kabi.CheckFused("fusedB1AVX2", acc, src, x, ldx, rows, blocks, 1)
 	if rows > 0 && blocks > 0 {
 		fusedB1AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
 	}
@@ -197,7 +201,7 @@ func fusedB1AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
 
 // fusedB2AVX2 checks lengths and calls fusedB2AVX2Asm.
 func fusedB2AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	checkFused("fusedB2AVX2", acc, src, x, ldx, rows, blocks, 2)
+	kabi.CheckFused("fusedB2AVX2", acc, src, x, ldx, rows, blocks, 2)
 	if rows > 0 && blocks > 0 {
 		fusedB2AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
 	}
@@ -205,7 +209,7 @@ func fusedB2AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
 
 // fusedB3AVX2 checks lengths and calls fusedB3AVX2Asm.
 func fusedB3AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	checkFused("fusedB3AVX2", acc, src, x, ldx, rows, blocks, 3)
+	kabi.CheckFused("fusedB3AVX2", acc, src, x, ldx, rows, blocks, 3)
 	if rows > 0 && blocks > 0 {
 		fusedB3AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
 	}
@@ -213,7 +217,7 @@ func fusedB3AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
 
 // fusedB4AVX2 checks lengths and calls fusedB4AVX2Asm.
 func fusedB4AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	checkFused("fusedB4AVX2", acc, src, x, ldx, rows, blocks, 4)
+	kabi.CheckFused("fusedB4AVX2", acc, src, x, ldx, rows, blocks, 4)
 	if rows > 0 && blocks > 0 {
 		fusedB4AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
 	}
@@ -221,7 +225,7 @@ func fusedB4AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
 
 // fusedB5AVX2 checks lengths and calls fusedB5AVX2Asm.
 func fusedB5AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	checkFused("fusedB5AVX2", acc, src, x, ldx, rows, blocks, 5)
+	kabi.CheckFused("fusedB5AVX2", acc, src, x, ldx, rows, blocks, 5)
 	if rows > 0 && blocks > 0 {
 		fusedB5AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
 	}
@@ -229,15 +233,15 @@ func fusedB5AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
 
 // fusedB6AVX2 checks lengths and calls fusedB6AVX2Asm.
 func fusedB6AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	checkFused("fusedB6AVX2", acc, src, x, ldx, rows, blocks, 6)
+	kabi.CheckFused("fusedB6AVX2", acc, src, x, ldx, rows, blocks, 6)
 	if rows > 0 && blocks > 0 {
 		fusedB6AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
 	}
 }
 
 // AVX2 is the VPMADDUBSW+VPMADDWD tier (8-bit tiles are unpacked as q−128).
-var AVX2 = Tier{
-	Dot: [qformat.MaxBits + 1]DotFunc{
+var AVX2 = kabi.Table{
+	Dot: [qformat.MaxBits + 1]kabi.DotFunc{
 		1: dot16F8AVX2,
 		2: dot16F8AVX2,
 		3: dot16F8AVX2,
@@ -248,7 +252,7 @@ var AVX2 = Tier{
 		8: dotSignedAVX2,
 	},
 	Epilogue: epilogueAVX2,
-	Fused: [qformat.MaxBits + 1]FusedFunc{
+	Fused: [qformat.MaxBits + 1]kabi.FusedFunc{
 		1: fusedB1AVX2,
 		2: fusedB2AVX2,
 		3: fusedB3AVX2,
@@ -257,14 +261,13 @@ var AVX2 = Tier{
 		6: fusedB6AVX2,
 	},
 	MaxAbs:    maxAbsAVX2,
-	Name:      "avx2",
 	Peak:      peakAVX2Asm,
 	PeakMACs:  256,
 	QuantRow:  quantRowAVX2,
 	QuantRows: quantRowsAVX2,
-	Requires:  []string{"avx2"},
 	Rows:      4,
-	Unpack: [qformat.MaxBits + 1]UnpackFunc{
+	Tier:      backend.AVX2,
+	Unpack: [qformat.MaxBits + 1]kabi.UnpackFunc{
 		1: unpackB1AVX2,
 		2: unpackB2AVX2,
 		3: unpackB3AVX2,
@@ -279,7 +282,7 @@ var AVX2 = Tier{
 
 // unpackB1VNNI checks lengths and calls unpackB1VNNIAsm.
 func unpackB1VNNI(dst, src []byte, blocks int) {
-	checkUnpack("unpackB1VNNI", dst, src, blocks, 1)
+	kabi.CheckUnpack("unpackB1VNNI", dst, src, blocks, 1)
 	if blocks > 0 {
 		unpackB1VNNIAsm(&dst[0], &src[0], blocks)
 	}
@@ -287,7 +290,7 @@ func unpackB1VNNI(dst, src []byte, blocks int) {
 
 // unpackB2VNNI checks lengths and calls unpackB2VNNIAsm.
 func unpackB2VNNI(dst, src []byte, blocks int) {
-	checkUnpack("unpackB2VNNI", dst, src, blocks, 2)
+	kabi.CheckUnpack("unpackB2VNNI", dst, src, blocks, 2)
 	if blocks > 0 {
 		unpackB2VNNIAsm(&dst[0], &src[0], blocks)
 	}
@@ -295,7 +298,7 @@ func unpackB2VNNI(dst, src []byte, blocks int) {
 
 // unpackB3VNNI checks lengths and calls unpackB3VNNIAsm.
 func unpackB3VNNI(dst, src []byte, blocks int) {
-	checkUnpack("unpackB3VNNI", dst, src, blocks, 3)
+	kabi.CheckUnpack("unpackB3VNNI", dst, src, blocks, 3)
 	if blocks > 0 {
 		unpackB3VNNIAsm(&dst[0], &src[0], blocks)
 	}
@@ -303,7 +306,7 @@ func unpackB3VNNI(dst, src []byte, blocks int) {
 
 // unpackB4VNNI checks lengths and calls unpackB4VNNIAsm.
 func unpackB4VNNI(dst, src []byte, blocks int) {
-	checkUnpack("unpackB4VNNI", dst, src, blocks, 4)
+	kabi.CheckUnpack("unpackB4VNNI", dst, src, blocks, 4)
 	if blocks > 0 {
 		unpackB4VNNIAsm(&dst[0], &src[0], blocks)
 	}
@@ -311,7 +314,7 @@ func unpackB4VNNI(dst, src []byte, blocks int) {
 
 // unpackB5VNNI checks lengths and calls unpackB5VNNIAsm.
 func unpackB5VNNI(dst, src []byte, blocks int) {
-	checkUnpack("unpackB5VNNI", dst, src, blocks, 5)
+	kabi.CheckUnpack("unpackB5VNNI", dst, src, blocks, 5)
 	if blocks > 0 {
 		unpackB5VNNIAsm(&dst[0], &src[0], blocks)
 	}
@@ -319,7 +322,7 @@ func unpackB5VNNI(dst, src []byte, blocks int) {
 
 // unpackB6VNNI checks lengths and calls unpackB6VNNIAsm.
 func unpackB6VNNI(dst, src []byte, blocks int) {
-	checkUnpack("unpackB6VNNI", dst, src, blocks, 6)
+	kabi.CheckUnpack("unpackB6VNNI", dst, src, blocks, 6)
 	if blocks > 0 {
 		unpackB6VNNIAsm(&dst[0], &src[0], blocks)
 	}
@@ -327,7 +330,7 @@ func unpackB6VNNI(dst, src []byte, blocks int) {
 
 // unpackB7VNNI checks lengths and calls unpackB7VNNIAsm.
 func unpackB7VNNI(dst, src []byte, blocks int) {
-	checkUnpack("unpackB7VNNI", dst, src, blocks, 7)
+	kabi.CheckUnpack("unpackB7VNNI", dst, src, blocks, 7)
 	if blocks > 0 {
 		unpackB7VNNIAsm(&dst[0], &src[0], blocks)
 	}
@@ -335,15 +338,15 @@ func unpackB7VNNI(dst, src []byte, blocks int) {
 
 // unpackB8VNNI checks lengths and calls unpackB8VNNIAsm.
 func unpackB8VNNI(dst, src []byte, blocks int) {
-	checkUnpack("unpackB8VNNI", dst, src, blocks, 8)
+	kabi.CheckUnpack("unpackB8VNNI", dst, src, blocks, 8)
 	if blocks > 0 {
 		unpackB8VNNIAsm(&dst[0], &src[0], blocks)
 	}
 }
 
 // VNNI is the AVX-512 VNNI (VPDPBUSD) tier.
-var VNNI = Tier{
-	Dot: [qformat.MaxBits + 1]DotFunc{
+var VNNI = kabi.Table{
+	Dot: [qformat.MaxBits + 1]kabi.DotFunc{
 		1: dotVNNI,
 		2: dotVNNI,
 		3: dotVNNI,
@@ -355,14 +358,13 @@ var VNNI = Tier{
 	},
 	Epilogue:  epilogueAVX2,
 	MaxAbs:    maxAbsAVX2,
-	Name:      "vnni",
 	Peak:      peakVNNIAsm,
 	PeakMACs:  768,
 	QuantRow:  quantRowAVX2,
 	QuantRows: quantRowsAVX2,
-	Requires:  []string{"avx2", "avx512f", "avx512bw", "avx512vnni"},
 	Rows:      8,
-	Unpack: [qformat.MaxBits + 1]UnpackFunc{
+	Tier:      backend.VNNI,
+	Unpack: [qformat.MaxBits + 1]kabi.UnpackFunc{
 		1: unpackB1VNNI,
 		2: unpackB2VNNI,
 		3: unpackB3VNNI,

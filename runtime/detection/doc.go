@@ -22,7 +22,7 @@
 //     Config.Trace reports stage boundaries for timing.
 //
 // RoIAlign in MultiScaleRoIAlign.Apply and the per-class NMS of
-// BatchedNMS's per-category path run across nn.Threads() goroutines; each
+// BatchedNMS's per-category path run across backend.Threads() goroutines; each
 // RoI's and each class's arithmetic is unchanged.
 //
 // Boxes are flat []float32 of length 4·n in (x1, y1, x2, y2) order. Feature

@@ -341,7 +341,7 @@ func (m MultiScaleRoIAlign) Apply(features []FeatureMap, boxes []float32, imageH
 			hwc[l] = features[l].channelLast()
 		}
 	}
-	// RoIs are independent: split them across nn.Threads() goroutines
+	// RoIs are independent: split them across backend.Threads() goroutines
 	// (each RoI's arithmetic is unchanged).
 	nn.ParallelFor(n, 8, func(lo, hi int) {
 		var ws roiScratch

@@ -3,7 +3,7 @@ package kernels
 import (
 	"fmt"
 
-	gk "github.com/flbq/flbq/generated/kernels"
+	"github.com/flbq/flbq/runtime/kernels/kabi"
 	"github.com/flbq/flbq/runtime/qformat"
 )
 
@@ -41,11 +41,11 @@ func QuantizeActivations(a *Activations, x []float32, M, K int) error {
 		return fmt.Errorf("kernels: activations: len(x) = %d for %d×%d", len(x), M, K)
 	}
 	a.resize(M, K)
-	quantizeRows(active.Load(), a, x, 0, M)
+	quantizeRows(table(), a, x, 0, M)
 	return nil
 }
 
-func quantizeRows(t *gk.Tier, a *Activations, x []float32, m0, m1 int) {
+func quantizeRows(t *kabi.Table, a *Activations, x []float32, m0, m1 int) {
 	K, KP := a.K, a.KP
 	t.QuantRows(a.Q[m0*KP:m1*KP], x[m0*K:m1*K], K, m1-m0, a.Scale[m0:m1], a.Sum[m0:m1])
 }

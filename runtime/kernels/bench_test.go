@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"fmt"
+	"github.com/flbq/flbq/runtime/backend"
 	"math/rand/v2"
 	"runtime"
 	"testing"
@@ -37,8 +38,10 @@ func reportGOPS(b *testing.B, s shape) {
 // (activation quantization included).
 func BenchmarkQLinear(b *testing.B) {
 	rng := rand.New(rand.NewPCG(1, 1))
-	for _, tier := range usable {
-		b.Run(tier.Name, func(b *testing.B) {
+	defer backend.SetThreads(backend.SetThreads(0))
+	for _, bt := range backend.Usable() {
+		tier := tables[bt]
+		b.Run(tier.Name(), func(b *testing.B) {
 			for _, s := range benchShapes {
 				b.Run(s.String(), func(b *testing.B) {
 					x := randomX(rng, s.M, s.K)
@@ -50,7 +53,7 @@ func BenchmarkQLinear(b *testing.B) {
 						}
 						for _, th := range []int{1, 2} {
 							b.Run(fmt.Sprintf("b%d/t%d", bits, th), func(b *testing.B) {
-								l.Threads = th
+								backend.SetThreads(th)
 								if th == 1 {
 									// One goroutine: also report its thread CPU time.
 									cpuLoop(b, func() { l.forward(tier, y, x, s.M) })
@@ -71,13 +74,13 @@ func BenchmarkQLinear(b *testing.B) {
 
 // BenchmarkInt8Peak: register-only int8 multiply-accumulate loops, one core.
 func BenchmarkInt8Peak(b *testing.B) {
-	for _, name := range []string{"vnni", "avx2"} {
-		b.Run(name, func(b *testing.B) {
-			if tierByName(name) == nil {
-				b.Skipf("%s not supported by this CPU: peak loop generated and vetted only", name)
+	for _, tier := range []backend.Tier{backend.VNNI, backend.AVX2} {
+		b.Run(tier.String(), func(b *testing.B) {
+			if !backend.CanRun(tier) {
+				b.Skipf("%s not supported by this CPU", tier)
 			}
 			var macs int64
-			cpuLoop(b, func() { macs += Peak(name, 1<<16) })
+			cpuLoop(b, func() { macs += Peak(tier, 1<<16) })
 			b.ReportMetric(2*float64(macs)/b.Elapsed().Seconds()/1e9, "GOPS")
 		})
 	}
@@ -173,7 +176,7 @@ func BenchmarkSwinSmall(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					l.Threads = threads
+					defer backend.SetThreads(backend.SetThreads(threads))
 					for b.Loop() {
 						l.Forward(y, x, s.M)
 					}
@@ -188,7 +191,7 @@ func BenchmarkSwinSmall(b *testing.B) {
 // activation rows on one goroutine: the fused unpack+dot kernel against
 // Unpack+Dot (kChunk at a time, as gemm does), GOPS of the integer part.
 func BenchmarkTile(b *testing.B) {
-	t := active.Load()
+	t := table()
 	rng := rand.New(rand.NewPCG(4, 4))
 	for _, rk := range [][2]int{{1, 4096}, {4, 1024}, {256, 256}, {2401, 32}} {
 		rows, K := rk[0], rk[1]

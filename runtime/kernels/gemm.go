@@ -1,11 +1,11 @@
 package kernels
 
 import (
-	"runtime"
 	"sync"
 	"sync/atomic"
 
-	gk "github.com/flbq/flbq/generated/kernels"
+	"github.com/flbq/flbq/runtime/backend"
+	"github.com/flbq/flbq/runtime/kernels/kabi"
 	"github.com/flbq/flbq/runtime/qformat"
 )
 
@@ -29,7 +29,7 @@ const (
 var noFused bool
 
 // lastTier records the tier of the latest gemm call (tests assert it).
-var lastTier atomic.Pointer[gk.Tier]
+var lastTier atomic.Pointer[kabi.Table]
 
 type workspace struct {
 	unp []byte
@@ -56,8 +56,8 @@ func rowBlock(M, KP int) int {
 }
 
 // gemm computes the exact accumulators of W·xᵀ for all rows and tiles with
-// tier t on up to threads goroutines and hands them to ep.
-func gemm(t *gk.Tier, w *qformat.Matrix, a *Activations, threads int, ep epilogue) {
+// tier t on up to backend.Threads() goroutines and hands them to ep.
+func gemm(t *kabi.Table, w *qformat.Matrix, a *Activations, ep epilogue) {
 	lastTier.Store(t)
 	M, KP := a.M, a.KP
 	if M == 0 {
@@ -67,9 +67,7 @@ func gemm(t *gk.Tier, w *qformat.Matrix, a *Activations, threads int, ep epilogu
 	mc := rowBlock(M, KP)
 	mb := (M + mc - 1) / mc
 	items := mb * nt
-	if threads <= 0 {
-		threads = runtime.GOMAXPROCS(0)
-	}
+	threads := backend.Threads()
 	if int64(M)*int64(nt*qformat.TileN)*int64(KP) < parallelMACs {
 		threads = 1
 	}
@@ -100,7 +98,7 @@ func gemm(t *gk.Tier, w *qformat.Matrix, a *Activations, threads int, ep epilogu
 }
 
 // tileItem accumulates one tile over rows m0..m0+rows-1.
-func tileItem(t *gk.Tier, w *qformat.Matrix, a *Activations, tile, m0, rows int, ws *workspace, ep epilogue) {
+func tileItem(t *kabi.Table, w *qformat.Matrix, a *Activations, tile, m0, rows int, ws *workspace, ep epilogue) {
 	b := int(w.TileBits[tile])
 	data := w.Tile(tile)
 	KP := a.KP

@@ -7,63 +7,53 @@ import (
 	"testing"
 
 	gk "github.com/flbq/flbq/generated/kernels"
+	"github.com/flbq/flbq/runtime/backend"
+	"github.com/flbq/flbq/runtime/backend/backendtest"
+	"github.com/flbq/flbq/runtime/kernels/kabi"
 	"github.com/flbq/flbq/runtime/qformat"
 )
 
-// forEachTier runs f with every compiled tier forced active, skipping (with
-// an explicit message) the tiers this CPU cannot execute.
-func forEachTier(t *testing.T, f func(t *testing.T, tier *gk.Tier)) {
+// forEachTier runs f with every compiled tier active in turn (skipping the
+// ones this CPU cannot run, unless FLBQ_TEST_REQUIRE_TIER requires them), on
+// that tier's kernel table.
+func forEachTier(t *testing.T, f func(t *testing.T, tier *kabi.Table)) {
 	t.Helper()
-	defer SetTier("auto")
-	for _, tier := range gk.Tiers {
-		t.Run(tier.Name, func(t *testing.T) {
-			if err := SetTier(tier.Name); err != nil {
-				t.Skipf("tier %s cannot run on this CPU (%v): generated and vetted only", tier.Name, err)
-			}
-			if got := ActiveTier(); got != tier.Name {
-				t.Fatalf("ActiveTier() = %q after SetTier(%q)", got, tier.Name)
-			}
-			f(t, tier)
-		})
-	}
+	backendtest.ForEachTier(t, func(t *testing.T, tier backend.Tier) {
+		tab := table()
+		if tab.Tier != tier {
+			t.Fatalf("tier %s active but table() is %s's", tier, tab.Name())
+		}
+		f(t, tab)
+	})
 }
 
+func TestMain(m *testing.M) { backendtest.Main(m) }
+
 func TestTiersPresent(t *testing.T) {
-	names := AllTiers()
-	if names[len(names)-1] != "purego" {
-		t.Fatalf("tiers %v: purego must be last", names)
+	if len(gk.Tables) != len(backend.Compiled()) {
+		t.Fatalf("%d kernel tables for compiled tiers %v", len(gk.Tables), backend.Compiled())
 	}
-	for _, tier := range gk.Tiers {
-		if tier.MaxAbs == nil || tier.QuantRow == nil || tier.Epilogue == nil {
-			t.Fatalf("tier %s has nil functions", tier.Name)
+	for i, tier := range backend.Compiled() {
+		tab := gk.Tables[i]
+		if tab.Tier != tier || tables[tier] != tab {
+			t.Fatalf("table %d is %s's, want %s's", i, tab.Name(), tier)
+		}
+		if tab.MaxAbs == nil || tab.QuantRow == nil || tab.QuantRows == nil || tab.Epilogue == nil {
+			t.Fatalf("tier %s has nil functions", tier)
 		}
 		for b := 1; b <= 8; b++ {
-			if tier.Unpack[b] == nil || tier.Dot[b] == nil {
-				t.Fatalf("tier %s lacks b=%d kernels", tier.Name, b)
+			if tab.Unpack[b] == nil || tab.Dot[b] == nil {
+				t.Fatalf("tier %s lacks b=%d kernels", tier, b)
 			}
 		}
 	}
-	t.Logf("compiled tiers %v, usable here %v, active %s", names, Tiers(), ActiveTier())
-	if SetTier("nonsense") == nil {
-		t.Fatal("SetTier accepted an unknown tier")
-	}
-	defer SetTier("auto")
-	if err := capTier("purego"); err != nil || ActiveTier() != "purego" {
-		t.Fatalf("cap to purego: %v, active %s", err, ActiveTier())
-	}
-	// Capping at the best compiled tier yields the best usable one.
-	if err := capTier(names[0]); err != nil || ActiveTier() != Tiers()[0] {
-		t.Fatalf("cap to %s: %v, active %s", names[0], err, ActiveTier())
-	}
-	if capTier("bogus") == nil {
-		t.Fatal("bogus tier accepted")
-	}
+	t.Logf("compiled tiers %v, usable here %v, active %s", backend.Compiled(), backend.Usable(), backend.Active())
 }
 
 // TestUnpackTwins checks every tier's unpacker against qformat.UnpackBlock.
 func TestUnpackTwins(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
-	forEachTier(t, func(t *testing.T, tier *gk.Tier) {
+	forEachTier(t, func(t *testing.T, tier *kabi.Table) {
 		for b := 1; b <= 8; b++ {
 			for _, blocks := range []int{1, 2, 5} {
 				src := make([]byte, blocks*qformat.BlockBytes(b)+3)
@@ -104,7 +94,7 @@ func naiveDot(acc []int32, w []byte, x []int8, ldx, rows, groups int, signed boo
 
 func TestDotTwins(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
-	forEachTier(t, func(t *testing.T, tier *gk.Tier) {
+	forEachTier(t, func(t *testing.T, tier *kabi.Table) {
 		for b := 1; b <= 8; b++ {
 			signed := tier.WeightOffset[b] != 0
 			for _, sh := range [][2]int{{1, 1}, {3, 5}, {4, 8}, {9, 3}, {17, 40}} {
@@ -150,7 +140,7 @@ func TestDotTwins(t *testing.T) {
 // qformat.UnpackBlock and naiveDot, with extreme weights and activations.
 func TestFusedTwins(t *testing.T) {
 	rng := rand.New(rand.NewPCG(13, 14))
-	forEachTier(t, func(t *testing.T, tier *gk.Tier) {
+	forEachTier(t, func(t *testing.T, tier *kabi.Table) {
 		for b := 1; b <= 8; b++ {
 			fused := tier.Fused[b]
 			if fused == nil {
@@ -207,7 +197,7 @@ func TestFusedTwins(t *testing.T) {
 
 func TestActivationTwins(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
-	forEachTier(t, func(t *testing.T, tier *gk.Tier) {
+	forEachTier(t, func(t *testing.T, tier *kabi.Table) {
 		for n := 0; n < 200; n += 1 + n/7 {
 			x := make([]float32, n)
 			for i := range x {
@@ -275,13 +265,14 @@ func checkLayer(t *testing.T, l *QLinear, x []float32, M int, tag string) {
 		t.Fatal(err)
 	}
 	N := l.W.N
-	for _, tier := range usable {
+	for _, bt := range backend.Usable() {
+		tier := tables[bt]
 		y := make([]float32, M*N)
 		if err := l.forward(tier, y, x, M); err != nil {
 			t.Fatal(err)
 		}
 		if lastTier.Load() != tier {
-			t.Fatalf("%s: backend %s ran, want %s", tag, lastTier.Load().Name, tier.Name)
+			t.Fatalf("%s: backend %s ran, want %s", tag, lastTier.Load().Name(), tier.Name())
 		}
 		var a Activations
 		a.resize(M, l.W.K)
@@ -289,7 +280,7 @@ func checkLayer(t *testing.T, l *QLinear, x []float32, M int, tag string) {
 		for m := 0; m < M; m++ {
 			for k := 0; k < l.W.K; k++ {
 				if a.Q[m*a.KP+k] != xq[m*l.W.K+k] {
-					t.Fatalf("%s %s: activation [%d,%d] differs", tag, tier.Name, m, k)
+					t.Fatalf("%s %s: activation [%d,%d] differs", tag, tier.Name(), m, k)
 				}
 			}
 		}
@@ -299,10 +290,10 @@ func checkLayer(t *testing.T, l *QLinear, x []float32, M int, tag string) {
 		}
 		for i := range acc {
 			if acc[i] != wantAcc[i] {
-				t.Fatalf("%s %s: acc[%d,%d] = %d, want %d", tag, tier.Name, i/N, i%N, acc[i], wantAcc[i])
+				t.Fatalf("%s %s: acc[%d,%d] = %d, want %d", tag, tier.Name(), i/N, i%N, acc[i], wantAcc[i])
 			}
 			if d := math.Abs(float64(y[i] - wantY[i])); d > 1e-5*math.Max(1, math.Abs(float64(wantY[i]))) {
-				t.Fatalf("%s %s: y[%d] = %g, want %g", tag, tier.Name, i, y[i], wantY[i])
+				t.Fatalf("%s %s: y[%d] = %g, want %g", tag, tier.Name(), i, y[i], wantY[i])
 			}
 		}
 	}
@@ -390,9 +381,9 @@ func TestThreads(t *testing.T) {
 	x := randomX(rng, M, K)
 	y1 := make([]float32, M*N)
 	y4 := make([]float32, M*N)
-	l.Threads = 1
+	defer backend.SetThreads(backend.SetThreads(1))
 	l.Forward(y1, x, M)
-	l.Threads = 4
+	backend.SetThreads(4)
 	l.Forward(y4, x, M)
 	for i := range y1 {
 		if y1[i] != y4[i] {
@@ -459,7 +450,7 @@ func FuzzQLinear(f *testing.F) {
 		l.Accumulate(acc, &a)
 		for i := range y {
 			if acc[i] != wantAcc[i] || y[i] != wantY[i] {
-				t.Fatalf("%s: [%d] acc %d/%d y %g/%g", ActiveTier(), i, acc[i], wantAcc[i], y[i], wantY[i])
+				t.Fatalf("%s: [%d] acc %d/%d y %g/%g", backend.Active(), i, acc[i], wantAcc[i], y[i], wantY[i])
 			}
 		}
 	})
@@ -467,7 +458,7 @@ func FuzzQLinear(f *testing.F) {
 
 func TestEpilogueTwins(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 22))
-	forEachTier(t, func(t *testing.T, tier *gk.Tier) {
+	forEachTier(t, func(t *testing.T, tier *kabi.Table) {
 		rows, ldy := 5, 19
 		acc := make([]int32, rows*16)
 		sum := make([]int32, rows)
@@ -502,7 +493,7 @@ func TestEpilogueTwins(t *testing.T) {
 // goroutines for large M) against qformat.QuantizeRow, on every tier.
 func TestQuantizeActivationsPadded(t *testing.T) {
 	rng := rand.New(rand.NewPCG(15, 16))
-	forEachTier(t, func(t *testing.T, tier *gk.Tier) {
+	forEachTier(t, func(t *testing.T, tier *kabi.Table) {
 		for _, mk := range [][2]int{{1, 1}, {3, 16}, {5, 31}, {2401, 16}, {7, 33}, {600, 130}, {4, 64}, {3, 8}, {9, 24}, {5, 40}, {2, 248}, {3, 256}, {2, 520}, {1, 3072}} {
 			M, K := mk[0], mk[1]
 			x := randomX(rng, M, K)

@@ -2,23 +2,21 @@ package kernels
 
 import (
 	"fmt"
-	"runtime"
 	"sync"
 
-	gk "github.com/flbq/flbq/generated/kernels"
+	"github.com/flbq/flbq/runtime/backend"
+	"github.com/flbq/flbq/runtime/kernels/kabi"
 	"github.com/flbq/flbq/runtime/qformat"
 )
 
 // QLinear is a quantized linear layer y = x·Wᵀ + bias with W packed by
 // runtime/qformat (bit-width per tile of 16 output channels, so channel
 // groups of different bit-widths run in one call). It is safe for concurrent
-// use.
+// use; each call uses up to backend.Threads() goroutines (small problems
+// run on the calling goroutine).
 type QLinear struct {
 	W    *qformat.Matrix
 	Bias []float32 // len N, or nil
-	// Threads caps the goroutines of one call (0: GOMAXPROCS). Small problems
-	// always run on the calling goroutine.
-	Threads int
 }
 
 // NewQLinear wraps a packed weight matrix. It rejects K > qformat.MaxK, for
@@ -51,10 +49,10 @@ var actPool = sync.Pool{New: func() any { return new(Activations) }}
 // Forward computes dst (M×N) = quantized(x) (M×K) · Wᵀ + bias with the active
 // tier.
 func (l *QLinear) Forward(dst, x []float32, M int) error {
-	return l.forward(active.Load(), dst, x, M)
+	return l.forward(table(), dst, x, M)
 }
 
-func (l *QLinear) forward(t *gk.Tier, dst, x []float32, M int) error {
+func (l *QLinear) forward(t *kabi.Table, dst, x []float32, M int) error {
 	K := l.W.K
 	if M < 0 || len(x) < M*K {
 		return fmt.Errorf("kernels: QLinear.Forward: len(x) = %d for M = %d, K = %d", len(x), M, K)
@@ -67,11 +65,8 @@ func (l *QLinear) forward(t *gk.Tier, dst, x []float32, M int) error {
 }
 
 // quantize runs the activation quantizer, split across goroutines for large M.
-func (l *QLinear) quantize(t *gk.Tier, a *Activations, x []float32) {
-	threads := l.Threads
-	if threads <= 0 {
-		threads = runtime.GOMAXPROCS(0)
-	}
+func (l *QLinear) quantize(t *kabi.Table, a *Activations, x []float32) {
+	threads := backend.Threads()
 	if a.M*a.K < 1<<16 || threads == 1 || a.M < 2 {
 		quantizeRows(t, a, x, 0, a.M)
 		return
@@ -89,10 +84,10 @@ func (l *QLinear) quantize(t *gk.Tier, a *Activations, x []float32) {
 // ForwardQuantized is Forward for activations already quantized with
 // QuantizeActivations.
 func (l *QLinear) ForwardQuantized(dst []float32, a *Activations) error {
-	return l.forwardQ(active.Load(), dst, a)
+	return l.forwardQ(table(), dst, a)
 }
 
-func (l *QLinear) forwardQ(t *gk.Tier, dst []float32, a *Activations) error {
+func (l *QLinear) forwardQ(t *kabi.Table, dst []float32, a *Activations) error {
 	N := l.W.N
 	if a.K != l.W.K {
 		return fmt.Errorf("kernels: activations have K = %d, weights %d", a.K, l.W.K)
@@ -101,7 +96,7 @@ func (l *QLinear) forwardQ(t *gk.Tier, dst []float32, a *Activations) error {
 		return fmt.Errorf("kernels: len(dst) = %d, want %d×%d", len(dst), a.M, N)
 	}
 	w := l.W
-	gemm(t, w, a, l.Threads, func(tile, m0, rows int, acc []int32, off int32, ws *workspace) {
+	gemm(t, w, a, func(tile, m0, rows int, acc []int32, off int32, ws *workspace) {
 		n0 := tile * qformat.TileN
 		nn := min(qformat.TileN, N-n0)
 		zs, bias := &ws.zs, &ws.bias
@@ -140,15 +135,15 @@ func output(acc int32, sx, sw, bias float32) float32 {
 // Σk (q[n,k] − z[n])·x[m,k] of quantized activations a (the integer part of
 // the kernel, before scales and bias).
 func (l *QLinear) Accumulate(dst []int32, a *Activations) error {
-	return l.accumulate(active.Load(), dst, a)
+	return l.accumulate(table(), dst, a)
 }
 
-func (l *QLinear) accumulate(t *gk.Tier, dst []int32, a *Activations) error {
+func (l *QLinear) accumulate(t *kabi.Table, dst []int32, a *Activations) error {
 	N := l.W.N
 	if a.K != l.W.K || len(dst) < a.M*N {
 		return fmt.Errorf("kernels: Accumulate: K %d vs %d, len(dst) = %d for %d×%d", a.K, l.W.K, len(dst), a.M, N)
 	}
-	gemm(t, l.W, a, l.Threads, func(tile, m0, rows int, acc []int32, off int32, _ *workspace) {
+	gemm(t, l.W, a, func(tile, m0, rows int, acc []int32, off int32, _ *workspace) {
 		n0 := tile * qformat.TileN
 		nn := min(qformat.TileN, N-n0)
 		for r := 0; r < rows; r++ {

@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flbq/flbq/runtime/backend"
 	"github.com/flbq/flbq/runtime/imageio"
 	"github.com/flbq/flbq/runtime/internal/cputime"
 	"github.com/flbq/flbq/runtime/model"
-	"github.com/flbq/flbq/runtime/nn"
 )
 
 // Real-size configurations with random weights (generated in Go, never
@@ -98,7 +98,7 @@ func BenchmarkDetector(b *testing.B) {
 				// Process CPU time: a load-independent measure of the work on a
 				// shared machine (with one thread it is the single-core time).
 				b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/img")
-				b.ReportMetric(float64(nn.Threads()), "threads")
+				b.ReportMetric(float64(backend.Threads()), "threads")
 			})
 		}
 	}

@@ -37,7 +37,7 @@ type Options struct {
 // Detector is a loaded Mask R-CNN: backbone and pyramid (runtime/model),
 // heads, GeneralizedRCNNTransform preprocessing and torchvision's eval-mode
 // post-processing. It is safe for concurrent use; every call allocates its
-// own buffers, and each call uses all cores (nn.SetThreads).
+// own buffers, and each call uses all cores (backend.SetThreads).
 type Detector struct {
 	Model    *model.Model
 	Heads    *Heads

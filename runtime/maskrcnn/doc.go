@@ -46,7 +46,7 @@
 //
 // A Detector is safe for concurrent use: calls share only read-only
 // weights, and each call splits its convolutions and GEMMs across
-// nn.Threads() goroutines.
+// backend.Threads() goroutines.
 //
 // # Parity
 //

@@ -5,7 +5,7 @@ import (
 	"math/rand"
 	"testing"
 
-	"github.com/flbq/flbq/runtime/nn"
+	"github.com/flbq/flbq/runtime/backend"
 	"github.com/flbq/flbq/runtime/tensor"
 )
 
@@ -40,7 +40,7 @@ func randomImage(h, w int) *tensor.Tensor {
 }
 
 // BenchmarkBackbone times the fp32 backbone (and, separately, the feature
-// pyramid) of Swin-T and ViT-B at 512×512 and 800×1216 on Threads() goroutines.
+// pyramid) of Swin-T and ViT-B at 512×512 and 800×1216 on backend.Threads() goroutines.
 func BenchmarkBackbone(b *testing.B) {
 	for _, mc := range []struct {
 		name string
@@ -59,7 +59,7 @@ func BenchmarkBackbone(b *testing.B) {
 					m.Backbone.Forward(x, nil)
 				}
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "images/s")
-				b.ReportMetric(float64(nn.Threads()), "threads")
+				b.ReportMetric(float64(backend.Threads()), "threads")
 			})
 			b.Run(fmt.Sprintf("%s/%dx%d/pyramid", mc.name, sz[0], sz[1]), func(b *testing.B) {
 				if m == nil {

@@ -15,7 +15,7 @@
 //
 // A Model is safe for concurrent use from many goroutines: forward passes
 // hold no shared mutable state (scratch comes from a pool per call), and
-// each op splits its work across nn.Threads() goroutines.
+// each op splits its work across backend.Threads() goroutines.
 //
 // # Quantizable layers
 //

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flbq/flbq/runtime/backend"
 	"github.com/flbq/flbq/runtime/imageio"
 	"github.com/flbq/flbq/runtime/internal/cputime"
 	"github.com/flbq/flbq/runtime/kernels"
@@ -122,7 +123,7 @@ func compare(b *testing.B, m *model.Model, vs []variant, run func() int) {
 			b.ReportMetric(float64(dets[k])/n, v.name+"-dets")
 		}
 	}
-	b.ReportMetric(float64(nn.Threads()), "threads")
+	b.ReportMetric(float64(backend.Threads()), "threads")
 }
 
 func BenchmarkQuantVsFP32(b *testing.B) {

@@ -11,7 +11,7 @@ import (
 // [OutC, InC, KH, KW] (torch layout), Bias [OutC] or nil. It runs as
 // im2col (written directly into the GEMM's packed panel layout, one block
 // of output pixels at a time) times the weight matrix, split over pixel
-// blocks across Threads() goroutines.
+// blocks across backend.Threads() goroutines.
 type Conv2d struct {
 	Name                         string
 	InC, OutC, KH, KW            int

@@ -1,10 +1,11 @@
 package nn
 
 import (
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/flbq/flbq/runtime/backend"
 )
 
 // Register tile of the fp32 micro-kernel: MR rows of A × NR columns of B.
@@ -14,21 +15,8 @@ const (
 	kc = 256 // K blocking: one packed B panel block (kc×NR floats) stays in L1
 )
 
-var threads atomic.Int32
-
-// SetThreads sets how many goroutines one op may use (n <= 0: GOMAXPROCS).
-func SetThreads(n int) { threads.Store(int32(n)) }
-
-// Threads returns the number of goroutines one op uses.
-func Threads() int {
-	if n := int(threads.Load()); n > 0 {
-		return n
-	}
-	return runtime.GOMAXPROCS(0)
-}
-
 // ParallelFor runs fn over [0,n) split into chunks of at least grain
-// indices, on up to Threads() goroutines (the caller's included). It
+// indices, on up to backend.Threads() goroutines (the caller's included). It
 // returns when all chunks are done.
 func ParallelFor(n, grain int, fn func(lo, hi int)) {
 	if n <= 0 {
@@ -37,7 +25,7 @@ func ParallelFor(n, grain int, fn func(lo, hi int)) {
 	if grain < 1 {
 		grain = 1
 	}
-	workers := Threads()
+	workers := backend.Threads()
 	chunks := (n + grain - 1) / grain
 	if workers > chunks {
 		workers = chunks
@@ -266,13 +254,13 @@ func rowBlockFor(M, workers int) int {
 	return min(max(rb, 4*MR), 20*MR)
 }
 
-// MulPackedParallel is MulPacked split across Threads() goroutines (by
+// MulPackedParallel is MulPacked split across backend.Threads() goroutines (by
 // row blocks, or by column panels when M is small).
 func MulPackedParallel(M int, a []float32, lda int, p *Packed, c []float32, ldc int, accumulate bool) {
 	K, N := p.K, p.N
 	panels := (N + NR - 1) / NR
-	if M >= 4*MR*Threads() || panels == 1 {
-		rowBlock := rowBlockFor(M, Threads())
+	if M >= 4*MR*backend.Threads() || panels == 1 {
+		rowBlock := rowBlockFor(M, backend.Threads())
 		ParallelFor((M+rowBlock-1)/rowBlock, 1, func(lo, hi int) {
 			r0, r1 := lo*rowBlock, hi*rowBlock
 			if r1 > M {

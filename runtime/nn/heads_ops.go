@@ -1,7 +1,7 @@
 package nn
 
 // ReLU applies max(x, 0) in place (torch.relu; NaN stays NaN), split
-// across Threads() goroutines for large inputs.
+// across backend.Threads() goroutines for large inputs.
 func ReLU(x []float32) {
 	ParallelFor(len(x), 1<<15, func(lo, hi int) { ReLUSerial(x[lo:hi]) })
 }

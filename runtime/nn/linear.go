@@ -83,7 +83,7 @@ func (l *Linear) Packed() *Packed {
 	return l.packed
 }
 
-// ForwardFP32 is the reference fp32 product, split across Threads() goroutines.
+// ForwardFP32 is the reference fp32 product, split across backend.Threads() goroutines.
 func (l *Linear) ForwardFP32(dst, x []float32, M int) {
 	if M == 0 {
 		return

@@ -18,11 +18,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
 
+	"github.com/flbq/flbq/runtime/backend"
 	"github.com/flbq/flbq/runtime/coco"
 	"github.com/flbq/flbq/runtime/cocomask"
 )
@@ -57,8 +57,6 @@ type Options struct {
 	// ValFraction in [0, 1): that share of the images (chosen by the seed)
 	// also goes to val.json, the rest to train.json. 0 writes neither.
 	ValFraction float64
-	// Workers renders images in parallel (default GOMAXPROCS).
-	Workers int
 	// Progress, if set, is called serially with images done and N.
 	Progress func(done, total int)
 }
@@ -115,11 +113,8 @@ func Generate(o Options) (*coco.Dataset, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmpDir) // no-op once renamed
-	workers := o.Workers
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
-	}
+	defer os.RemoveAll(tmpDir)   // no-op once renamed
+	workers := backend.Threads() // images render in parallel
 	anns := make([][]coco.Annotation, o.N)
 	images := make([]coco.Image, o.N)
 	var next, done atomic.Int64

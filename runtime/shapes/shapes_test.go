@@ -8,6 +8,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/flbq/flbq/runtime/backend"
 	"github.com/flbq/flbq/runtime/coco"
 	"github.com/flbq/flbq/runtime/cocomask"
 )
@@ -32,10 +33,12 @@ func readTree(t *testing.T, dir string) map[string][]byte {
 
 func TestDeterministic(t *testing.T) {
 	a, b := t.TempDir(), t.TempDir()
-	if _, err := Generate(Options{N: 12, Seed: 7, Size: 64, Out: a, ValFraction: 0.25, Workers: 3}); err != nil {
+	defer backend.SetThreads(backend.SetThreads(3)) // a on 3 goroutines, b on 1
+	if _, err := Generate(Options{N: 12, Seed: 7, Size: 64, Out: a, ValFraction: 0.25}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Generate(Options{N: 12, Seed: 7, Size: 64, Out: b, ValFraction: 0.25, Workers: 1}); err != nil {
+	backend.SetThreads(1)
+	if _, err := Generate(Options{N: 12, Seed: 7, Size: 64, Out: b, ValFraction: 0.25}); err != nil {
 		t.Fatal(err)
 	}
 	fa, fb := readTree(t, a), readTree(t, b)

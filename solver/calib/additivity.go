@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/flbq/flbq/runtime/backend"
 	"github.com/flbq/flbq/runtime/model"
 	"github.com/flbq/flbq/runtime/nn"
 	"github.com/flbq/flbq/runtime/tensor"
@@ -53,8 +54,9 @@ func (z *Quantizer) AllocationOverrides(bb model.Backbone, units []solver.AllocU
 // MeasureOverrides returns, for each set of overrides, the distortion
 // mean over images of ‖F(x) − F_ov(x)‖²/numel on the batches. Each batch is
 // run once in fp32 (caching block inputs) and every set restarts from the
-// first block it changes; sets run concurrently on workers goroutines.
-func MeasureOverrides(ctx context.Context, bb model.Backbone, batches []Batch, ovs []nn.Overrides, workers int, progress func()) ([]float64, error) {
+// first block it changes; sets run concurrently on backend.Threads()
+// goroutines.
+func MeasureOverrides(ctx context.Context, bb model.Backbone, batches []Batch, ovs []nn.Overrides, progress func()) ([]float64, error) {
 	blk := blockOf(bb)
 	start := make([]int, len(ovs))
 	for i, ov := range ovs {
@@ -67,9 +69,7 @@ func MeasureOverrides(ctx context.Context, bb model.Backbone, batches []Batch, o
 			start[i] = min(start[i], b)
 		}
 	}
-	if workers <= 0 {
-		workers = nn.Threads()
-	}
+	workers := backend.Threads()
 	sums := make([]float64, len(ovs))
 	nImages := 0
 	for _, b := range batches {
@@ -123,9 +123,8 @@ type AdditivityOptions struct {
 	Budgets []float64
 	// Solver names the allocation solver (default "dp", falling back to
 	// "lg" when DP's table would be too large).
-	Solver  string
-	Seed    uint64
-	Workers int
+	Solver string
+	Seed   uint64
 	// Progress, if set, is called with allocations measured and the total.
 	Progress func(done, total int)
 }
@@ -230,7 +229,7 @@ func CheckAdditivity(ctx context.Context, bb model.Backbone, batches []Batch, c 
 			o.Progress(int(done.Add(1)), total)
 		}
 	}
-	meas, err := MeasureOverrides(ctx, bb, batches, ovs, o.Workers, prog)
+	meas, err := MeasureOverrides(ctx, bb, batches, ovs, prog)
 	if err != nil {
 		return nil, err
 	}

@@ -77,12 +77,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/flbq/flbq/runtime/backend"
 	"github.com/flbq/flbq/runtime/model"
 	"github.com/flbq/flbq/runtime/nn"
 	"github.com/flbq/flbq/runtime/qformat"
@@ -120,8 +120,6 @@ type Options struct {
 	AnchorImages int
 	// Unweighted turns off fast mode's structural channel weights.
 	Unweighted bool
-	// Workers run (unit, bits) jobs concurrently (default GOMAXPROCS).
-	Workers int
 	// Progress, if set, is called with steps done and the total.
 	Progress func(done, total int)
 	// Save, if set, is called with the state after a task when SaveEvery
@@ -293,9 +291,6 @@ func newEngine(bb model.Backbone, batches []Batch, o Options, st *State) (*engin
 		if err := CheckGroupSize(o.GroupSize); err != nil {
 			return nil, err
 		}
-	}
-	if o.Workers <= 0 {
-		o.Workers = runtime.GOMAXPROCS(0)
 	}
 	sel := o.Layers
 	if sel == nil {
@@ -495,7 +490,7 @@ func (e *engine) layerTask(ctx context.Context, bi, li int, inputs, ref []*tenso
 		}
 		mu.Unlock()
 	}
-	for w := 0; w < min(e.o.Workers, len(jobs)); w++ {
+	for w := 0; w < min(backend.Threads(), len(jobs)); w++ { // (unit, bits) jobs run concurrently
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

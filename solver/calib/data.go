@@ -10,10 +10,10 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/flbq/flbq/runtime/backend"
 	"github.com/flbq/flbq/runtime/coco"
 	"github.com/flbq/flbq/runtime/imageio"
 	"github.com/flbq/flbq/runtime/model"
-	"github.com/flbq/flbq/runtime/nn"
 	"github.com/flbq/flbq/runtime/tensor"
 )
 
@@ -74,7 +74,7 @@ func LoadInputs(cfg *model.Config, dir string, imgs []coco.Image) ([]*tensor.Ten
 	out := make([]*tensor.Tensor, len(imgs))
 	errs := make([]error, len(imgs))
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, nn.Threads())
+	sem := make(chan struct{}, backend.Threads())
 	for i, im := range imgs {
 		wg.Add(1)
 		sem <- struct{}{}

@@ -91,7 +91,7 @@ func compareFast(t *testing.T, m *model.Model, batches []Batch, name string, ex,
 			ovs = append(ovs, ov)
 			pred = append(pred, r.Distortion)
 		}
-		d, err := MeasureOverrides(context.Background(), m.Backbone, batches, ovs, 0, nil)
+		d, err := MeasureOverrides(context.Background(), m.Backbone, batches, ovs, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,6 +17,7 @@ import (
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
 
+	"github.com/flbq/flbq/runtime/backend"
 	"github.com/flbq/flbq/runtime/kernels"
 	"github.com/flbq/flbq/runtime/nn"
 	"github.com/flbq/flbq/runtime/qformat"
@@ -38,11 +39,11 @@ func init() {
 
    A shape MxKxN is M activation rows, K inputs, N outputs, e.g. 196x768x2304
    (a ViT-B qkv projection over 14×14 tokens). --tiers defaults to the tiers
-   this CPU runs except purego (slow; ask for it with --tiers purego or all).`,
+   this CPU runs except purego (slow; ask for it with --tiers purego or all).
+   The figures are per core (one goroutine per call) unless --threads is given.`,
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "bits", Value: "1-8", Usage: "bit-widths: a range `B-B` or a list 2,4,8"},
 				&cli.StringSliceFlag{Name: "shape", Usage: "`MxKxN` (repeatable; default 196x768x2304 and 1x4096x1024)"},
-				&cli.IntFlag{Name: "threads", Value: 1, Usage: "goroutines per call (0: all CPUs)"},
 				&cli.StringFlag{Name: "tiers", Usage: "comma-separated tiers (vnni, avx2, purego) or all"},
 				&cli.DurationFlag{Name: "time", Value: 100 * time.Millisecond, Usage: "minimum `DURATION` of one batch"},
 				&cli.IntFlag{Name: "reps", Value: 3, Usage: "batches per figure (the median is reported)"},
@@ -189,11 +190,15 @@ func runBenchKernels(c *cli.Context) error {
 		}
 		shapes = append(shapes, sh)
 	}
-	threads := c.Int("threads")
-	if threads <= 0 {
-		threads = runtime.GOMAXPROCS(0)
+	threads := 1
+	if c.IsSet("threads") {
+		threads = backend.Threads()
 	}
-	usable := kernels.Tiers()
+	defer backend.SetThreads(backend.SetThreads(threads))
+	var usable []string
+	for _, t := range backend.Usable() {
+		usable = append(usable, t.String())
+	}
 	var tiers []string
 	switch t := c.String("tiers"); t {
 	case "":
@@ -217,7 +222,7 @@ func runBenchKernels(c *cli.Context) error {
 		}
 	}
 	minTime, reps := c.Duration("time"), c.Int("reps")
-	defer kernels.SetTier("auto")
+	defer backend.SetTier(backend.Active().String())
 
 	rep := benchReport{Format: "flbq.bench.kernels/v1", CPU: cpuModel(), GOARCH: runtime.GOARCH,
 		GOMAXPROCS: runtime.GOMAXPROCS(0), Tiers: usable, Threads: threads}
@@ -226,8 +231,12 @@ func runBenchKernels(c *cli.Context) error {
 		if t == "purego" {
 			continue
 		}
+		tier, err := backend.ParseTier(t)
+		if err != nil {
+			return err
+		}
 		var macs int64
-		ns := measure(func() { macs = kernels.Peak(t, 1<<14) }, minTime, reps)
+		ns := measure(func() { macs = kernels.Peak(tier, 1<<14) }, minTime, reps)
 		peaks[t] = 2 * float64(macs) / ns
 		rep.Peak = append(rep.Peak, benchPeak{t, peaks[t]})
 	}
@@ -239,8 +248,6 @@ func runBenchKernels(c *cli.Context) error {
 		}
 		return v
 	}
-	nn.SetThreads(threads)
-	defer nn.SetThreads(0)
 	for _, s := range shapes {
 		x, w, y := randn(s.M*s.K), randn(s.N*s.K), make([]float32, s.M*s.N)
 		// gonum's Sgemm threads itself over GOMAXPROCS: cap it like ours.
@@ -259,8 +266,8 @@ func runBenchKernels(c *cli.Context) error {
 		rep.FP32 = append(rep.FP32, benchBaseline{"flbq-nn", s.String(), ns, s.ops() / ns})
 
 		for _, t := range tiers {
-			if err := kernels.SetTier(t); err != nil {
-				return err
+			if got, err := backend.SetTier(t); err != nil || got.String() != t {
+				return fmt.Errorf("tier %s: cannot run it here (active: %s, %v)", t, got, err)
 			}
 			var b8 float64
 			var rows []benchKernelRes
@@ -269,7 +276,6 @@ func runBenchKernels(c *cli.Context) error {
 				if err != nil {
 					return err
 				}
-				l.Threads = threads
 				var ferr error
 				ns := measure(func() { ferr = l.Forward(y, x, s.M) }, minTime, reps)
 				if ferr != nil {

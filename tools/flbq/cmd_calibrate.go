@@ -17,7 +17,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/flbq/flbq/runtime/atomicfile"
-	"github.com/flbq/flbq/runtime/nn"
 	"github.com/flbq/flbq/runtime/qformat"
 	"github.com/flbq/flbq/solver"
 	"github.com/flbq/flbq/solver/calib"
@@ -66,7 +65,6 @@ func init() {
 			&cli.IntFlag{Name: "batch", Value: 8, Usage: "images per forward batch (equal sizes only)"},
 			&cli.StringFlag{Name: "layers", Usage: "only layers `A:B` (forward order, half-open)"},
 			&cli.StringFlag{Name: "shard", Usage: "only shard `i/n` of the layers (every n-th from i)"},
-			&cli.IntFlag{Name: "threads", Usage: "goroutines (default all cores)"},
 			&cli.StringFlag{Name: "out", Usage: "curves `FILE` to write"},
 			&cli.StringFlag{Name: "checkpoint", Usage: "checkpoint `FILE` (default OUT.ckpt; 'none' disables)"},
 			&cli.DurationFlag{Name: "checkpoint-every", Value: 30 * time.Second, Usage: "checkpoint interval"},
@@ -144,9 +142,6 @@ func runCalibrate(c *cli.Context) error {
 		return fmt.Errorf("--anchor-images %d: want a positive number of images, or 0 for all", anchorImages)
 	case anchorImages == 0:
 		anchorImages = -1 // RunConfig: all images
-	}
-	if t := c.Int("threads"); t > 0 {
-		nn.SetThreads(t)
 	}
 	out := c.String("out")
 	additivity := c.Bool("check-additivity")

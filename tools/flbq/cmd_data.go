@@ -34,7 +34,7 @@ func init() {
      DIR/train.json,         with --split val=F: the images split (by the
      DIR/val.json            seed) into a 1-F / F partition
 
-   The output is byte-identical for the same flags, whatever --workers.`,
+   The output is byte-identical for the same flags, whatever --threads.`,
 			Flags: []cli.Flag{
 				&cli.IntFlag{Name: "n", Value: 2000, Usage: "number of images"},
 				&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "random seed"},
@@ -42,7 +42,6 @@ func init() {
 				&cli.StringFlag{Name: "out", Usage: "output `DIR`", Required: true},
 				&cli.StringFlag{Name: "masks", Value: "rle", Usage: "mask format: rle, or polygon (masks with holes stay RLE)"},
 				&cli.StringFlag{Name: "split", Usage: "also write train.json and val.json, `val=F` (0 < F < 1)"},
-				&cli.IntFlag{Name: "workers", Usage: "goroutines (default: all CPUs)"},
 			},
 			Action: runDataShapes,
 		}, {
@@ -111,7 +110,7 @@ func runDataShapes(c *cli.Context) error {
 	}
 	o := shapes.Options{
 		N: c.Int("n"), Seed: c.Uint64("seed"), Size: c.Int("size"), Out: c.String("out"),
-		Masks: shapes.MaskFormat(c.String("masks")), ValFraction: val, Workers: c.Int("workers"),
+		Masks: shapes.MaskFormat(c.String("masks")), ValFraction: val,
 	}
 	var bar *progressbar.ProgressBar
 	if term.IsTerminal(int(os.Stderr.Fd())) && o.N >= 200 {

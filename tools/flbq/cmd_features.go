@@ -9,7 +9,6 @@ import (
 
 	"github.com/flbq/flbq/runtime/imageio"
 	"github.com/flbq/flbq/runtime/model"
-	"github.com/flbq/flbq/runtime/nn"
 	"github.com/flbq/flbq/runtime/safetensors"
 	"github.com/flbq/flbq/runtime/tensor"
 )
@@ -32,7 +31,6 @@ func init() {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "model", Usage: "model `FILE` (.safetensors)", Required: true},
 			&cli.StringFlag{Name: "out", Usage: "output `FILE` (.safetensors)", Required: true},
-			&cli.IntFlag{Name: "threads", Usage: "goroutines per op (default: all CPUs)"},
 		},
 		Action: runFeatures,
 	})
@@ -41,9 +39,6 @@ func init() {
 func runFeatures(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return fmt.Errorf("features: want exactly one IMAGE, got %d", c.NArg())
-	}
-	if n := c.Int("threads"); n > 0 {
-		nn.SetThreads(n)
 	}
 	m, err := model.Load(c.String("model"))
 	if err != nil {

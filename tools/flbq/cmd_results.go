@@ -245,7 +245,7 @@ func resultsForModel(ctx context.Context, c *cli.Context, modelPath string, budg
 		}
 		ovs = append(ovs, ov)
 	}
-	dist, err := calib.MeasureOverrides(ctx, fp32.Model.Backbone, batches, ovs, 0, nil)
+	dist, err := calib.MeasureOverrides(ctx, fp32.Model.Backbone, batches, ovs, nil)
 	if err != nil {
 		return "", err
 	}

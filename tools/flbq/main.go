@@ -11,6 +11,8 @@ import (
 	"sort"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/flbq/flbq/runtime/backend"
 )
 
 // version is overridden at link time (-ldflags "-X main.version=...").
@@ -18,7 +20,38 @@ var version = "0.1.0-dev"
 
 var commands []*cli.Command
 
-func register(c *cli.Command) { commands = append(commands, c) }
+// register adds a command; every leaf command gets the --threads flag.
+func register(c *cli.Command) {
+	withThreads(c)
+	commands = append(commands, c)
+}
+
+// withThreads gives c (or each of its subcommands) the one thread setting,
+// --threads, which means the same in every command: the goroutines every
+// kernel, stage, calibration and evaluation may use (backend.SetThreads).
+func withThreads(c *cli.Command) {
+	if len(c.Subcommands) > 0 {
+		for _, s := range c.Subcommands {
+			withThreads(s)
+		}
+		return
+	}
+	c.Flags = append(c.Flags, &cli.IntFlag{Name: "threads", Usage: "goroutines for every kernel and stage (default: $" + backend.EnvThreads + ", else all CPUs)"})
+	before := c.Before
+	c.Before = func(ctx *cli.Context) error {
+		if ctx.IsSet("threads") {
+			n := ctx.Int("threads")
+			if n < 0 {
+				return fmt.Errorf("--threads %d: want a positive number of goroutines, or 0 for all CPUs", n)
+			}
+			backend.SetThreads(n)
+		}
+		if before != nil {
+			return before(ctx)
+		}
+		return nil
+	}
+}
 
 func newApp() *cli.App {
 	cmds := append([]*cli.Command(nil), commands...)
@@ -28,6 +61,8 @@ func newApp() *cli.App {
 		Usage:    "fine-grained low-bit quantization of ViT/Swin Mask R-CNN detectors",
 		Version:  version,
 		Commands: cmds,
+		// A mistyped FLBQ_CPU or FLBQ_THREADS fails every command.
+		Before: func(*cli.Context) error { return backend.EnvError() },
 		// Errors are printed once, by main, as one line.
 		ExitErrHandler: func(*cli.Context, error) {},
 		Suggest:        true,

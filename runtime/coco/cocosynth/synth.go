@@ -9,10 +9,10 @@ package cocosynth
 import (
 	"math"
 	"math/rand/v2"
-	"runtime"
 	"sync"
 	"sync/atomic"
 
+	"github.com/flbq/flbq/runtime/backend"
 	"github.com/flbq/flbq/runtime/coco"
 	"github.com/flbq/flbq/runtime/cocomask"
 )
@@ -24,11 +24,10 @@ type Options struct {
 	ObjectsPerImg float64 // mean ground-truth objects per image (default 7)
 	Categories    int     // default 80
 	Seed          uint64
-	Workers       int // default GOMAXPROCS
 }
 
 // Generate returns the ground truth and detections. The result depends
-// only on the options (not on Workers).
+// only on the options (not on backend.Threads).
 func Generate(o Options) (*coco.Dataset, []coco.Result) {
 	if o.ObjectsPerImg == 0 {
 		o.ObjectsPerImg = 7
@@ -36,10 +35,7 @@ func Generate(o Options) (*coco.Dataset, []coco.Result) {
 	if o.Categories == 0 {
 		o.Categories = 80
 	}
-	workers := o.Workers
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
-	}
+	workers := backend.Threads()
 	d := &coco.Dataset{}
 	for k := 0; k < o.Categories; k++ {
 		d.Categories = append(d.Categories, coco.Category{ID: int64(k + 1 + k/9), Name: "cat" + string(rune('A'+k%26)), Supercategory: "thing"})

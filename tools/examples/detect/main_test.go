@@ -14,7 +14,7 @@ import (
 // find most annotated objects: a printed box of the right class at IoU ≥ 0.5.
 func TestDetectWithTheGeneratedPackage(t *testing.T) {
 	dir := t.TempDir()
-	ds, err := shapes.Generate(shapes.Options{N: 1, Seed: 2, Size: 192, Out: dir, Workers: 1})
+	ds, err := shapes.Generate(shapes.Options{N: 1, Seed: 2, Size: 192, Out: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
