@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"runtime"
 	"sync"
 	"sync/atomic"
 
+	"github.com/flbq/flbq/runtime/backend"
 	"github.com/flbq/flbq/runtime/cocomask"
 )
 
@@ -327,7 +327,7 @@ func parseList[T any](p *parser, key string, parse func(*parser) (T, error)) ([]
 		return nil, field(fmt.Sprintf("%q", key), err)
 	}
 	out := make([]T, len(rng))
-	workers := runtime.GOMAXPROCS(0)
+	workers := backend.Threads()
 	if len(rng) < 4096 {
 		workers = 1
 	}

@@ -3,11 +3,11 @@ package coco
 import (
 	"cmp"
 	"fmt"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
 
+	"github.com/flbq/flbq/runtime/backend"
 	"github.com/flbq/flbq/runtime/cocomask"
 )
 
@@ -84,8 +84,6 @@ func DefaultParams(iouType IoUType) Params {
 
 // Options tune Evaluate; the zero value is fine.
 type Options struct {
-	// Workers is the number of goroutines (default GOMAXPROCS).
-	Workers int
 	// Progress, if set, is called (from any goroutine, serially) with the
 	// number of (image, category) pairs evaluated so far and the total.
 	Progress func(done, total int)
@@ -254,10 +252,7 @@ type pairError struct {
 
 func evaluatePairs(gt *Dataset, dets []Result, imgs []int, pairs []pairRef, p *Params, opt Options) ([]evalPair, error) {
 	res := make([]evalPair, len(pairs))
-	workers := opt.Workers
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
-	}
+	workers := backend.Threads()
 	var next, done atomic.Int64
 	var mu sync.Mutex
 	var firstErr *pairError
@@ -539,10 +534,7 @@ func (e *Eval) accumulate(res []evalPair, opt Options) {
 	for k := 0; k < K; k++ {
 		start[k+1] += start[k]
 	}
-	workers := opt.Workers
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
-	}
+	workers := backend.Threads()
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {

@@ -49,7 +49,7 @@ func checkStats(t *testing.T, gt *Dataset, dets []Result, want map[string]float6
 	}
 	var last *Eval
 	for _, typ := range []IoUType{BBox, Segm} {
-		e, err := Evaluate(gt, dets, typ, Options{Workers: 2})
+		e, err := Evaluate(gt, dets, typ, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

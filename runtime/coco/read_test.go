@@ -321,7 +321,7 @@ func FuzzDecodeDataset(f *testing.F) {
 			if len(d.Images) > 0 && d.Images[0].Width*d.Images[0].Height > 1<<20 {
 				break
 			}
-			_, _ = Evaluate(d, nil, typ, Options{Workers: 1})
+			_, _ = Evaluate(d, nil, typ, Options{})
 		}
 	})
 }
@@ -339,7 +339,7 @@ func FuzzDecodeResults(f *testing.F) {
 			return
 		}
 		for _, typ := range []IoUType{BBox, Segm} {
-			if e, err := Evaluate(gt, rs, typ, Options{Workers: 1}); err == nil {
+			if e, err := Evaluate(gt, rs, typ, Options{}); err == nil {
 				for _, s := range e.Stats {
 					if !(s == -1 || (s >= 0 && s <= 1)) {
 						t.Fatalf("stat %v out of range", s)

@@ -37,7 +37,6 @@ func init() {
 			&cli.StringFlag{Name: "dets", Usage: "detections `FILE` (COCO results JSON)", Required: true},
 			&cli.StringFlag{Name: "iou-type", Value: "bbox", Usage: "bbox or segm"},
 			&cli.StringFlag{Name: "json", Usage: "also write the results to `FILE` as JSON"},
-			&cli.IntFlag{Name: "workers", Usage: "goroutines (default: all CPUs)"},
 		},
 		Action: runEvalResults,
 	})
@@ -106,7 +105,7 @@ func runEvalResults(c *cli.Context) error {
 		return err
 	}
 	t2 := time.Now()
-	opt := coco.Options{Workers: c.Int("workers")}
+	var opt coco.Options
 	var bar *progressbar.ProgressBar
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		opt.Progress = func(done, total int) {
