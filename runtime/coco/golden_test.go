@@ -4,22 +4,21 @@ import (
 	"encoding/json"
 	"math"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/flbq/flbq/runtime/shareddir"
 )
 
 var goldenCases = []string{"case1_small", "case2_crowd_rle", "case3_many", "case4_edge"}
 
+// goldenDir holds pycocotools' results on four small datasets, copied from
+// the shared fixtures by tools/refgen/copy_shared_fixtures.sh.
+const goldenDir = "testdata/goldens"
+
 func goldenPath(t testing.TB, rel ...string) string {
 	t.Helper()
-	p, err := shareddir.Path(append([]string{"coco-goldens"}, rel...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return filepath.Join(append([]string{goldenDir}, rel...)...)
 }
 
 func readJSON(t testing.TB, path string, v any) {

@@ -7,15 +7,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/flbq/flbq/runtime/shareddir"
 )
 
+// cocoGoldens are runtime/coco's pycocotools goldens.
+const cocoGoldens = "../../runtime/coco/testdata/goldens"
+
 func TestEvalResultsCLI(t *testing.T) {
-	dir, err := shareddir.Path("coco-goldens", "case4_edge")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := filepath.Join(cocoGoldens, "case4_edge")
 	var want map[string][]float64
 	b, err := os.ReadFile(filepath.Join(dir, "expected.json"))
 	if err != nil {
@@ -66,10 +64,7 @@ func TestEvalResultsCLI(t *testing.T) {
 }
 
 func TestEvalResultsCLIErrors(t *testing.T) {
-	dir, err := shareddir.Path("coco-goldens", "case1_small")
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir := filepath.Join(cocoGoldens, "case1_small")
 	gt, dets := filepath.Join(dir, "gt.json"), filepath.Join(dir, "dets.json")
 	bad := filepath.Join(t.TempDir(), "bad.json")
 	if err := os.WriteFile(bad, []byte(`[{"image_id":1,"category_id":3,"bbox":[1,2,3],"score":0.5}]`), 0o644); err != nil {
