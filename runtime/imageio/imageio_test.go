@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/flbq/flbq/runtime/safetensors"
-	"github.com/flbq/flbq/runtime/shareddir"
 	"github.com/flbq/flbq/runtime/tensor"
 )
 
@@ -23,19 +22,19 @@ var (
 // Goldens written by tools/refgen/backbone_goldens.py (torchvision 0.14).
 const goldenDir = "../model/testdata"
 
+// imagePath is the input a golden case was computed on: a procedural PNG or
+// JPEG beside the goldens.
 func imagePath(t *testing.T, c string) string {
-	if strings.HasPrefix(c, "proc_") {
-		return filepath.Join(goldenDir, "images", c+".png")
-	}
 	for _, ext := range []string{".png", ".jpg"} {
-		p, err := shareddir.Path("images", c+ext)
-		if err == nil {
-			if _, err := os.Stat(p); err == nil {
-				return p
-			}
+		p := filepath.Join(goldenDir, "images", c+ext)
+		if _, err := os.Stat(p); err == nil {
+			return p
 		}
 	}
-	t.Skipf("%s: shared image not found", c)
+	if strings.HasPrefix(c, "raw_") { // tensors, not images
+		t.Skipf("%s: golden input is a raw tensor", c)
+	}
+	t.Fatalf("%s: no image in %s/images", c, goldenDir)
 	return ""
 }
 

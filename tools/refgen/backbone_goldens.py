@@ -5,9 +5,10 @@ Builds three tiny random-init models with fixed seeds — a Swin detection
 backbone + FPN (with out_norms), a ViTDet-style backbone + simple feature
 pyramid, and a torchvision VisionTransformer classifier — saves their
 weights as flbq safetensors (with "flbq.config" metadata), runs them on
-procedural images (written as PNG beside the goldens), an odd-sized raw
-tensor and the real photos in ../shared/images, and saves the golden
-tensors.
+procedural images (written as PNG and JPEG beside the goldens; the
+"photo" ones have the sizes of COCO photographs and natural-image-like
+texture, since the COCO photographs may not be copied into the repository),
+an odd-sized raw tensor, and saves the golden tensors.
 
     apt-get install python3-torch python3-torchvision python3-numpy python3-pil
     /usr/bin/python3 tools/refgen/backbone_goldens.py      # from the repo root
@@ -16,7 +17,7 @@ Outputs (runtime/model/testdata/):
     swin_tiny.safetensors, vitdet_tiny.safetensors, vitcls_tiny.safetensors   weights
     golden_<model>.safetensors   "<case>/input", "<case>/backbone.K", "<case>/fpn.K",
                                  "<case>/fpn.pool" (detection) or "<case>/logits"
-    images/proc_a.png, images/proc_b.png                                     procedural inputs
+    images/proc_*.png, images/proc_photo_*.jpg                               procedural inputs
 """
 import json
 import os
@@ -32,12 +33,15 @@ from torchvision.transforms._presets import ImageClassification
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import flbq_models  # noqa: E402
+from procedural import photo_like  # noqa: E402
 import safetensors_np  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUT = os.path.join(ROOT, "runtime", "model", "testdata")
-SHARED = os.path.join(ROOT, "..", "shared", "images")
-PHOTOS = ["000000039769.png", "000000142238.jpg", "000000439180.jpg"]
+# Photo-like inputs at the sizes of COCO val2017 images 39769, 142238 and
+# 439180 (which resize to 800x1066, 799x1199 and 749x1333 at 800/1333).
+PHOTOS = [("proc_photo_a", (480, 640), ".png"), ("proc_photo_b", (427, 640), ".jpg"),
+          ("proc_photo_c", (360, 640), ".jpg")]
 
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
@@ -89,6 +93,10 @@ def procedural_images():
         p = os.path.join(OUT, "images", name + ".png")
         Image.fromarray(img).save(p)
         out[name] = p
+    for seed, (name, (h, w), ext) in enumerate(PHOTOS):
+        p = os.path.join(OUT, "images", name + ext)
+        photo_like(h, w, 11 + seed).save(p, quality=90)  # PIL's default 4:2:0 chroma subsampling
+        out[name] = p
     return out
 
 
@@ -97,14 +105,7 @@ def load_rgb_uint8(path):
 
 
 def cases():
-    imgs = procedural_images()
-    for name in PHOTOS:
-        p = os.path.join(SHARED, name)
-        if os.path.exists(p):
-            imgs[os.path.splitext(name)[0]] = p
-        else:
-            print("warning: missing", p, file=sys.stderr)
-    return imgs
+    return procedural_images()
 
 
 def main():

@@ -11,8 +11,8 @@ to float16 (stored F16; the torch model runs on the rounded values), so
 each model file stays small.
 
 Inputs are PNGs written to the testdata (a procedural RGB image of
-150×230, a grayscale 121×97 one, and a 200×260 crop of a real COCO photo
-from ../shared/images if present). For each model and image the goldens
+150×230, a grayscale 121×97 one, and a 200×260 photo-like one: the COCO
+photographs may not be copied into the repository). For each model and image the goldens
 hold torchvision's proposals (and objectness probabilities), final boxes,
 labels, scores, and the binary masks as COCO column-major run lengths.
 
@@ -39,10 +39,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import flbq_models  # noqa: E402
 import safetensors_np  # noqa: E402
+from procedural import photo_like  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 OUT = os.path.join(ROOT, "runtime", "maskrcnn", "testdata")
-SHARED = os.path.join(ROOT, "..", "shared", "images")
 
 MEAN = [0.485, 0.456, 0.406]
 STD = [0.229, 0.224, 0.225]
@@ -120,12 +120,8 @@ def images():
     g += rng.normal(0, 10, g.shape)
     Image.fromarray(np.clip(g, 0, 255).astype(np.uint8), mode="L").save(os.path.join(OUT, "images", "gray.png"))
     out["gray"] = "gray.png"
-    photo = os.path.join(SHARED, "000000039769.png")
-    if os.path.exists(photo):
-        Image.open(photo).convert("RGB").crop((150, 100, 410, 300)).save(os.path.join(OUT, "images", "photo.png"))
-        out["photo"] = "photo.png"
-    else:
-        print("warning: missing", photo, file=sys.stderr)
+    photo_like(200, 260, 5).save(os.path.join(OUT, "images", "photo.png"))
+    out["photo"] = "photo.png"
     return out
 
 
