@@ -96,12 +96,13 @@ func init() {
 		}
 	}
 	active.Store(uint32(usable[0]))
-	if v, ok := os.LookupEnv(EnvTier); ok {
+	// An empty value counts as unset, as for most environment variables.
+	if v := os.Getenv(EnvTier); strings.TrimSpace(v) != "" {
 		if _, err := SetTier(v); err != nil {
 			envErrors = append(envErrors, fmt.Errorf("%s=%q: %w", EnvTier, v, err))
 		}
 	}
-	if v, ok := os.LookupEnv(EnvThreads); ok {
+	if v := os.Getenv(EnvThreads); strings.TrimSpace(v) != "" {
 		n, err := ParseThreads(v)
 		if err != nil {
 			envErrors = append(envErrors, fmt.Errorf("%s=%q: %w", EnvThreads, v, err))
