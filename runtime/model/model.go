@@ -49,6 +49,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/flbq/flbq/runtime/backend"
 	"github.com/flbq/flbq/runtime/nn"
 	"github.com/flbq/flbq/runtime/safetensors"
 	"github.com/flbq/flbq/runtime/tensor"
@@ -67,7 +68,11 @@ type Model struct {
 }
 
 // Load reads a model from a safetensors file with "flbq.config" metadata.
+// A bad FLBQ_CPU or FLBQ_THREADS is an error here, not a silent default.
 func Load(path string) (*Model, error) {
+	if err := backend.EnvError(); err != nil {
+		return nil, err
+	}
 	f, err := safetensors.Open(path)
 	if err != nil {
 		return nil, err

@@ -22,6 +22,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/flbq/flbq/runtime/backend"
 	"github.com/flbq/flbq/runtime/kernels"
 	"github.com/flbq/flbq/runtime/maskrcnn"
 	"github.com/flbq/flbq/runtime/model"
@@ -128,7 +129,11 @@ type Model struct {
 // quantized layer runs on kernels.QLinear with the layer's runtime shape:
 // per-layer code with the shape and bit-width runs as constants was measured
 // and did not pay (docs/BENCHMARKS.md, "Generated model packages").
+// A bad FLBQ_CPU or FLBQ_THREADS is an error here, not a silent default.
 func Load(blob []byte, want []Layer) (*Model, error) {
+	if err := backend.EnvError(); err != nil {
+		return nil, err
+	}
 	f, err := safetensors.Parse(blob)
 	if err != nil {
 		return nil, fmt.Errorf("weight blob: %w", err)

@@ -10,11 +10,13 @@ import (
 	"testing"
 
 	"github.com/flbq/flbq/runtime/backend"
+	"github.com/flbq/flbq/runtime/backend/backendtest"
 )
 
 // childArgsEnv makes the test binary run main() with these arguments
 // (space-separated) instead of the tests: the backend environment is read
-// once per process, so each case needs a process of its own.
+// once per process, so each case needs a process of its own. Otherwise
+// TestMain logs the CPU tier and enforces FLBQ_TEST_REQUIRE_TIER.
 const childArgsEnv = "FLBQ_TEST_MAIN_ARGS"
 
 func TestMain(m *testing.M) {
@@ -23,7 +25,7 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	backendtest.Main(m)
 }
 
 // runMain runs flbq's main in a child process with extra environment

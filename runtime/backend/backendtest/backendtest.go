@@ -10,6 +10,7 @@ package backendtest
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -55,6 +56,9 @@ func check() error {
 // prints the active tier and threads, fails the run when the backend
 // environment is bad or the required tier is not active, then runs the tests.
 func Main(m *testing.M) {
+	if os.Getenv(envChild) != "" {
+		os.Exit(m.Run()) // RunInChild: the bad environment is the point
+	}
 	fmt.Printf("backend: tier %s active (usable %v), %d threads\n", backend.Active(), backend.Usable(), backend.Threads())
 	if err := check(); err != nil {
 		fmt.Fprintln(os.Stderr, "backendtest:", err)
@@ -95,4 +99,29 @@ func ForEachTier(t *testing.T, f func(t *testing.T, tier backend.Tier)) {
 	if required && !backend.CanRun(req) {
 		t.Fatalf("%s=%s: not usable here (usable: %v)", EnvRequire, req, backend.Usable())
 	}
+}
+
+// envChild marks a process started by RunInChild.
+const envChild = "FLBQ_BACKENDTEST_CHILD"
+
+// InChild reports whether this test process was started by RunInChild.
+func InChild() bool { return os.Getenv(envChild) != "" }
+
+// RunInChild runs the test named test of this binary again in a child
+// process with the backend environment replaced by env (e.g. "FLBQ_CPU=x"):
+// FLBQ_CPU and FLBQ_THREADS are read once per process, so testing how code
+// reacts to them needs a process of its own. Main skips its checks in the
+// child. It returns the child's combined output and exit error.
+func RunInChild(t *testing.T, test string, env ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1", "-test.v")
+	cmd.Env = []string{envChild + "=1"}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, backend.EnvTier+"=") && !strings.HasPrefix(kv, backend.EnvThreads+"=") && !strings.HasPrefix(kv, EnvRequire+"=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, env...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }

@@ -11,10 +11,14 @@ import (
 
 func TestMain(m *testing.M) { Main(m) }
 
+// mainChild marks the child processes of TestRequireTier, which run with
+// Main's checks (unlike RunInChild's).
+const mainChild = "FLBQ_BACKENDTEST_MAIN_CHILD"
+
 // A run that requires a tier it does not execute fails, and one that does
 // passes; both print the active tier.
 func TestRequireTier(t *testing.T) {
-	if os.Getenv("FLBQ_BACKENDTEST_CHILD") != "" {
+	if os.Getenv(mainChild) != "" {
 		ForEachTier(t, func(t *testing.T, tier backend.Tier) {
 			if backend.Active() != tier {
 				t.Errorf("ForEachTier ran %s with %s active", tier, backend.Active())
@@ -35,7 +39,7 @@ func TestRequireTier(t *testing.T) {
 		{[]string{"FLBQ_CPU=avx3"}, false, `FLBQ_CPU="avx3"`},
 	} {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestRequireTier$", "-test.v")
-		cmd.Env = append([]string{"FLBQ_BACKENDTEST_CHILD=1"}, c.env...)
+		cmd.Env = append([]string{mainChild + "=1"}, c.env...)
 		for _, kv := range os.Environ() {
 			if !strings.HasPrefix(kv, "FLBQ_") {
 				cmd.Env = append(cmd.Env, kv)
@@ -49,9 +53,24 @@ func TestRequireTier(t *testing.T) {
 	if !backend.CanRun(backend.VNNI) {
 		// A required tier the CPU lacks fails ForEachTier instead of skipping.
 		cmd := exec.Command(os.Args[0], "-test.run=^TestRequireTier$")
-		cmd.Env = append(os.Environ(), "FLBQ_BACKENDTEST_CHILD=1", EnvRequire+"=vnni")
+		cmd.Env = append(os.Environ(), mainChild + "=1", EnvRequire+"=vnni")
 		if out, err := cmd.CombinedOutput(); err == nil {
 			t.Errorf("required vnni on a CPU without it passed:\n%s", out)
 		}
+	}
+}
+
+// RunInChild gives the child the environment asked for and skips Main's
+// checks there, so that code can be tested against a bad value.
+func TestRunInChild(t *testing.T) {
+	if InChild() {
+		if err := backend.EnvError(); err == nil || !strings.Contains(err.Error(), `FLBQ_CPU="avx3"`) {
+			t.Fatalf("child EnvError = %v", err)
+		}
+		return
+	}
+	out, err := RunInChild(t, "TestRunInChild", "FLBQ_CPU=avx3")
+	if err != nil || !strings.Contains(out, "--- PASS: TestRunInChild") {
+		t.Fatalf("child: %v\n%s", err, out)
 	}
 }
