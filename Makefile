@@ -4,7 +4,7 @@ PKGS    ?= ./...
 BENCH   ?= .
 BIN     := bin/flbq
 
-.PHONY: all build test vet generate check-generated bench fuzz race demo clean
+.PHONY: all build test vet check-tidy generate check-generated bench fuzz race demo clean
 
 all: build
 
@@ -12,11 +12,15 @@ build:
 	$(GO) build -o $(BIN) ./tools/flbq
 
 # The README's test command: static checks, generated code up to date, tests.
-test: vet check-generated
+test: vet check-tidy check-generated
 	$(GO) test -count=1 $(PKGS)
 
 vet:
 	$(GO) vet $(PKGS)
+
+# go.mod and go.sum list exactly what the code imports.
+check-tidy:
+	@$(GO) mod tidy -diff || (echo "go.mod is not tidy: run 'go mod tidy' and commit" >&2; exit 1)
 
 # Regenerate every generated file (kernels, model packages).
 generate:
