@@ -16,7 +16,7 @@ import (
 // Register blocking of the dot micro-kernels (rows of x per inner loop).
 const (
 	AVX2Rows = 4
-	VNNIRows = 8
+	VNNIRows = 16
 	// Independent accumulator chains of the register-only peak loops and the
 	// multiply-accumulates each iteration performs.
 	avx2PeakChains = 8
@@ -317,60 +317,97 @@ func dotVNNI(c *build.Context, name string) {
 	ldx3 := c.GP64()
 	c.LEAQ(memIdx(ldx, ldx, 2), ldx3)
 
+	// Each block keeps nr accumulator chains in flight: VPDPBUSD has a
+	// latency of about 5 cycles at 1–2 per cycle, so 16 rows are needed to
+	// keep the unit busy (8 left it ~35 % idle); 8, 4 and 1 finish the tail.
 	block := func(nr int, label string) {
 		a := make([]reg.VecVirtual, nr)
 		for r := range a {
 			a[r] = c.ZMM()
 			c.VMOVDQU64(mem(acc, r*qformat.TileN*4), a[r])
 		}
-		wp, x0, x4, cnt := c.GP64(), c.GP64(), c.GP64(), c.GP64()
+		wp, cnt := c.GP64(), c.GP64()
+		bases := make([]reg.GPVirtual, (nr+3)/4) // x rows 4i..4i+3
+		for i := range bases {
+			bases[i] = c.GP64()
+			if i == 0 {
+				c.MOVQ(xp, bases[i])
+			} else {
+				c.LEAQ(memIdx(bases[i-1], ldx, 4), bases[i])
+			}
+		}
 		c.MOVQ(w0, wp)
-		c.MOVQ(xp, x0)
-		if nr > 4 {
-			c.LEAQ(memIdx(xp, ldx, 4), x4)
+		// The loop does two k-groups per iteration (halving the pointer
+		// updates); an odd last group runs once more below.
+		step := func(g int) {
+			wv := c.ZMM()
+			c.VMOVDQU64(mem(wp, g*qformat.GroupBytes), wv)
+			for r := 0; r < nr; r++ {
+				xm := operand.Mem{Base: bases[r/4], Disp: g * qformat.KGroup}
+				switch r % 4 {
+				case 1:
+					xm.Index, xm.Scale = ldx, 1
+				case 2:
+					xm.Index, xm.Scale = ldx, 2
+				case 3:
+					xm.Index, xm.Scale = ldx3, 1
+				}
+				c.VPDPBUSD_BCST(xm, wv, a[r])
+			}
 		}
 		c.MOVQ(groups, cnt)
+		c.SHRQ(operand.U8(1), cnt)
+		c.JZ(operand.LabelRef(label + "_odd"))
 		c.Label(label)
-		wv := c.ZMM()
-		c.VMOVDQU64(mem(wp, 0), wv)
-		for r := 0; r < nr; r++ {
-			base := x0
-			if r >= 4 {
-				base = x4
-			}
-			var xm operand.Mem
-			switch r % 4 {
-			case 0:
-				xm = mem(base, 0)
-			case 1:
-				xm = memIdx(base, ldx, 1)
-			case 2:
-				xm = memIdx(base, ldx, 2)
-			case 3:
-				xm = memIdx(base, ldx3, 1)
-			}
-			c.VPDPBUSD_BCST(xm, wv, a[r])
-		}
-		c.ADDQ(operand.U32(qformat.GroupBytes), wp)
-		c.ADDQ(operand.U32(qformat.KGroup), x0)
-		if nr > 4 {
-			c.ADDQ(operand.U32(qformat.KGroup), x4)
+		step(0)
+		step(1)
+		c.ADDQ(operand.U32(2*qformat.GroupBytes), wp)
+		for _, b := range bases {
+			c.ADDQ(operand.U32(2*qformat.KGroup), b)
 		}
 		c.DECQ(cnt)
 		c.JNZ(operand.LabelRef(label))
+		c.Label(label + "_odd")
+		c.TESTQ(operand.U32(1), groups)
+		c.JZ(operand.LabelRef(label + "_store"))
+		step(0)
+		c.Label(label + "_store")
 		for r := range a {
 			c.VMOVDQU64(a[r], mem(acc, r*qformat.TileN*4))
 		}
 	}
 
-	c.Label(name + "_rows8")
+	// Blocks of VNNIRows rows while they last, then one block each of 8
+	// and 4 rows where they fit, then single rows.
+	c.Label(name + "_rows16")
 	c.CMPQ(rows, operand.U32(VNNIRows))
-	c.JL(operand.LabelRef(name + "_rows1"))
-	block(VNNIRows, name+"_k8")
+	c.JL(operand.LabelRef(name + "_rows8"))
+	block(VNNIRows, name+"_k16")
 	c.ADDQ(operand.U32(VNNIRows*qformat.TileN*4), acc)
-	c.LEAQ(memIdx(xp, ldx, 8), xp)
+	step := c.GP64() // xp += VNNIRows·ldx
+	c.MOVQ(ldx, step)
+	c.SHLQ(operand.U8(4), step)
+	c.ADDQ(step, xp)
 	c.SUBQ(operand.U32(VNNIRows), rows)
-	c.JMP(operand.LabelRef(name + "_rows8"))
+	c.JMP(operand.LabelRef(name + "_rows16"))
+
+	for _, nr := range []int{8, 4} {
+		c.Label(fmt.Sprintf("%s_rows%d", name, nr))
+		c.CMPQ(rows, operand.U32(nr))
+		next := fmt.Sprintf("%s_rows%d", name, nr/2)
+		if nr == 4 {
+			next = name + "_rows1"
+		}
+		c.JL(operand.LabelRef(next))
+		block(nr, fmt.Sprintf("%s_k%d", name, nr))
+		c.ADDQ(operand.U32(nr*qformat.TileN*4), acc)
+		if nr == 8 {
+			c.LEAQ(memIdx(xp, ldx, 8), xp)
+		} else {
+			c.LEAQ(memIdx(xp, ldx, 4), xp)
+		}
+		c.SUBQ(operand.U32(nr), rows)
+	}
 
 	c.Label(name + "_rows1")
 	c.TESTQ(rows, rows)
@@ -578,7 +615,54 @@ func vnniAsm(c *build.Context) {
 		unpackKernel(c, fmt.Sprintf("unpackB%dVNNIAsm", b), b, true, false)
 	}
 	dotVNNI(c, "dotVNNIAsm")
+	epilogueVNNI(c)
 	peakVNNI(c)
+}
+
+// epilogueVNNI is epilogueAVX2 with the tile's 16 channels in one ZMM
+// register: half the instructions of the AVX2 form, which took ~11 % of a
+// b = 8 VNNI product (BenchmarkQLinear, pprof).
+func epilogueVNNI(c *build.Context) {
+	name := "epilogueVNNIAsm"
+	c.Function(name)
+	c.Attributes(attr.NOSPLIT)
+	c.Pragma("noescape")
+	c.SignatureExpr("func(y *float32, ldy int, acc *int32, rows int, sum *int32, sx *float32, zs *int32, sw *float32, bias *float32)")
+	c.Doc(name + " writes rows ≥ 1 rows of one full 16-channel tile of fp32 outputs.")
+	y := c.Load(c.Param("y"), c.GP64())
+	ldy := c.Load(c.Param("ldy"), c.GP64())
+	acc := c.Load(c.Param("acc"), c.GP64())
+	rows := c.Load(c.Param("rows"), c.GP64())
+	sum := c.Load(c.Param("sum"), c.GP64())
+	sx := c.Load(c.Param("sx"), c.GP64())
+	zsp := c.Load(c.Param("zs"), c.GP64())
+	swp := c.Load(c.Param("sw"), c.GP64())
+	bp := c.Load(c.Param("bias"), c.GP64())
+	zs, sw, bias := c.ZMM(), c.ZMM(), c.ZMM()
+	c.VMOVDQU32(mem(zsp, 0), zs)
+	c.VMOVUPS(mem(swp, 0), sw)
+	c.VMOVUPS(mem(bp, 0), bias)
+	c.SHLQ(operand.U8(2), ldy)
+	c.Label(name + "_loop")
+	sb, xb, a, t, sc := c.ZMM(), c.ZMM(), c.ZMM(), c.ZMM(), c.ZMM()
+	c.VPBROADCASTD(mem(sum, 0), sb)
+	c.VBROADCASTSS(mem(sx, 0), xb)
+	c.VPMULLD(sb, zs, t)
+	c.VMOVDQU32(mem(acc, 0), a)
+	c.VPSUBD(t, a, a)
+	c.VCVTDQ2PS(a, a)
+	c.VMULPS(sw, xb, sc)
+	c.VMULPS(sc, a, a)
+	c.VADDPS(bias, a, a)
+	c.VMOVUPS(a, mem(y, 0))
+	c.ADDQ(operand.U32(64), acc)
+	c.ADDQ(operand.U32(4), sum)
+	c.ADDQ(operand.U32(4), sx)
+	c.ADDQ(ldy, y)
+	c.DECQ(rows)
+	c.JNZ(operand.LabelRef(name + "_loop"))
+	c.VZEROUPPER()
+	c.RET()
 }
 
 // epilogueAVX2 emits the fp32 epilogue of one full tile of 16 channels:

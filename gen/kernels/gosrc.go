@@ -210,14 +210,16 @@ func wrappersFile(f *File) {
 		),
 	)
 	f.Line()
-	f.Comment("epilogueAVX2 checks lengths and calls epilogueAVX2Asm.")
-	f.Func().Id("epilogueAVX2").Params(Id("y").Index().Float32(), Id("ldy").Int(), Id("acc").Index().Int32(), Id("rows").Int(), Id("sum").Index().Int32(), Id("sx").Index().Float32(), Id("zs").Index().Int32(), List(Id("sw"), Id("bias")).Index().Float32()).Block(
-		k("CheckEpilogue").Call(Id("y"), Id("ldy"), Id("acc"), Id("rows"), Id("sum"), Id("sx"), Id("zs"), Id("sw"), Id("bias")),
-		If(Id("rows").Op(">").Lit(0)).Block(
-			Id("epilogueAVX2Asm").Call(Op("&").Id("y").Index(Lit(0)), Id("ldy"), Op("&").Id("acc").Index(Lit(0)), Id("rows"), Op("&").Id("sum").Index(Lit(0)), Op("&").Id("sx").Index(Lit(0)), Op("&").Id("zs").Index(Lit(0)), Op("&").Id("sw").Index(Lit(0)), Op("&").Id("bias").Index(Lit(0))),
-		),
-	)
-	f.Line()
+	for _, isa := range []string{"AVX2", "VNNI"} {
+		f.Comment("epilogue" + isa + " checks lengths and calls epilogue" + isa + "Asm.")
+		f.Func().Id("epilogue"+isa).Params(Id("y").Index().Float32(), Id("ldy").Int(), Id("acc").Index().Int32(), Id("rows").Int(), Id("sum").Index().Int32(), Id("sx").Index().Float32(), Id("zs").Index().Int32(), List(Id("sw"), Id("bias")).Index().Float32()).Block(
+			k("CheckEpilogue").Call(Id("y"), Id("ldy"), Id("acc"), Id("rows"), Id("sum"), Id("sx"), Id("zs"), Id("sw"), Id("bias")),
+			If(Id("rows").Op(">").Lit(0)).Block(
+				Id("epilogue"+isa+"Asm").Call(Op("&").Id("y").Index(Lit(0)), Id("ldy"), Op("&").Id("acc").Index(Lit(0)), Id("rows"), Op("&").Id("sum").Index(Lit(0)), Op("&").Id("sx").Index(Lit(0)), Op("&").Id("zs").Index(Lit(0)), Op("&").Id("sw").Index(Lit(0)), Op("&").Id("bias").Index(Lit(0))),
+			),
+		)
+		f.Line()
+	}
 	for _, isa := range []string{"AVX2", "VNNI"} {
 		unp := Dict{}
 		dots := Dict{}
@@ -236,7 +238,7 @@ func wrappersFile(f *File) {
 			Id("MaxAbs"):    Id("maxAbsAVX2"),
 			Id("QuantRow"):  Id("quantRowAVX2"),
 			Id("QuantRows"): Id("quantRowsAVX2"),
-			Id("Epilogue"):  Id("epilogueAVX2"),
+			Id("Epilogue"):  Id("epilogue" + isa),
 			Id("Peak"):      Id("peak" + isa + "Asm"),
 		}
 		if isa == "AVX2" {

@@ -44,10 +44,15 @@ func unpackB7VNNIAsm(dst *byte, src *byte, blocks int)
 //go:noescape
 func unpackB8VNNIAsm(dst *byte, src *byte, blocks int)
 
-// dotVNNIAsm is the AVX-512 VNNI dot micro-kernel, 8 rows per block.
+// dotVNNIAsm is the AVX-512 VNNI dot micro-kernel, 16 rows per block.
 //
 //go:noescape
 func dotVNNIAsm(acc *int32, w *byte, x *int8, ldx int, rows int, groups int)
+
+// epilogueVNNIAsm writes rows ≥ 1 rows of one full 16-channel tile of fp32 outputs.
+//
+//go:noescape
+func epilogueVNNIAsm(y *float32, ldy int, acc *int32, rows int, sum *int32, sx *float32, zs *int32, sw *float32, bias *float32)
 
 // peakVNNIAsm runs iters iterations of 12 independent VPDPBUSD (768 MACs each).
 func peakVNNIAsm(iters int)

@@ -127,6 +127,14 @@ func epilogueAVX2(y []float32, ldy int, acc []int32, rows int, sum []int32, sx [
 	}
 }
 
+// epilogueVNNI checks lengths and calls epilogueVNNIAsm.
+func epilogueVNNI(y []float32, ldy int, acc []int32, rows int, sum []int32, sx []float32, zs []int32, sw, bias []float32) {
+	kabi.CheckEpilogue(y, ldy, acc, rows, sum, sx, zs, sw, bias)
+	if rows > 0 {
+		epilogueVNNIAsm(&y[0], ldy, &acc[0], rows, &sum[0], &sx[0], &zs[0], &sw[0], &bias[0])
+	}
+}
+
 // unpackB1AVX2 checks lengths and calls unpackB1AVX2Asm.
 func unpackB1AVX2(dst, src []byte, blocks int) {
 	kabi.CheckUnpack("unpackB1AVX2", dst, src, blocks, 1)
@@ -356,13 +364,13 @@ var VNNI = kabi.Table{
 		7: dotVNNI,
 		8: dotVNNI,
 	},
-	Epilogue:  epilogueAVX2,
+	Epilogue:  epilogueVNNI,
 	MaxAbs:    maxAbsAVX2,
 	Peak:      peakVNNIAsm,
 	PeakMACs:  768,
 	QuantRow:  quantRowAVX2,
 	QuantRows: quantRowsAVX2,
-	Rows:      8,
+	Rows:      16,
 	Tier:      backend.VNNI,
 	Unpack: [qformat.MaxBits + 1]kabi.UnpackFunc{
 		1: unpackB1VNNI,

@@ -97,7 +97,8 @@ func TestDotTwins(t *testing.T) {
 	forEachTier(t, func(t *testing.T, tier *kabi.Table) {
 		for b := 1; b <= 8; b++ {
 			signed := tier.WeightOffset[b] != 0
-			for _, sh := range [][2]int{{1, 1}, {3, 5}, {4, 8}, {9, 3}, {17, 40}} {
+			// Rows hit every register block (VNNI: 16, 8, 4, 1; AVX2: 4, 1), groups odd and even.
+			for _, sh := range [][2]int{{1, 1}, {3, 5}, {4, 8}, {9, 3}, {17, 40}, {16, 2}, {29, 7}, {31, 1}, {48, 6}, {12, 3}} {
 				rows, groups := sh[0], sh[1]
 				ldx := groups*4 + 5
 				w := make([]byte, groups*64)
