@@ -135,6 +135,54 @@ func epilogueVNNI(y []float32, ldy int, acc []int32, rows int, sum []int32, sx [
 	}
 }
 
+// fusedB1AVX2 checks lengths and calls fusedB1AVX2Asm.
+func fusedB1AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	kabi.CheckFused("fusedB1AVX2", acc, src, x, ldx, rows, blocks, 1)
+	if rows > 0 && blocks > 0 {
+		fusedB1AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
+	}
+}
+
+// fusedB2AVX2 checks lengths and calls fusedB2AVX2Asm.
+func fusedB2AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	kabi.CheckFused("fusedB2AVX2", acc, src, x, ldx, rows, blocks, 2)
+	if rows > 0 && blocks > 0 {
+		fusedB2AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
+	}
+}
+
+// fusedB3AVX2 checks lengths and calls fusedB3AVX2Asm.
+func fusedB3AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	kabi.CheckFused("fusedB3AVX2", acc, src, x, ldx, rows, blocks, 3)
+	if rows > 0 && blocks > 0 {
+		fusedB3AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
+	}
+}
+
+// fusedB4AVX2 checks lengths and calls fusedB4AVX2Asm.
+func fusedB4AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	kabi.CheckFused("fusedB4AVX2", acc, src, x, ldx, rows, blocks, 4)
+	if rows > 0 && blocks > 0 {
+		fusedB4AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
+	}
+}
+
+// fusedB5AVX2 checks lengths and calls fusedB5AVX2Asm.
+func fusedB5AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	kabi.CheckFused("fusedB5AVX2", acc, src, x, ldx, rows, blocks, 5)
+	if rows > 0 && blocks > 0 {
+		fusedB5AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
+	}
+}
+
+// fusedB6AVX2 checks lengths and calls fusedB6AVX2Asm.
+func fusedB6AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
+	kabi.CheckFused("fusedB6AVX2", acc, src, x, ldx, rows, blocks, 6)
+	if rows > 0 && blocks > 0 {
+		fusedB6AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
+	}
+}
+
 // unpackB1AVX2 checks lengths and calls unpackB1AVX2Asm.
 func unpackB1AVX2(dst, src []byte, blocks int) {
 	kabi.CheckUnpack("unpackB1AVX2", dst, src, blocks, 1)
@@ -196,54 +244,6 @@ func unpackB8AVX2(dst, src []byte, blocks int) {
 	kabi.CheckUnpack("unpackB8AVX2", dst, src, blocks, 8)
 	if blocks > 0 {
 		unpackB8AVX2Asm(&dst[0], &src[0], blocks)
-	}
-}
-
-// fusedB1AVX2 checks lengths and calls fusedB1AVX2Asm.
-func fusedB1AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	kabi.CheckFused("fusedB1AVX2", acc, src, x, ldx, rows, blocks, 1)
-	if rows > 0 && blocks > 0 {
-		fusedB1AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
-	}
-}
-
-// fusedB2AVX2 checks lengths and calls fusedB2AVX2Asm.
-func fusedB2AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	kabi.CheckFused("fusedB2AVX2", acc, src, x, ldx, rows, blocks, 2)
-	if rows > 0 && blocks > 0 {
-		fusedB2AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
-	}
-}
-
-// fusedB3AVX2 checks lengths and calls fusedB3AVX2Asm.
-func fusedB3AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	kabi.CheckFused("fusedB3AVX2", acc, src, x, ldx, rows, blocks, 3)
-	if rows > 0 && blocks > 0 {
-		fusedB3AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
-	}
-}
-
-// fusedB4AVX2 checks lengths and calls fusedB4AVX2Asm.
-func fusedB4AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	kabi.CheckFused("fusedB4AVX2", acc, src, x, ldx, rows, blocks, 4)
-	if rows > 0 && blocks > 0 {
-		fusedB4AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
-	}
-}
-
-// fusedB5AVX2 checks lengths and calls fusedB5AVX2Asm.
-func fusedB5AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	kabi.CheckFused("fusedB5AVX2", acc, src, x, ldx, rows, blocks, 5)
-	if rows > 0 && blocks > 0 {
-		fusedB5AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
-	}
-}
-
-// fusedB6AVX2 checks lengths and calls fusedB6AVX2Asm.
-func fusedB6AVX2(acc []int32, src []byte, x []int8, ldx, rows, blocks int) {
-	kabi.CheckFused("fusedB6AVX2", acc, src, x, ldx, rows, blocks, 6)
-	if rows > 0 && blocks > 0 {
-		fusedB6AVX2Asm(&acc[0], &src[0], &x[0], ldx, rows, blocks)
 	}
 }
 
@@ -364,7 +364,15 @@ var VNNI = kabi.Table{
 		7: dotVNNI,
 		8: dotVNNI,
 	},
-	Epilogue:  epilogueVNNI,
+	Epilogue: epilogueVNNI,
+	Fused: [qformat.MaxBits + 1]kabi.FusedFunc{
+		1: fusedB1AVX2,
+		2: fusedB2AVX2,
+		3: fusedB3AVX2,
+		4: fusedB4AVX2,
+		5: fusedB5AVX2,
+		6: fusedB6AVX2,
+	},
 	MaxAbs:    maxAbsAVX2,
 	Peak:      peakVNNIAsm,
 	PeakMACs:  768,
