@@ -1,9 +1,11 @@
 // Package vecmath is the generator of generated/vecmath: AVX2+FMA assembly
-// (emitted with avo) for the fp32 element-wise ops that dominate a
-// transformer backbone once its linears are fast — exp (softmax), erf
-// (exact GELU), LayerNorm, residual adds — and the transposed packing of
-// attention's key panels for the fp32 GEMM. runtime/nn holds the readable
-// pure-Go twins and chooses between them at run time.
+// (emitted with avo) for runtime/nn's fp32 kernels — the 6×16 GEMM
+// micro-kernel, and the element-wise ops that dominate a transformer
+// backbone once its linears are fast: exp (softmax), erf (exact GELU),
+// LayerNorm, residual adds, and the transposed packing of attention's key
+// panels — plus the exported Go wrappers that check every argument before
+// the assembly runs. runtime/nn holds the readable pure-Go twins and picks
+// one or the other from runtime/backend's active tier.
 //
 // The polynomials are the ones of runtime/nn's scalar Exp and Erf, so the
 // vector and scalar paths differ by FMA rounding (a few ulp) and, for exp,
@@ -15,15 +17,18 @@
 package vecmath
 
 import (
+	"bytes"
 	"fmt"
 	"go/format"
 	"math"
 
-	"github.com/flbq/flbq/gen/genfiles"
 	"github.com/mmcloughlin/avo/attr"
 	"github.com/mmcloughlin/avo/build"
+	"github.com/mmcloughlin/avo/ir"
 	"github.com/mmcloughlin/avo/operand"
 	"github.com/mmcloughlin/avo/reg"
+
+	"github.com/flbq/flbq/gen/genfiles"
 )
 
 // GeneratorName appears in every generated file's header.
@@ -158,6 +163,12 @@ func (g *gen) label(what string) string {
 
 func mem(base reg.Register, disp int) operand.Mem { return operand.Mem{Base: base, Disp: disp} }
 
+// pcalign pads with NOPs to the next multiple of n bytes (the Go assembler's
+// PCALIGN directive, which avo has no builder for).
+func (g *gen) pcalign(n int) {
+	g.Instruction(&ir.Instruction{Opcode: "PCALIGN", Operands: []operand.Op{operand.U8(n)}})
+}
+
 // exp emits e = exp(x) for 8 lanes (x is preserved; uses 4 temporaries).
 func (g *gen) exp(x, e reg.VecVirtual) {
 	r, n, t, m := g.YMM(), g.YMM(), g.YMM(), g.YMM()
@@ -246,10 +257,10 @@ func (g *gen) blocks(base, n reg.Register, body func(p reg.GPVirtual)) reg.GPVir
 	return p
 }
 
-// expKernel: ExpAVX2(dst, x []float32) int computes dst[i] = exp(x[i]) for
+// expKernel: expAVX2(dst, x []float32) int computes dst[i] = exp(x[i]) for
 // the whole blocks of 8 and returns how many it did (len(dst) ≥ len(x)).
 func (g *gen) expKernel() {
-	g.mapKernel("ExpAVX2", "x", []string{"ExpAVX2 sets dst[i] = exp(x[i]) for i < len(x) rounded down to a multiple",
+	g.mapKernel("expAVX2", "x", []string{"expAVX2 sets dst[i] = exp(x[i]) for i < len(x) rounded down to a multiple",
 		"of 8 and returns that count; len(dst) must be at least len(x)."},
 		func(in, out operand.Mem) {
 			v, e := g.YMM(), g.YMM()
@@ -284,17 +295,17 @@ func (g *gen) mapKernel(name, src string, doc []string, body func(in, out operan
 	g.RET()
 }
 
-// softmaxKernel: SoftmaxRowAVX2(x []float32), in place, len(x) ≥ 8. The
+// softmaxKernel: softmaxRowAVX2(x []float32), in place, len(x) ≥ 8. The
 // n mod 8 trailing values are handled as the last 8 values of the row, a
 // vector that overlaps the last whole block: it is loaded before the block
 // loop overwrites the overlap and stored after it with the same values, and
 // only its new lanes enter the sum (masked loads and stores are slow on AMD).
 func (g *gen) softmaxKernel() {
-	g.Function("SoftmaxRowAVX2")
+	g.Function("softmaxRowAVX2")
 	g.Attributes(attr.NOSPLIT)
 	g.Pragma("noescape")
 	g.SignatureExpr("func(x []float32)")
-	g.Doc("SoftmaxRowAVX2 replaces x (len ≥ 8) by softmax(x) = exp(x−max)/Σ exp(x−max).")
+	g.Doc("softmaxRowAVX2 replaces x (len ≥ 8) by softmax(x) = exp(x−max)/Σ exp(x−max).")
 	x := g.Load(g.Param("x").Base(), g.GP64())
 	n := g.Load(g.Param("x").Len(), g.GP64())
 	// tp: the last 8 values; rem: the lanes of that vector past the blocks.
@@ -356,13 +367,13 @@ func (g *gen) softmaxKernel() {
 	g.RET()
 }
 
-// geluKernel: GELUAVX2(x []float32) int, exact GELU in place on whole blocks.
+// geluKernel: geluAVX2(x []float32) int, exact GELU in place on whole blocks.
 func (g *gen) geluKernel() {
-	g.Function("GELUAVX2")
+	g.Function("geluAVX2")
 	g.Attributes(attr.NOSPLIT)
 	g.Pragma("noescape")
 	g.SignatureExpr("func(x []float32) int")
-	g.Doc("GELUAVX2 sets x[i] = x[i]·½·(1+erf(x[i]/√2)) for i < len(x) rounded down",
+	g.Doc("geluAVX2 sets x[i] = x[i]·½·(1+erf(x[i]/√2)) for i < len(x) rounded down",
 		"to a multiple of 8 and returns that count.")
 	x := g.Load(g.Param("x").Base(), g.GP64())
 	n := g.Load(g.Param("x").Len(), g.GP64())
@@ -382,9 +393,9 @@ func (g *gen) geluKernel() {
 	g.RET()
 }
 
-// addKernel: AddAVX2(dst, src []float32) int, dst[i] += src[i] on whole blocks.
+// addKernel: addAVX2(dst, src []float32) int, dst[i] += src[i] on whole blocks.
 func (g *gen) addKernel() {
-	g.mapKernel("AddAVX2", "src", []string{"AddAVX2 adds src[i] to dst[i] for i < len(src) rounded down to a multiple",
+	g.mapKernel("addAVX2", "src", []string{"addAVX2 adds src[i] to dst[i] for i < len(src) rounded down to a multiple",
 		"of 8 and returns that count; len(dst) must be at least len(src)."},
 		func(in, out operand.Mem) {
 			v := g.YMM()
@@ -394,16 +405,16 @@ func (g *gen) addKernel() {
 		})
 }
 
-// layerNormKernel: LayerNormAVX2 over rows of c floats, c a positive
+// layerNormKernel: layerNormAVX2 over rows of c floats, c a positive
 // multiple of 8; two passes for mean and variance in float32 lanes.
 func (g *gen) layerNormKernel() {
-	g.Function("LayerNormAVX2")
+	g.Function("layerNormAVX2")
 	g.Attributes(attr.NOSPLIT)
 	g.Pragma("noescape")
 	g.SignatureExpr("func(dst, x []float32, rows, c int, w, b []float32, eps float32)")
-	g.Doc("LayerNormAVX2 normalises rows ≥ 1 rows of c floats (c a positive multiple",
+	g.Doc("layerNormAVX2 normalises rows ≥ 1 rows of c floats (c a positive multiple",
 		"of 8) of x into dst (which may alias x): (x−mean)/√(var+eps)·w + b with the",
-		"biased variance; the caller checks every length.")
+		"biased variance; LayerNorm checks every length.")
 	dst := g.Load(g.Param("dst").Base(), g.GP64())
 	x := g.Load(g.Param("x").Base(), g.GP64())
 	rows := g.Load(g.Param("rows"), g.GP64())
@@ -471,18 +482,18 @@ func (g *gen) layerNormKernel() {
 	g.RET()
 }
 
-// packT16Kernel: PackT16AVX2(dst, b []float32, ldb int) int transposes a
+// packT16Kernel: packT16AVX2(dst, b []float32, ldb int) int transposes a
 // panel of 16 rows of b (row j at b[j·ldb:], K = len(dst)/16 values each)
 // into dst[k·16+j], the fp32 GEMM's packed-B layout for Bᵀ operands (the
 // keys of attention's q·kᵀ), 8×8 blocks at a time; it returns K rounded
 // down to a multiple of 8, the part it did.
 func (g *gen) packT16Kernel() {
-	g.Function("PackT16AVX2")
+	g.Function("packT16AVX2")
 	g.Attributes(attr.NOSPLIT)
 	g.Pragma("noescape")
 	g.SignatureExpr("func(dst, b []float32, ldb int) int")
-	g.Doc("PackT16AVX2 sets dst[k·16+j] = b[j·ldb+k] for j < 16 and k < K = len(dst)/16",
-		"rounded down to a multiple of 8, and returns that K; the caller checks that",
+	g.Doc("packT16AVX2 sets dst[k·16+j] = b[j·ldb+k] for j < 16 and k < K = len(dst)/16",
+		"rounded down to a multiple of 8, and returns that K; PackT16 checks that",
 		"b holds 15·ldb+K values.")
 	dst := g.Load(g.Param("dst").Base(), g.GP64())
 	n := g.Load(g.Param("dst").Len(), g.GP64())
@@ -556,6 +567,100 @@ func (g *gen) packT16Kernel() {
 	g.RET()
 }
 
+// The fp32 GEMM micro-kernel's register tile: sgemmRows rows of A times one
+// packed panel of sgemmCols columns of B (runtime/nn's MR and NR).
+const (
+	sgemmRows = 6
+	sgemmCols = 16
+)
+
+// sgemmKernel: sgemm6x16AVX2(k, a, lda, b, c, ldc, acc), C[6×16] (+)=
+// A[6×k]·Bp[k×16]. The 12 accumulators (6 rows × 2 ymm of 8 columns), the
+// two B vectors of a k step and one A broadcast at a time take 15 ymm
+// registers (avo allocates the lowest free one, so Y0–Y14: no EVEX-only
+// register on AVX2 CPUs; the broadcasts share one architectural register,
+// renamed by the CPU). Per k: two B loads, six broadcasts, twelve FMAs; rows
+// 1, 3 and 5 of A are addressed as rows 0, 2 and 4 plus lda. The 123-byte
+// loop starts 32-byte aligned, so it spans four 32-byte fetch windows
+// wherever the linker puts the function: unaligned (five windows), large
+// GEMMs took 1.5–3% more CPU time.
+func (g *gen) sgemmKernel() {
+	g.Function("sgemm6x16AVX2")
+	g.Attributes(attr.NOSPLIT)
+	g.Pragma("noescape")
+	g.SignatureExpr("func(k int, a *float32, lda int, b *float32, c *float32, ldc int, acc bool)")
+	g.Doc("sgemm6x16AVX2 sets C[6×16] = A[6×k]·Bp[k×16] (acc: C += A·Bp): row r of A at",
+		"a+r·lda, Bp one packed panel (16 floats per k), row r of C at c+r·ldc; k ≥ 1.",
+		"Sgemm6x16 checks every length.")
+	k := g.Load(g.Param("k"), g.GP64())
+	a0 := g.Load(g.Param("a"), g.GP64())
+	lda := g.Load(g.Param("lda"), g.GP64())
+	g.SHLQ(operand.U8(2), lda) // bytes
+	bp := g.Load(g.Param("b"), g.GP64())
+	c0 := g.Load(g.Param("c"), g.GP64())
+	ldc := g.Load(g.Param("ldc"), g.GP64())
+	g.SHLQ(operand.U8(2), ldc)
+	a2, a4 := g.GP64(), g.GP64()
+	g.LEAQ(operand.Mem{Base: a0, Index: lda, Scale: 2}, a2)
+	g.LEAQ(operand.Mem{Base: a2, Index: lda, Scale: 2}, a4)
+	// rows returns the operands of rows 0..5 from the pointers to rows 0, 2, 4.
+	rows := func(p0, p2, p4, ld reg.Register, disp int) [sgemmRows]operand.Mem {
+		var m [sgemmRows]operand.Mem
+		for r, p := range [...]reg.Register{p0, p2, p4} {
+			m[2*r] = operand.Mem{Base: p, Disp: disp}
+			m[2*r+1] = operand.Mem{Base: p, Index: ld, Scale: 1, Disp: disp}
+		}
+		return m
+	}
+	var acc [sgemmRows][2]reg.VecVirtual
+	for r := range acc {
+		for h := range acc[r] {
+			acc[r][h] = g.YMM()
+			g.VXORPS(acc[r][h], acc[r][h], acc[r][h])
+		}
+	}
+	b0, b1 := g.YMM(), g.YMM()
+	loop := g.label("loop")
+	g.pcalign(32)
+	g.Label(loop)
+	g.VMOVUPS(mem(bp, 0), b0)
+	g.VMOVUPS(mem(bp, 32), b1)
+	for r, m := range rows(a0, a2, a4, lda, 0) {
+		t := g.YMM()
+		g.VBROADCASTSS(m, t)
+		g.VFMADD231PS(b0, t, acc[r][0])
+		g.VFMADD231PS(b1, t, acc[r][1])
+	}
+	for _, p := range []reg.Register{a0, a2, a4} {
+		g.ADDQ(operand.U32(4), p)
+	}
+	g.ADDQ(operand.U32(4*sgemmCols), bp)
+	g.DECQ(k)
+	g.JNZ(operand.LabelRef(loop))
+
+	c2, c4 := g.GP64(), g.GP64()
+	g.LEAQ(operand.Mem{Base: c0, Index: ldc, Scale: 2}, c2)
+	g.LEAQ(operand.Mem{Base: c2, Index: ldc, Scale: 2}, c4)
+	out := [2][sgemmRows]operand.Mem{rows(c0, c2, c4, ldc, 0), rows(c0, c2, c4, ldc, 32)}
+	flag := g.Load(g.Param("acc"), g.GP8())
+	store := g.label("store")
+	g.TESTB(flag, flag)
+	g.JZ(operand.LabelRef(store))
+	for r := range acc {
+		for h := range acc[r] {
+			g.VADDPS(out[h][r], acc[r][h], acc[r][h])
+		}
+	}
+	g.Label(store)
+	for r := range acc {
+		for h := range acc[r] {
+			g.VMOVUPS(acc[r][h], out[h][r])
+		}
+	}
+	g.VZEROUPPER()
+	g.RET()
+}
+
 // asmFiles renders the assembly and its Go stubs.
 func asmFiles() (asm, stubs []byte, err error) {
 	return genfiles.Asm(GeneratorName, Package, "!purego", func(c *build.Context) {
@@ -566,17 +671,21 @@ func asmFiles() (asm, stubs []byte, err error) {
 		g.addKernel()
 		g.layerNormKernel()
 		g.packT16Kernel()
+		g.sgemmKernel()
 	})
 }
 
 const docText = Header + `
 
 // Package vecmath holds the generated AVX2+FMA kernels of runtime/nn's fp32
-// element-wise ops: exp and softmax rows, exact GELU, LayerNorm rows,
-// vector adds, and the transposed (Bᵀ) panel packing of its fp32 GEMM.
-// runtime/nn checks the CPU (x/sys/cpu), checks lengths and
-// finishes tails; its pure-Go twins run everywhere else (other
-// architectures, the purego tag, FLBQ_NOASM=1).
+// ops: the 6×16 GEMM micro-kernel, exp and softmax rows, exact GELU,
+// LayerNorm rows, vector adds, and the transposed (Bᵀ) panel packing of the
+// fp32 GEMM. Each exported function checks its arguments, panicking with a
+// message that names it and the bad argument, and then runs the assembly;
+// none checks the CPU. runtime/backend selects the tier: runtime/nn calls
+// these only while backend.Active().AtLeast(backend.AVX2), and runs its
+// pure-Go twins otherwise (other architectures, the purego tag,
+// FLBQ_CPU=purego, backend.SetTier).
 //
 // Everything here is generated by gen/vecmath (go generate); do not edit.
 package vecmath
@@ -589,6 +698,133 @@ package vecmath
 // strings too, and would run the generator here in gen/vecmath.
 const goGenerate = "//go:" + "generate go run ../../gen/cmd/genvecmath"
 
+// check is one precondition of a wrapper: bad is the Go condition that
+// holds when it fails, msg (fmt verbs for args) what the panic says after
+// "vecmath.<Name>: ".
+type check struct{ bad, msg, args string }
+
+// wrapper is an exported Go function that checks its arguments, then runs
+// the body (which calls the assembly).
+type wrapper struct {
+	name, sig string
+	doc       []string
+	pre       string // statements before the checks
+	checks    []check
+	body      string
+}
+
+// wrappers lists the exported API of generated/vecmath, in file order.
+// Products in checks are rewritten as quotients (len(x)/c < rows) so that
+// huge arguments cannot overflow past a check.
+var wrappers = []wrapper{
+	{
+		name: "Exp", sig: "(dst, x []float32) int",
+		doc: []string{"Exp sets dst[i] = exp(x[i]) for i < len(x) rounded down to a multiple of 8",
+			"(+Inf above ExpHi, 0 below ExpLo, as gen/vecmath documents) and returns",
+			"that count; the caller finishes the tail. It panics if len(dst) < len(x)."},
+		checks: []check{{"len(dst) < len(x)", "len(dst)=%d < len(x)=%d", "len(dst), len(x)"}},
+		body:   "return expAVX2(dst, x)",
+	},
+	{
+		name: "SoftmaxRow", sig: "(x []float32)",
+		doc: []string{"SoftmaxRow replaces x by softmax(x) = exp(x−max)/Σ exp(x−max), the whole row",
+			"(the n mod 8 tail as an overlapping last vector). It panics if len(x) < 8."},
+		checks: []check{{"len(x) < 8", "len(x)=%d < 8", "len(x)"}},
+		body:   "softmaxRowAVX2(x)",
+	},
+	{
+		name: "GELU", sig: "(x []float32) int",
+		doc: []string{"GELU sets x[i] = x[i]·½·(1+erf(x[i]/√2)) in place for i < len(x) rounded",
+			"down to a multiple of 8 and returns that count; the caller finishes the tail."},
+		body: "return geluAVX2(x)",
+	},
+	{
+		name: "Add", sig: "(dst, src []float32) int",
+		doc: []string{"Add adds src[i] to dst[i] for i < len(src) rounded down to a multiple of 8",
+			"and returns that count; the caller finishes the tail. It panics if",
+			"len(dst) < len(src)."},
+		checks: []check{{"len(dst) < len(src)", "len(dst)=%d < len(src)=%d", "len(dst), len(src)"}},
+		body:   "return addAVX2(dst, src)",
+	},
+	{
+		name: "LayerNorm", sig: "(dst, x []float32, rows, c int, w, b []float32, eps float32)",
+		doc: []string{"LayerNorm normalises rows rows of c floats of x into dst (which may alias x):",
+			"(x−mean)/√(var+eps)·w + b with the biased variance, the statistics in float32",
+			"lanes. It panics unless rows ≥ 0, c is a positive multiple of 8, x and dst",
+			"hold rows·c floats and w and b hold c."},
+		checks: []check{
+			{"rows < 0", "rows=%d < 0", "rows"},
+			{"c < 8 || c%8 != 0", "c=%d is not a positive multiple of 8", "c"},
+			{"len(x)/c < rows", "len(x)=%d < rows*c=%d", "len(x), rows*c"},
+			{"len(dst)/c < rows", "len(dst)=%d < rows*c=%d", "len(dst), rows*c"},
+			{"len(w) < c", "len(w)=%d < c=%d", "len(w), c"},
+			{"len(b) < c", "len(b)=%d < c=%d", "len(b), c"},
+		},
+		body: "if rows > 0 {\nlayerNormAVX2(dst, x, rows, c, w, b, eps)\n}",
+	},
+	{
+		name: "PackT16", sig: "(dst, b []float32, ldb int) int",
+		doc: []string{"PackT16 transposes a 16-row panel of Bᵀ (row j at b[j·ldb:]) into the fp32",
+			"GEMM's packed-B layout, dst[k·16+j] = b[j·ldb+k] for j < 16 and k < K =",
+			"len(dst)/16 rounded down to a multiple of 8, and returns that count; the",
+			"caller packs the remaining columns. It panics unless ldb ≥ K and b holds",
+			"15·ldb+K floats."},
+		pre: "K := len(dst) / 16",
+		checks: []check{
+			{"ldb < K", "ldb=%d < K=len(dst)/16=%d", "ldb, K"},
+			{"len(b) < K || (len(b)-K)/15 < ldb", "len(b)=%d < 15*ldb+K=%d", "len(b), 15*ldb+K"},
+		},
+		body: "return packT16AVX2(dst, b, ldb)",
+	},
+	{
+		name: "Sgemm6x16", sig: "(k int, a []float32, lda int, b []float32, c []float32, ldc int, acc bool)",
+		doc: []string{"Sgemm6x16 is the fp32 GEMM micro-kernel: C[6×16] = A[6×k]·B[k×16], or C +=",
+			"A·B with acc. Row r of A is a[r·lda:], B is one packed panel (B[kk][j] =",
+			"b[kk·16+j]) and row r of C is c[r·ldc:]. Each sum runs over kk in order",
+			"by FMA from zero; C is added at the end. It panics unless k ≥ 1, lda ≥ k,",
+			"ldc ≥ 16, len(a) ≥ 5·lda+k, len(b) ≥ 16·k and len(c) ≥ 5·ldc+16."},
+		checks: []check{
+			{"k < 1", "k=%d < 1", "k"},
+			{"lda < k", "lda=%d < k=%d", "lda, k"},
+			{"ldc < 16", "ldc=%d < 16", "ldc"},
+			{"(len(a)-k)/5 < lda", "len(a)=%d < 5*lda+k=%d", "len(a), 5*lda+k"},
+			{"len(b)/16 < k", "len(b)=%d < 16*k=%d", "len(b), 16*k"},
+			{"(len(c)-16)/5 < ldc", "len(c)=%d < 5*ldc+16=%d", "len(c), 5*ldc+16"},
+		},
+		body: "sgemm6x16AVX2(k, &a[0], lda, &b[0], &c[0], ldc, acc)",
+	},
+	{
+		name: "Sgemm6x16Unchecked", sig: "(k int, a *float32, lda int, b *float32, c *float32, ldc int, acc bool)",
+		doc: []string{"Sgemm6x16Unchecked is Sgemm6x16 on pointers without any check, for a caller",
+			"that has checked the bounds of a whole product once: runtime/nn's MulPacked,",
+			"where a checked call per 6×16 tile cost 2–4% CPU time on attention-sized",
+			"products. k ≥ 1 and every element Sgemm6x16 would touch must exist."},
+		body: "sgemm6x16AVX2(k, a, lda, b, c, ldc, acc)",
+	},
+}
+
+// wrappersFile renders the exported, checked wrappers (amd64, !purego, as
+// the assembly).
+func wrappersFile() ([]byte, error) {
+	var w bytes.Buffer
+	w.WriteString(Header + "\n\n//go:build !purego\n\npackage " + Package + "\n\nimport \"fmt\"\n")
+	for _, f := range wrappers {
+		w.WriteString("\n")
+		for _, d := range f.doc {
+			w.WriteString("// " + d + "\n")
+		}
+		fmt.Fprintf(&w, "func %s%s {\n", f.name, f.sig)
+		if f.pre != "" {
+			w.WriteString(f.pre + "\n")
+		}
+		for _, c := range f.checks {
+			fmt.Fprintf(&w, "if %s {\npanic(fmt.Sprintf(%q, %s))\n}\n", c.bad, "vecmath."+f.name+": "+c.msg, c.args)
+		}
+		w.WriteString(f.body + "\n}\n")
+	}
+	return format.Source(w.Bytes())
+}
+
 // Files renders every generated file in memory, keyed by file name.
 func Files() (map[string][]byte, error) {
 	asm, stubs, err := asmFiles()
@@ -599,9 +835,14 @@ func Files() (map[string][]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gen/vecmath: doc.go: %w", err)
 	}
+	wrap, err := wrappersFile()
+	if err != nil {
+		return nil, fmt.Errorf("gen/vecmath: wrappers_amd64.go: %w", err)
+	}
 	return map[string][]byte{
 		"vecmath_amd64.s":        asm,
 		"vecmath_stubs_amd64.go": stubs,
+		"wrappers_amd64.go":      wrap,
 		"doc.go":                 doc,
 	}, nil
 }

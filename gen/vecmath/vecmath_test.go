@@ -3,6 +3,8 @@ package vecmath
 import (
 	"bytes"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/flbq/flbq/gen/genfiles"
@@ -37,5 +39,20 @@ func TestCommitted(t *testing.T) {
 	}
 	for _, p := range genfiles.Stale(filepath.Join("..", "..", "generated", "vecmath"), files) {
 		t.Errorf("generated/vecmath: %s: run go generate ./generated/vecmath", p)
+	}
+}
+
+// TestVEXRegistersOnly: avo's allocator may hand out X16–X31/Y16–Y31, which
+// only EVEX (AVX-512) encodes; these kernels must run on AVX2-only CPUs.
+func TestVEXRegistersOnly(t *testing.T) {
+	files, err := Files()
+	if err != nil {
+		t.Fatal(err)
+	}
+	evex := regexp.MustCompile(`\b([XY](1[6-9]|2[0-9]|3[01])|Z[0-9]+|K[0-7])\b`)
+	for i, line := range strings.Split(string(files["vecmath_amd64.s"]), "\n") {
+		if m := evex.FindString(line); m != "" {
+			t.Errorf("vecmath_amd64.s:%d uses %s: %s", i+1, m, strings.TrimSpace(line))
+		}
 	}
 }

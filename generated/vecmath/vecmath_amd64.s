@@ -280,9 +280,9 @@ DATA topLanes<>+56(SB)/4, $0xffffffff
 DATA topLanes<>+60(SB)/4, $0xffffffff
 GLOBL topLanes<>(SB), RODATA|NOPTR, $64
 
-// func ExpAVX2(dst []float32, x []float32) int
+// func expAVX2(dst []float32, x []float32) int
 // Requires: AVX, AVX2, FMA3
-TEXT ·ExpAVX2(SB), NOSPLIT, $0-56
+TEXT ·expAVX2(SB), NOSPLIT, $0-56
 	MOVQ dst_base+0(FP), AX
 	MOVQ x_base+24(FP), CX
 	MOVQ x_len+32(FP), DX
@@ -329,9 +329,9 @@ done_2:
 	VZEROUPPER
 	RET
 
-// func SoftmaxRowAVX2(x []float32)
+// func softmaxRowAVX2(x []float32)
 // Requires: AVX, AVX2, FMA3
-TEXT ·SoftmaxRowAVX2(SB), NOSPLIT, $0-24
+TEXT ·softmaxRowAVX2(SB), NOSPLIT, $0-24
 	MOVQ    x_base+0(FP), AX
 	MOVQ    x_len+8(FP), CX
 	LEAQ    -32(AX)(CX*4), DX
@@ -477,9 +477,9 @@ notail_13:
 	VZEROUPPER
 	RET
 
-// func GELUAVX2(x []float32) int
+// func geluAVX2(x []float32) int
 // Requires: AVX, FMA3
-TEXT ·GELUAVX2(SB), NOSPLIT, $0-32
+TEXT ·geluAVX2(SB), NOSPLIT, $0-32
 	MOVQ x_base+0(FP), AX
 	MOVQ x_len+8(FP), CX
 	MOVQ CX, DX
@@ -522,9 +522,9 @@ done_15:
 	VZEROUPPER
 	RET
 
-// func AddAVX2(dst []float32, src []float32) int
+// func addAVX2(dst []float32, src []float32) int
 // Requires: AVX
-TEXT ·AddAVX2(SB), NOSPLIT, $0-56
+TEXT ·addAVX2(SB), NOSPLIT, $0-56
 	MOVQ dst_base+0(FP), AX
 	MOVQ src_base+24(FP), CX
 	MOVQ src_len+32(FP), DX
@@ -547,9 +547,9 @@ done_17:
 	VZEROUPPER
 	RET
 
-// func LayerNormAVX2(dst []float32, x []float32, rows int, c int, w []float32, b []float32, eps float32)
+// func layerNormAVX2(dst []float32, x []float32, rows int, c int, w []float32, b []float32, eps float32)
 // Requires: AVX, AVX2, FMA3
-TEXT ·LayerNormAVX2(SB), NOSPLIT, $0-116
+TEXT ·layerNormAVX2(SB), NOSPLIT, $0-116
 	MOVQ       dst_base+0(FP), AX
 	MOVQ       x_base+24(FP), CX
 	MOVQ       rows+48(FP), DX
@@ -640,9 +640,9 @@ done_24:
 	VZEROUPPER
 	RET
 
-// func PackT16AVX2(dst []float32, b []float32, ldb int) int
+// func packT16AVX2(dst []float32, b []float32, ldb int) int
 // Requires: AVX
-TEXT ·PackT16AVX2(SB), NOSPLIT, $0-64
+TEXT ·packT16AVX2(SB), NOSPLIT, $0-64
 	MOVQ dst_base+0(FP), AX
 	MOVQ dst_len+8(FP), CX
 	MOVQ b_base+24(FP), DX
@@ -747,5 +747,93 @@ loop_25:
 
 done_26:
 	MOVQ CX, ret+56(FP)
+	VZEROUPPER
+	RET
+
+// func sgemm6x16AVX2(k int, a *float32, lda int, b *float32, c *float32, ldc int, acc bool)
+// Requires: AVX, FMA3
+TEXT ·sgemm6x16AVX2(SB), NOSPLIT, $0-49
+	MOVQ    k+0(FP), AX
+	MOVQ    a+8(FP), CX
+	MOVQ    lda+16(FP), DX
+	SHLQ    $0x02, DX
+	MOVQ    b+24(FP), BX
+	MOVQ    c+32(FP), SI
+	MOVQ    ldc+40(FP), DI
+	SHLQ    $0x02, DI
+	LEAQ    (CX)(DX*2), R8
+	LEAQ    (R8)(DX*2), R9
+	VXORPS  Y0, Y0, Y0
+	VXORPS  Y1, Y1, Y1
+	VXORPS  Y2, Y2, Y2
+	VXORPS  Y3, Y3, Y3
+	VXORPS  Y4, Y4, Y4
+	VXORPS  Y5, Y5, Y5
+	VXORPS  Y6, Y6, Y6
+	VXORPS  Y7, Y7, Y7
+	VXORPS  Y8, Y8, Y8
+	VXORPS  Y9, Y9, Y9
+	VXORPS  Y10, Y10, Y10
+	VXORPS  Y11, Y11, Y11
+	PCALIGN $0x20
+
+loop_27:
+	VMOVUPS      (BX), Y12
+	VMOVUPS      32(BX), Y13
+	VBROADCASTSS (CX), Y14
+	VFMADD231PS  Y12, Y14, Y0
+	VFMADD231PS  Y13, Y14, Y1
+	VBROADCASTSS (CX)(DX*1), Y14
+	VFMADD231PS  Y12, Y14, Y2
+	VFMADD231PS  Y13, Y14, Y3
+	VBROADCASTSS (R8), Y14
+	VFMADD231PS  Y12, Y14, Y4
+	VFMADD231PS  Y13, Y14, Y5
+	VBROADCASTSS (R8)(DX*1), Y14
+	VFMADD231PS  Y12, Y14, Y6
+	VFMADD231PS  Y13, Y14, Y7
+	VBROADCASTSS (R9), Y14
+	VFMADD231PS  Y12, Y14, Y8
+	VFMADD231PS  Y13, Y14, Y9
+	VBROADCASTSS (R9)(DX*1), Y14
+	VFMADD231PS  Y12, Y14, Y10
+	VFMADD231PS  Y13, Y14, Y11
+	ADDQ         $0x00000004, CX
+	ADDQ         $0x00000004, R8
+	ADDQ         $0x00000004, R9
+	ADDQ         $0x00000040, BX
+	DECQ         AX
+	JNZ          loop_27
+	LEAQ         (SI)(DI*2), AX
+	LEAQ         (AX)(DI*2), CX
+	MOVB         acc+48(FP), DL
+	TESTB        DL, DL
+	JZ           store_28
+	VADDPS       (SI), Y0, Y0
+	VADDPS       32(SI), Y1, Y1
+	VADDPS       (SI)(DI*1), Y2, Y2
+	VADDPS       32(SI)(DI*1), Y3, Y3
+	VADDPS       (AX), Y4, Y4
+	VADDPS       32(AX), Y5, Y5
+	VADDPS       (AX)(DI*1), Y6, Y6
+	VADDPS       32(AX)(DI*1), Y7, Y7
+	VADDPS       (CX), Y8, Y8
+	VADDPS       32(CX), Y9, Y9
+	VADDPS       (CX)(DI*1), Y10, Y10
+	VADDPS       32(CX)(DI*1), Y11, Y11
+
+store_28:
+	VMOVUPS Y0, (SI)
+	VMOVUPS Y1, 32(SI)
+	VMOVUPS Y2, (SI)(DI*1)
+	VMOVUPS Y3, 32(SI)(DI*1)
+	VMOVUPS Y4, (AX)
+	VMOVUPS Y5, 32(AX)
+	VMOVUPS Y6, (AX)(DI*1)
+	VMOVUPS Y7, 32(AX)(DI*1)
+	VMOVUPS Y8, (CX)
+	VMOVUPS Y9, 32(CX)
+	VMOVUPS Y10, (CX)(DI*1)
+	VMOVUPS Y11, 32(CX)(DI*1)
 	VZEROUPPER
 	RET

@@ -4,39 +4,46 @@
 
 package vecmath
 
-// ExpAVX2 sets dst[i] = exp(x[i]) for i < len(x) rounded down to a multiple
+// expAVX2 sets dst[i] = exp(x[i]) for i < len(x) rounded down to a multiple
 // of 8 and returns that count; len(dst) must be at least len(x).
 //
 //go:noescape
-func ExpAVX2(dst []float32, x []float32) int
+func expAVX2(dst []float32, x []float32) int
 
-// SoftmaxRowAVX2 replaces x (len ≥ 8) by softmax(x) = exp(x−max)/Σ exp(x−max).
+// softmaxRowAVX2 replaces x (len ≥ 8) by softmax(x) = exp(x−max)/Σ exp(x−max).
 //
 //go:noescape
-func SoftmaxRowAVX2(x []float32)
+func softmaxRowAVX2(x []float32)
 
-// GELUAVX2 sets x[i] = x[i]·½·(1+erf(x[i]/√2)) for i < len(x) rounded down
+// geluAVX2 sets x[i] = x[i]·½·(1+erf(x[i]/√2)) for i < len(x) rounded down
 // to a multiple of 8 and returns that count.
 //
 //go:noescape
-func GELUAVX2(x []float32) int
+func geluAVX2(x []float32) int
 
-// AddAVX2 adds src[i] to dst[i] for i < len(src) rounded down to a multiple
+// addAVX2 adds src[i] to dst[i] for i < len(src) rounded down to a multiple
 // of 8 and returns that count; len(dst) must be at least len(src).
 //
 //go:noescape
-func AddAVX2(dst []float32, src []float32) int
+func addAVX2(dst []float32, src []float32) int
 
-// LayerNormAVX2 normalises rows ≥ 1 rows of c floats (c a positive multiple
+// layerNormAVX2 normalises rows ≥ 1 rows of c floats (c a positive multiple
 // of 8) of x into dst (which may alias x): (x−mean)/√(var+eps)·w + b with the
-// biased variance; the caller checks every length.
+// biased variance; LayerNorm checks every length.
 //
 //go:noescape
-func LayerNormAVX2(dst []float32, x []float32, rows int, c int, w []float32, b []float32, eps float32)
+func layerNormAVX2(dst []float32, x []float32, rows int, c int, w []float32, b []float32, eps float32)
 
-// PackT16AVX2 sets dst[k·16+j] = b[j·ldb+k] for j < 16 and k < K = len(dst)/16
-// rounded down to a multiple of 8, and returns that K; the caller checks that
+// packT16AVX2 sets dst[k·16+j] = b[j·ldb+k] for j < 16 and k < K = len(dst)/16
+// rounded down to a multiple of 8, and returns that K; PackT16 checks that
 // b holds 15·ldb+K values.
 //
 //go:noescape
-func PackT16AVX2(dst []float32, b []float32, ldb int) int
+func packT16AVX2(dst []float32, b []float32, ldb int) int
+
+// sgemm6x16AVX2 sets C[6×16] = A[6×k]·Bp[k×16] (acc: C += A·Bp): row r of A at
+// a+r·lda, Bp one packed panel (16 floats per k), row r of C at c+r·ldc; k ≥ 1.
+// Sgemm6x16 checks every length.
+//
+//go:noescape
+func sgemm6x16AVX2(k int, a *float32, lda int, b *float32, c *float32, ldc int, acc bool)

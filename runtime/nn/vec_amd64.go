@@ -4,35 +4,36 @@ package nn
 
 import "github.com/flbq/flbq/generated/vecmath"
 
-// The element-wise ops use the generated AVX2+FMA kernels (generated/vecmath)
-// under the same CPU check and FLBQ_NOASM switch as the GEMM micro-kernel.
+// The element-wise ops run the generated AVX2+FMA kernels (generated/vecmath,
+// which checks their arguments) when the backend tier allows, as the GEMM
+// micro-kernel does, and finish the tails in Go.
 
 func softmaxRow(x []float32) {
-	if useAsm && len(x) >= 8 {
-		vecmath.SoftmaxRowAVX2(x)
+	if len(x) >= 8 && fp32AVX2() {
+		vecmath.SoftmaxRow(x)
 		return
 	}
 	softmaxRowGo(x)
 }
 
 func gelu(x []float32) {
-	if useAsm {
-		x = x[vecmath.GELUAVX2(x):]
+	if fp32AVX2() {
+		x = x[vecmath.GELU(x):]
 	}
 	geluGo(x)
 }
 
 func add(dst, src []float32) {
-	if useAsm {
-		n := vecmath.AddAVX2(dst, src)
+	if fp32AVX2() {
+		n := vecmath.Add(dst, src)
 		dst, src = dst[n:], src[n:]
 	}
 	addGo(dst, src)
 }
 
 func layerNormRows(dst, x []float32, rows, c int, w, b []float32, eps float32) {
-	if useAsm && c%8 == 0 {
-		vecmath.LayerNormAVX2(dst, x, rows, c, w, b, eps)
+	if c%8 == 0 && fp32AVX2() {
+		vecmath.LayerNorm(dst, x, rows, c, w, b, eps)
 		return
 	}
 	layerNormRowsGo(dst, x, rows, c, w, b, eps)
@@ -41,9 +42,8 @@ func layerNormRows(dst, x []float32, rows, c int, w, b []float32, eps float32) {
 // packT16 transposes the first K rounded down to a multiple of 8 columns of
 // a full 16-row panel of Bᵀ (see packPanel) and returns how many it did.
 func packT16(dst, b []float32, ldb, K int) int {
-	if !useAsm || K < 8 {
+	if K < 8 || !fp32AVX2() {
 		return 0
 	}
-	_ = b[15*ldb+K-1] // every row the kernel reads
-	return vecmath.PackT16AVX2(dst[:K*NR], b, ldb)
+	return vecmath.PackT16(dst[:K*NR], b, ldb)
 }

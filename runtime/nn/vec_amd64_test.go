@@ -9,16 +9,19 @@ import (
 
 	"github.com/flbq/flbq/gen/vecmath"
 	gv "github.com/flbq/flbq/generated/vecmath"
+	"github.com/flbq/flbq/runtime/backend"
 )
 
 // The generated kernels against their pure-Go twins and float64 math, over
 // lengths that exercise every tail, with sentinels past the end of every
 // output so that a store outside the slice is caught.
 
+// needAsm skips a test of the assembly itself unless the active tier runs
+// it (not on a CPU without AVX2+FMA, nor under FLBQ_CPU=purego).
 func needAsm(t *testing.T) {
 	t.Helper()
-	if !useAsm {
-		t.Skip("no AVX2+FMA (or FLBQ_NOASM set): only the pure-Go twins run here")
+	if !fp32AVX2() {
+		t.Skipf("backend tier %s: only the pure-Go twins run here", backend.Active())
 	}
 }
 
@@ -53,8 +56,8 @@ func TestExpKernel(t *testing.T) {
 		xs = append(xs, 0.5)
 	}
 	dst := make([]float32, len(xs))
-	if n := gv.ExpAVX2(dst, xs); n != len(xs) {
-		t.Fatalf("ExpAVX2 did %d of %d", n, len(xs))
+	if n := gv.Exp(dst, xs); n != len(xs) {
+		t.Fatalf("vecmath.Exp did %d of %d", n, len(xs))
 	}
 	var maxRel, maxTwin float64
 	for i, x := range xs {
@@ -70,18 +73,18 @@ func TestExpKernel(t *testing.T) {
 	// Ends: +Inf above ExpHi, 0 below ExpLo, NaN kept; lengths: whole blocks only.
 	edge := []float32{100, float32(math.Inf(1)), -100, float32(math.Inf(-1)), float32(math.NaN()), 89, -88, 0}
 	out, all := padded(len(edge) + 3)
-	n := gv.ExpAVX2(out, append(edge, 1, 2, 3))
+	n := gv.Exp(out, append(edge, 1, 2, 3))
 	if n != 8 {
-		t.Fatalf("ExpAVX2 on 11 values did %d, want 8", n)
+		t.Fatalf("vecmath.Exp on 11 values did %d, want 8", n)
 	}
 	if !math.IsInf(float64(out[0]), 1) || !math.IsInf(float64(out[1]), 1) || out[2] != 0 || out[3] != 0 ||
 		!math.IsNaN(float64(out[4])) || !math.IsInf(float64(out[5]), 1) || out[6] != 0 || out[7] != 1 {
 		t.Errorf("exp edge cases: %v", out[:8])
 	}
 	if out[8] != 0 || out[9] != 0 || out[10] != 0 {
-		t.Errorf("ExpAVX2 touched the tail: %v", out[8:11])
+		t.Errorf("vecmath.Exp touched the tail: %v", out[8:11])
 	}
-	checkSentinels(t, "ExpAVX2", all, 11)
+	checkSentinels(t, "vecmath.Exp", all, 11)
 }
 
 func TestGELUKernel(t *testing.T) {
@@ -93,9 +96,9 @@ func TestGELUKernel(t *testing.T) {
 	twin := append([]float32(nil), xs...)
 	geluGo(twin)
 	got := append([]float32(nil), xs...)
-	n := gv.GELUAVX2(got)
+	n := gv.GELU(got)
 	if n != len(xs)&^7 {
-		t.Fatalf("GELUAVX2 did %d of %d", n, len(xs))
+		t.Fatalf("vecmath.GELU did %d of %d", n, len(xs))
 	}
 	var maxAbs, maxTwin float64
 	for i := 0; i < n; i++ {
@@ -110,7 +113,7 @@ func TestGELUKernel(t *testing.T) {
 	}
 	for i := n; i < len(xs); i++ {
 		if got[i] != xs[i] {
-			t.Fatalf("GELUAVX2 touched the tail at %d", i)
+			t.Fatalf("vecmath.GELU touched the tail at %d", i)
 		}
 	}
 }
@@ -140,7 +143,7 @@ func TestSoftmaxKernel(t *testing.T) {
 			}
 			twin := append([]float32(nil), x...)
 			softmaxRowGo(twin)
-			gv.SoftmaxRowAVX2(x)
+			gv.SoftmaxRow(x)
 			for i := range x {
 				want := ref[i] / s
 				if d := math.Abs(float64(x[i]) - want); d > 6e-7*want+1e-12 {
@@ -150,7 +153,7 @@ func TestSoftmaxKernel(t *testing.T) {
 					t.Fatalf("n=%d: softmax[%d] = %g, twin %g", n, i, x[i], twin[i])
 				}
 			}
-			checkSentinels(t, "SoftmaxRowAVX2", all, n)
+			checkSentinels(t, "vecmath.SoftmaxRow", all, n)
 		}
 	}
 }
@@ -174,10 +177,10 @@ func TestLayerNormKernel(t *testing.T) {
 			dst, all := padded(rows * c)
 			twin := make([]float32, rows*c)
 			layerNormRowsGo(twin, x, rows, c, w, b, 1e-5)
-			gv.LayerNormAVX2(dst, x, rows, c, w, b, 1e-5)
-			checkSentinels(t, "LayerNormAVX2", all, rows*c)
+			gv.LayerNorm(dst, x, rows, c, w, b, 1e-5)
+			checkSentinels(t, "vecmath.LayerNorm", all, rows*c)
 			inPlace := append([]float32(nil), x...)
-			gv.LayerNormAVX2(inPlace, inPlace, rows, c, w, b, 1e-5)
+			gv.LayerNorm(inPlace, inPlace, rows, c, w, b, 1e-5)
 			for row := 0; row < rows; row++ {
 				xs := x[row*c : row*c+c]
 				var mean, q float64
@@ -236,7 +239,7 @@ func TestPackT16Kernel(t *testing.T) {
 			b[i] = float32(r.NormFloat64())
 		}
 		dst, all := padded(K * NR)
-		done := gv.PackT16AVX2(dst, b, ldb)
+		done := gv.PackT16(dst, b, ldb)
 		if done != K&^7 {
 			t.Fatalf("K=%d: did %d", K, done)
 		}
@@ -251,7 +254,7 @@ func TestPackT16Kernel(t *testing.T) {
 				}
 			}
 		}
-		checkSentinels(t, "PackT16AVX2", all, K*NR)
+		checkSentinels(t, "vecmath.PackT16", all, K*NR)
 		// Through PackB (kernel plus the Go tail) against the Go loops alone.
 		got := make([]float32, PackedLen(K, NR))
 		PackB(got, true, K, NR, b, ldb)

@@ -7,7 +7,7 @@ import (
 )
 
 // Element-wise ops and the attention-sized products, the kernels in use
-// (KernelName) against the pure-Go twins in the same run:
+// (KernelName()) against the pure-Go twins in the same run:
 //
 //	go test ./runtime/nn -run '^$' -bench 'Vec|SmallMatMul' -cpu 1
 func BenchmarkVec(b *testing.B) {
@@ -15,9 +15,10 @@ func BenchmarkVec(b *testing.B) {
 	x := randSlice(r, 49*49*16)
 	buf := make([]float32, len(x))
 	w, bias := randSlice(r, 768), randSlice(r, 768)
-	for _, impl := range []string{KernelName, "go"} {
-		twin := impl == "go" && KernelName != "go"
-		if impl == "go" && !twin && KernelName == "go" {
+	name := KernelName()
+	for _, impl := range []string{name, "go"} {
+		twin := impl == "go" && name != "go"
+		if impl == "go" && !twin && name == "go" {
 			continue
 		}
 		b.Run("softmax49/"+impl, func(b *testing.B) {
