@@ -1,0 +1,172 @@
+package torchckpt
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Fixtures and values written by tools/refgen/torch_checkpoints.py (torch 1.13).
+type expected map[string]struct {
+	DType  string    `json:"dtype"`
+	Shape  []int     `json:"shape"`
+	Values []float64 `json:"values"`
+}
+
+func readExpected(t *testing.T) expected {
+	b, err := os.ReadFile("testdata/expected.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e expected
+	if err := json.Unmarshal(b, &e); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+var torchDTypes = map[string]DType{"float32": F32, "float16": F16, "bfloat16": BF16, "float64": F64, "int64": I64, "bool": Bool}
+
+func TestReadFormats(t *testing.T) {
+	want := readExpected(t)
+	for _, c := range []struct{ file, root, format string }{
+		{"zip_state_dict.pth", "", "zip"},
+		{"legacy_mmdet.pth", "state_dict", "legacy"},
+		{"zip_model.weird.name.pth", "model", "zip"},
+	} {
+		t.Run(c.file, func(t *testing.T) {
+			ck, err := Read(filepath.Join("testdata", c.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ck.Root != c.root || ck.Format != c.format {
+				t.Errorf("root %q format %s, want %q %s", ck.Root, ck.Format, c.root, c.format)
+			}
+			if len(ck.Tensors) != len(want) {
+				t.Errorf("%d tensors, want %d", len(ck.Tensors), len(want))
+			}
+			if ck.Tensors[0].Name != "backbone.conv.weight" || ck.Tensors[len(ck.Tensors)-1].Name != "param" {
+				t.Errorf("order lost: first %s, last %s", ck.Tensors[0].Name, ck.Tensors[len(ck.Tensors)-1].Name)
+			}
+			for name, w := range want {
+				got, ok := ck.Lookup(name)
+				if !ok {
+					t.Errorf("%s missing", name)
+					continue
+				}
+				if got.DType != torchDTypes[w.DType] || !sameInts(got.Shape, w.Shape) {
+					t.Errorf("%s: %s %v, want %s %v", name, got.DType, got.Shape, w.DType, w.Shape)
+					continue
+				}
+				vals := got.Float32()
+				if len(vals) != len(w.Values) {
+					t.Fatalf("%s: %d values, want %d", name, len(vals), len(w.Values))
+				}
+				for i, v := range vals {
+					// Every fixture value is exact in float32 except float64's.
+					if float64(v) != float64(float32(w.Values[i])) {
+						t.Errorf("%s[%d] = %v, want %v", name, i, v, w.Values[i])
+						break
+					}
+				}
+			}
+		})
+	}
+}
+
+func sameInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestHalfToFloat(t *testing.T) {
+	for h, want := range map[uint16]float32{
+		0x3c00: 1, 0xc000: -2, 0x7bff: 65504, 0x0001: 1.0 / (1 << 24), 0x8000: float32(math.Copysign(0, -1)),
+		0x0400: 1.0 / (1 << 14), 0x7c00: float32(math.Inf(1)),
+	} {
+		if got := halfToFloat(h); got != want || math.Signbit(float64(got)) != math.Signbit(float64(want)) {
+			t.Errorf("halfToFloat(%#04x) = %v, want %v", h, got, want)
+		}
+	}
+	if !math.IsNaN(float64(halfToFloat(0x7e00))) {
+		t.Error("NaN lost")
+	}
+}
+
+// A pickle that names a class outside the allow-list is refused, naming the
+// class, and nothing runs (the fixture would write a file via os.system).
+func TestRefusesClasses(t *testing.T) {
+	os.Remove("/tmp/flbq-torchckpt-pwned")
+	_, err := Read("testdata/evil.pth")
+	if err == nil || !strings.Contains(err.Error(), "class posix.system is not allowed") || !strings.Contains(err.Error(), "evil.pth") {
+		t.Fatalf("evil.pth: %v", err)
+	}
+	if _, err := os.Stat("/tmp/flbq-torchckpt-pwned"); err == nil {
+		t.Fatal("the checkpoint's command ran")
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	good, err := os.ReadFile("testdata/zip_state_dict.pth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy, err := os.ReadFile("testdata/legacy_mmdet.pth")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		b    []byte
+		want string
+	}{
+		{"empty", nil, "not a PyTorch checkpoint"},
+		{"text", []byte("hello, world"), ""},
+		{"zip truncated", good[:len(good)/2], "zip checkpoint"},
+		{"legacy truncated in the storages", legacy[:len(legacy)-40], "truncated"},
+		{"forged length", []byte("\x80\x02\x8e\xff\xff\xff\xff\xff\xff\xff\x7f."), "states 9223372036854775807 bytes"},
+		{"legacy truncated in the pickle", legacy[:300], ""},
+		{"a plain pickle of an int", []byte("\x80\x02K\x05."), "not torch's magic number"},
+	} {
+		_, err := Decode(c.b)
+		if err == nil {
+			t.Errorf("%s: accepted", c.name)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %q lacks %q", c.name, err, c.want)
+		}
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, n := range []string{"zip_state_dict.pth", "legacy_mmdet.pth", "evil.pth"} {
+		b, err := os.ReadFile(filepath.Join("testdata", n))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ck, err := Decode(b)
+		if err != nil {
+			return
+		}
+		for _, tn := range ck.Tensors {
+			if len(tn.Raw) != tn.Elems()*tn.DType.Size() {
+				t.Fatalf("%s: %d bytes for shape %v of %s", tn.Name, len(tn.Raw), tn.Shape, tn.DType)
+			}
+			tn.Float32()
+		}
+	})
+}
