@@ -26,6 +26,7 @@ import (
 	"github.com/flbq/flbq/solver"
 	"github.com/flbq/flbq/solver/allocate"
 	"github.com/flbq/flbq/solver/calib"
+	"github.com/flbq/flbq/tools/pipeline"
 )
 
 // BundledModel is the trained default detector (tools/models/README.md).
@@ -199,7 +200,7 @@ func demoEvaluate(v *demoVariant, ds *coco.Dataset, imgDir string) error {
 		}
 		total = append(total, float64(time.Since(t0).Microseconds())/1e3)
 		backbone = append(backbone, float64(out.Timings.Backbone.Microseconds())/1e3)
-		results = append(results, cocoResults(im.ID, out.Detections)...)
+		results = append(results, pipeline.Results(im.ID, out.Detections)...)
 	}
 	v.msPerImage, v.msBackbone = median(total), median(backbone)
 	for _, t := range []coco.IoUType{coco.BBox, coco.Segm} {

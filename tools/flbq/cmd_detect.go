@@ -21,6 +21,7 @@ import (
 	"github.com/flbq/flbq/runtime/coco"
 	"github.com/flbq/flbq/runtime/imageio"
 	"github.com/flbq/flbq/runtime/maskrcnn"
+	"github.com/flbq/flbq/tools/pipeline"
 )
 
 func init() {
@@ -122,7 +123,7 @@ func runDetect(c *cli.Context) error {
 			return fmt.Errorf("%s: %w", p, err)
 		}
 		ndet += len(o.Detections)
-		results = append(results, cocoResults(ids[i], o.Detections)...)
+		results = append(results, pipeline.Results(ids[i], o.Detections)...)
 		if draws != nil {
 			if err := atomicfile.Write(draws[i], func(w io.Writer) error { return drawDetections(w, img, o.Detections) }); err != nil {
 				return fmt.Errorf("--draw %s: %w", draws[i], err)
@@ -254,19 +255,4 @@ func drawPaths(draw string, paths []string) ([]string, error) {
 		out[i] = filepath.Join(draw, stem+".png")
 	}
 	return out, nil
-}
-
-// cocoResults converts one image's detections to COCO results.
-func cocoResults(imageID int64, dets []maskrcnn.Detection) []coco.Result {
-	out := make([]coco.Result, 0, len(dets))
-	for _, x := range dets {
-		b := x.Box
-		r := coco.Result{ImageID: imageID, CategoryID: x.CategoryID, Score: float64(x.Score), HasBBox: true}
-		r.BBox = [4]float64{float64(b[0]), float64(b[1]), float64(b[2] - b[0]), float64(b[3] - b[1])}
-		if x.Mask != nil {
-			r.Segmentation = coco.RLESegmentation(x.Mask.RLE())
-		}
-		out = append(out, r)
-	}
-	return out
 }

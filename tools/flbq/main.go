@@ -20,7 +20,8 @@ var version = "0.1.0-dev"
 
 var commands []*cli.Command
 
-// register adds a command; every leaf command gets the --threads flag.
+// register adds a command; every command that runs something gets the
+// --threads flag.
 func register(c *cli.Command) {
 	withThreads(c)
 	commands = append(commands, c)
@@ -30,10 +31,10 @@ func register(c *cli.Command) {
 // --threads, which means the same in every command: the goroutines every
 // kernel, stage, calibration and evaluation may use (backend.SetThreads).
 func withThreads(c *cli.Command) {
-	if len(c.Subcommands) > 0 {
-		for _, s := range c.Subcommands {
-			withThreads(s)
-		}
+	for _, s := range c.Subcommands {
+		withThreads(s)
+	}
+	if c.Action == nil {
 		return
 	}
 	c.Flags = append(c.Flags, &cli.IntFlag{Name: "threads", Usage: "goroutines for every kernel and stage (default: $" + backend.EnvThreads + ", else all CPUs)"})
