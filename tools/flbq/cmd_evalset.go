@@ -34,6 +34,10 @@ func init() {
    it refuses, naming what differs. Every image is checked before any
    detection runs.
 
+   --alloc evaluates the quantized detector: --model packed with that
+   allocation (backbone units at their bits, heads at 8 bits) on the
+   integer kernels, as flbq generate packs it.
+
    --shard i/n evaluates every n-th image starting at the i-th (0-based),
    on as many machines as you like; then "flbq eval merge" joins the shard
    directories, checks they belong together, and scores the union: the
@@ -42,6 +46,7 @@ func init() {
 		// "eval merge" too; pipeline.Eval names any that is missing.
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "model", Usage: "detector `FILE` (.safetensors with flbq.config)"},
+			&cli.StringFlag{Name: "alloc", Usage: "quantize --model with this allocation `FILE` first (packed as flbq generate packs it)"},
 			&cli.StringFlag{Name: "val", Usage: "COCO instances `FILE` of the images to evaluate"},
 			&cli.StringFlag{Name: "images", Usage: "`DIR` the instances' file_name values are relative to"},
 			&cli.StringFlag{Name: "out", Usage: "output `DIR` (a rerun resumes there)"},
@@ -74,7 +79,7 @@ func runEvalDataset(c *cli.Context) error {
 		return fmt.Errorf("--shard: %w", err)
 	}
 	opt := pipeline.EvalOptions{
-		Model: c.String("model"), Val: c.String("val"), Images: c.String("images"), Out: c.String("out"),
+		Model: c.String("model"), Alloc: c.String("alloc"), Val: c.String("val"), Images: c.String("images"), Out: c.String("out"),
 		Shard: shard, ScoreThresh: c.Float64("score-thresh"), MaxDets: c.Int("max-dets"),
 		NoMasks: c.Bool("no-masks"), MaxPixels: c.Int64("max-pixels"),
 	}

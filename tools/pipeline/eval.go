@@ -23,11 +23,16 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/flbq/flbq/gen/modelpkg"
 	"github.com/flbq/flbq/runtime/atomicfile"
 	"github.com/flbq/flbq/runtime/backend"
 	"github.com/flbq/flbq/runtime/coco"
 	"github.com/flbq/flbq/runtime/imageio"
 	"github.com/flbq/flbq/runtime/maskrcnn"
+	"github.com/flbq/flbq/runtime/qformat"
+	"github.com/flbq/flbq/runtime/qmodel"
+	"github.com/flbq/flbq/runtime/safetensors"
+	"github.com/flbq/flbq/solver"
 )
 
 // Files Eval writes into its output directory.
@@ -80,7 +85,11 @@ func (s Shard) take(k int) bool { s = s.norm(); return k%s.Count == s.Index }
 
 // EvalOptions configure Eval.
 type EvalOptions struct {
-	Model  string // detector file (.safetensors with flbq.config)
+	Model string // detector file (.safetensors with flbq.config)
+	// Alloc, if set, is an allocation (alloc.json) to quantize Model with
+	// before detecting: packed exactly as flbq generate packs it, run on
+	// the integer kernels.
+	Alloc  string
 	Val    string // COCO instances JSON of the images to evaluate
 	Images string // directory the instances' file_name values are relative to
 	Out    string // output directory (created; a rerun resumes there)
@@ -101,6 +110,7 @@ type EvalOptions struct {
 // runs must agree on every field.
 type Fingerprint struct {
 	ModelSHA256 string  `json:"model_sha256"`
+	AllocSHA256 string  `json:"alloc_sha256,omitempty"`
 	ValSHA256   string  `json:"val_sha256"`
 	ValImages   int     `json:"val_images"`
 	ScoreThresh float64 `json:"score_thresh"`
@@ -218,6 +228,14 @@ func Eval(opt EvalOptions) (*EvalReport, error) {
 	}
 	if fp.ValSHA256, err = fileSHA256(opt.Val); err != nil {
 		return nil, err
+	}
+	if opt.Alloc != "" {
+		if _, err := solver.ReadAllocFile(opt.Alloc); err != nil {
+			return nil, err
+		}
+		if fp.AllocSHA256, err = fileSHA256(opt.Alloc); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.MkdirAll(opt.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("--out: %w", err)
@@ -494,7 +512,7 @@ func resume(path string, fp Fingerprint, shard string, items []item) (map[int][]
 // detectAll detects todo's images on backend.Threads() workers and appends
 // each finished image to the progress file as it completes.
 func detectAll(opt EvalOptions, fp Fingerprint, shard, progress string, todo []item, done, total int) error {
-	d, err := maskrcnn.Load(opt.Model)
+	d, err := LoadDetector(opt.Model, opt.Alloc)
 	if err != nil {
 		return err
 	}
@@ -577,6 +595,32 @@ func detectAll(opt EvalOptions, fp Fingerprint, shard, progress string, todo []i
 		}
 	}
 	return firstErr
+}
+
+// LoadDetector loads the fp32 detector at model, or with alloc its
+// quantized form: the backbone packed per the allocation and the heads at
+// modelpkg.HeadBits, exactly as flbq generate packs them, on the kernels.
+func LoadDetector(model, alloc string) (*maskrcnn.Detector, error) {
+	if alloc == "" {
+		return maskrcnn.Load(model)
+	}
+	src, err := safetensors.Open(model)
+	if err != nil {
+		return nil, err
+	}
+	a, err := solver.ReadAllocFile(alloc)
+	if err != nil {
+		return nil, err
+	}
+	blob, layers, err := modelpkg.Pack(src, a, qformat.MSE)
+	if err != nil {
+		return nil, fmt.Errorf("%s with %s: %w", model, alloc, err)
+	}
+	qm, err := qmodel.Load(blob, layers)
+	if err != nil {
+		return nil, fmt.Errorf("%s with %s: %w", model, alloc, err)
+	}
+	return qm.Detector, nil
 }
 
 // detectOne returns the progress line of one image.

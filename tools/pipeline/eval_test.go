@@ -367,3 +367,30 @@ func TestEvalBadInput(t *testing.T) {
 		t.Errorf("ParseShard: %v %v", s, err)
 	}
 }
+
+// With an allocation the quantized detector is evaluated (the bundled
+// model's 4-bit DP allocation keeps its AP within a few points).
+func TestEvalQuantized(t *testing.T) {
+	_, fp32 := single(t)
+	o := opts(t, t.TempDir())
+	o.Alloc = "../models/shapes-swin-t32.alloc.json"
+	rep, err := Eval(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Manifest.Fingerprint.AllocSHA256 == "" || rep.Manifest.Fingerprint.ModelSHA256 != fp32.Manifest.Fingerprint.ModelSHA256 {
+		t.Errorf("fingerprint %+v", rep.Manifest.Fingerprint)
+	}
+	for _, typ := range []string{"bbox", "segm"} {
+		q, f := rep.Manifest.Stats[typ][0], fp32.Manifest.Stats[typ][0]
+		t.Logf("%s AP: fp32 %.3f, quantized %.3f", typ, f, q)
+		if q < f-0.1 || q == f && rep.Manifest.Detections == fp32.Manifest.Detections {
+			t.Errorf("%s AP: quantized %.3f vs fp32 %.3f (same detections %v)", typ, q, f, rep.Manifest.Detections == fp32.Manifest.Detections)
+		}
+	}
+	o.Alloc = "../models/README.md"
+	o.Out = t.TempDir()
+	if _, err := Eval(o); err == nil || !strings.Contains(err.Error(), "README.md") {
+		t.Errorf("bad allocation file: %v", err)
+	}
+}
