@@ -1,6 +1,8 @@
 // Package torchckpt reads the tensors of a PyTorch checkpoint (torch.save of
-// a state dict, or of a dict holding one under "state_dict" or "model") in
-// Go, without Python, and without executing anything the file says.
+// a state dict, or of a dict holding one under "state_dict" or "model") and
+// of a detectron2 .pkl checkpoint (a pickled dict of NumPy arrays under
+// "model") in Go, without Python, and without executing anything the file
+// says.
 //
 // Both of torch.save's formats are read: the zip format (a data.pkl pickle
 // plus one record per storage, under a folder named after the file's stem,
@@ -26,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/big"
 	"os"
 	"path"
 	"sort"
@@ -73,14 +76,18 @@ func (d DType) Size() int {
 }
 
 // AllowedClasses lists every class a checkpoint's pickles may name: tensor
-// and parameter rebuilding, the typed storages, OrderedDict and torch's
-// historical THNN backend marker. (copy_reg._reconstructor and object, which
+// and parameter rebuilding, the typed storages, OrderedDict, torch's
+// historical THNN backend marker, and NumPy's array reconstruction (for
+// detectron2's .pkl files; numeric dtypes only). (copy_reg._reconstructor and object, which
 // gopickle resolves itself, only build inert objects.)
 func AllowedClasses() []string {
 	cs := []string{"collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
 		"torch.nn.backends.thnn._get_thnn_function_backend"}
 	for s := range storageDTypes {
 		cs = append(cs, "torch."+s)
+	}
+	for c := range numpyClasses {
+		cs = append(cs, c)
 	}
 	sort.Strings(cs)
 	return cs
@@ -162,7 +169,8 @@ type Checkpoint struct {
 	Root string
 	// Tensors in the file's order.
 	Tensors []*Tensor
-	// Format is "zip" or "legacy".
+	// Format is "zip", "legacy" (torch.save's formats) or "pickle" (one
+	// pickle of NumPy arrays, as detectron2 writes .pkl checkpoints).
 	Format string
 }
 
@@ -200,10 +208,14 @@ func Decode(b []byte) (c *Checkpoint, err error) {
 	var obj any
 	var storages *storageSet
 	format := "legacy"
-	if len(b) >= 4 && string(b[:4]) == "PK\x03\x04" {
+	switch {
+	case len(b) >= 4 && string(b[:4]) == "PK\x03\x04":
 		format = "zip"
 		obj, storages, err = decodeZip(b)
-	} else {
+	case isPlainPickle(b):
+		format = "pickle"
+		obj, storages, err = decodePickle(b)
+	default:
 		obj, storages, err = decodeLegacy(b)
 	}
 	if err != nil {
@@ -219,11 +231,16 @@ func Decode(b []byte) (c *Checkpoint, err error) {
 		prefix = root + "."
 	}
 	for _, e := range entries {
-		tr, ok := e.value.(*tensorRef)
-		if !ok {
+		var t *Tensor
+		var err error
+		switch v := e.value.(type) {
+		case *tensorRef:
+			t, err = storages.materialize(v)
+		case *ndarray:
+			t, err = v.tensor()
+		default:
 			return nil, fmt.Errorf("state dict key %q: a %s, not a tensor", prefix+e.key, typeName(e.value))
 		}
-		t, err := storages.materialize(tr)
 		if err != nil {
 			return nil, fmt.Errorf("state dict key %q: %w", prefix+e.key, err)
 		}
@@ -331,6 +348,9 @@ func findClass(module, name string) (any, error) {
 		if dt, ok := storageDTypes[name]; ok {
 			return &storageClass{dt}, nil
 		}
+	}
+	if v, ok := findNumpyClass(full); ok {
+		return v, nil
 	}
 	switch full {
 	case "torch._utils._rebuild_tensor_v2":
@@ -450,6 +470,18 @@ func decodeZip(b []byte) (any, *storageSet, error) {
 	var pkl *zip.File
 	records := map[string]*zip.File{}
 	for _, f := range zr.File {
+		// Sizes are checked against the compressed bytes before anything
+		// is allocated: torch.save stores records uncompressed.
+		switch {
+		case f.Method == zip.Store && f.UncompressedSize64 != f.CompressedSize64:
+			return nil, nil, fmt.Errorf("zip record %s: stored, but %d bytes uncompressed vs %d", f.Name, f.UncompressedSize64, f.CompressedSize64)
+		case f.Method == zip.Deflate && f.UncompressedSize64 > 1100*f.CompressedSize64:
+			return nil, nil, fmt.Errorf("zip record %s: %d bytes from %d compressed is beyond deflate's ratio", f.Name, f.UncompressedSize64, f.CompressedSize64)
+		case f.Method != zip.Store && f.Method != zip.Deflate:
+			return nil, nil, fmt.Errorf("zip record %s: compression method %d", f.Name, f.Method)
+		case f.CompressedSize64 > uint64(len(b)):
+			return nil, nil, fmt.Errorf("zip record %s: %d compressed bytes in a %d-byte file", f.Name, f.CompressedSize64, len(b))
+		}
 		records[f.Name] = f
 		if path.Base(f.Name) == "data.pkl" && strings.Count(f.Name, "/") == 1 {
 			if pkl != nil {
@@ -516,6 +548,36 @@ func readRecord(f *zip.File) ([]byte, error) {
 		return nil, fmt.Errorf("zip record %s: %w", f.Name, err)
 	}
 	return b, nil
+}
+
+// isPlainPickle tells a single pickle (detectron2's .pkl) from torch's
+// legacy format, which starts with a pickled integer.
+func isPlainPickle(b []byte) bool {
+	n, err := scanPickle(b)
+	if err != nil {
+		return false
+	}
+	if n == len(b) {
+		return true
+	}
+	// A legacy file's first pickle is the magic number: PROTO 2, LONG1.
+	return !(len(b) > 3 && b[0] == 0x80 && b[2] == 0x8a)
+}
+
+// decodePickle reads a file that is one pickle holding a dict of NumPy
+// arrays, possibly under "model" (detectron2's .pkl).
+func decodePickle(b []byte) (any, *storageSet, error) {
+	n, err := scanPickle(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	s := newStorageSet()
+	u := newUnpickler(bytes.NewReader(b[:n]), s, len(b))
+	obj, err := u.Load()
+	if err != nil {
+		return nil, nil, fmt.Errorf("pickle: %w", truncated(err))
+	}
+	return obj, s, nil
 }
 
 // legacyMagic is the first pickle of a legacy checkpoint: the integer
@@ -654,7 +716,7 @@ func findStateDict(obj any) (string, []entry, error) {
 		return "", nil, err
 	}
 	if !ok {
-		return "", nil, fmt.Errorf("the checkpoint holds a %s, not a dict", typeName(obj))
+		return "", nil, fmt.Errorf("the checkpoint holds a value of type %s, not a dict", typeName(obj))
 	}
 	for _, root := range []string{"state_dict", "model"} {
 		for _, e := range top {
@@ -694,8 +756,10 @@ func typeName(v any) string {
 		return "storage"
 	case string:
 		return "string"
-	case int, int64:
+	case int, int64, *big.Int:
 		return "int"
+	case []byte:
+		return "bytes"
 	case float64:
 		return "float"
 	case bool:

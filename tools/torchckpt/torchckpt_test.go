@@ -136,7 +136,7 @@ func TestBadInput(t *testing.T) {
 		{"legacy truncated in the storages", legacy[:len(legacy)-40], "truncated"},
 		{"forged length", []byte("\x80\x02\x8e\xff\xff\xff\xff\xff\xff\xff\x7f."), "states 9223372036854775807 bytes"},
 		{"legacy truncated in the pickle", legacy[:300], ""},
-		{"a plain pickle of an int", []byte("\x80\x02K\x05."), "not torch's magic number"},
+		{"a plain pickle of an int", []byte("\x80\x02K\x05."), "type int, not a dict"},
 	} {
 		_, err := Decode(c.b)
 		if err == nil {
@@ -150,7 +150,7 @@ func TestBadInput(t *testing.T) {
 }
 
 func FuzzDecode(f *testing.F) {
-	for _, n := range []string{"zip_state_dict.pth", "legacy_mmdet.pth", "evil.pth"} {
+	for _, n := range []string{"zip_state_dict.pth", "legacy_mmdet.pth", "evil.pth", "d2_proto2.pkl", "d2_proto4.pkl"} {
 		b, err := os.ReadFile(filepath.Join("testdata", n))
 		if err != nil {
 			f.Fatal(err)
@@ -169,4 +169,48 @@ func FuzzDecode(f *testing.F) {
 			tn.Float32()
 		}
 	})
+}
+
+var npDTypes = map[string]DType{"float32": F32, "float64": F64, "float16": F16, "int64": I64, "uint8": U8}
+
+// detectron2's .pkl: a pickle of NumPy arrays under "model", at protocols 2
+// (bytes via _codecs.encode) and 4; Fortran-ordered and big-endian arrays
+// come out row-major little-endian.
+func TestReadDetectron2Pickle(t *testing.T) {
+	b, err := os.ReadFile("testdata/d2_expected.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want expected
+	if err := json.Unmarshal(b, &want); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"d2_proto2.pkl", "d2_proto4.pkl"} {
+		ck, err := Read(filepath.Join("testdata", f))
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if ck.Root != "model" || ck.Format != "pickle" || len(ck.Tensors) != len(want) {
+			t.Fatalf("%s: root %q format %s, %d tensors", f, ck.Root, ck.Format, len(ck.Tensors))
+		}
+		for name, w := range want {
+			got, ok := ck.Lookup(name)
+			if !ok {
+				t.Fatalf("%s: %s missing", f, name)
+			}
+			if got.DType != npDTypes[w.DType] || !sameInts(got.Shape, w.Shape) {
+				t.Errorf("%s %s: %s %v, want %s %v", f, name, got.DType, got.Shape, w.DType, w.Shape)
+				continue
+			}
+			for i, v := range got.Float32() {
+				if float64(v) != float64(float32(w.Values[i])) {
+					t.Errorf("%s %s[%d] = %v, want %v", f, name, i, v, w.Values[i])
+					break
+				}
+			}
+		}
+	}
+	if _, err := Read("testdata/d2_object.pkl"); err == nil || !strings.Contains(err.Error(), "not a plain numeric type") {
+		t.Errorf("object array: %v", err)
+	}
 }
