@@ -4,7 +4,7 @@ PKGS    ?= ./...
 BENCH   ?= .
 BIN     := bin/flbq
 
-.PHONY: all build test vet check-tidy generate check-generated bench fuzz race demo clean
+.PHONY: all build test test-vnni vet check-tidy generate check-generated bench fuzz race demo clean
 
 all: build
 
@@ -17,6 +17,13 @@ test: vet check-tidy check-generated
 
 vet:
 	$(GO) vet $(PKGS)
+
+# The packages whose code dispatches on the CPU tier, run with the AVX-512
+# VNNI tier required inside the Bochs emulator (for machines without
+# AVX-512; tools/vnni/README.md lists the Debian packages it needs).
+VNNI_PKGS ?= ./runtime/kernels ./runtime/nn ./runtime/qmodel ./runtime/model
+test-vnni:
+	tools/vnni/test-vnni.sh $(VNNI_PKGS)
 
 # go.mod and go.sum list exactly what the code imports.
 check-tidy:
