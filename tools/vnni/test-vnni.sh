@@ -151,7 +151,7 @@ fi
 # --- initramfs: /init and the test binaries ----------------------------------
 mkdir -p "$CACHE/runs"
 # Keep the work directories of the last few runs only.
-ls -1dt "$CACHE"/runs/run.* 2>/dev/null | tail -n +6 | while IFS= read -r old; do rm -rf "$old"; done
+{ ls -1dt "$CACHE"/runs/run.* 2>/dev/null || true; } | tail -n +6 | while IFS= read -r old; do rm -rf "$old"; done
 W=$(mktemp -d "$CACHE/runs/run.XXXXXX")
 ln -sfn "$W" "$CACHE/last"
 RD=$W/initramfs
