@@ -36,6 +36,8 @@ import (
 
 	"github.com/nlpodyssey/gopickle/pickle"
 	"github.com/nlpodyssey/gopickle/types"
+
+	"github.com/flbq/flbq/runtime/safetensors"
 )
 
 // DType is a tensor element type, named as in safetensors.
@@ -124,7 +126,7 @@ func (t *Tensor) Float32() []float32 {
 		case F64:
 			out[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(r[8*i:])))
 		case F16:
-			out[i] = halfToFloat(binary.LittleEndian.Uint16(r[2*i:]))
+			out[i] = safetensors.HalfToFloat32(binary.LittleEndian.Uint16(r[2*i:]))
 		case BF16:
 			out[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(r[2*i:])) << 16)
 		case I64:
@@ -140,26 +142,6 @@ func (t *Tensor) Float32() []float32 {
 		}
 	}
 	return out
-}
-
-// halfToFloat converts an IEEE 754 binary16 value exactly.
-func halfToFloat(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	frac := uint32(h) & 0x3ff
-	switch {
-	case exp == 0x1f: // Inf, NaN
-		return math.Float32frombits(sign | 0xff<<23 | frac<<13)
-	case exp == 0 && frac == 0:
-		return math.Float32frombits(sign)
-	case exp == 0: // subnormal: frac·2^-24
-		v := float32(frac) * (1.0 / (1 << 24))
-		if sign != 0 {
-			v = -v
-		}
-		return v
-	}
-	return math.Float32frombits(sign | (exp+127-15)<<23 | frac<<13)
 }
 
 // Checkpoint is what Read returns.

@@ -2,7 +2,6 @@ package torchckpt
 
 import (
 	"encoding/json"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -87,20 +86,6 @@ func sameInts(a, b []int) bool {
 		}
 	}
 	return true
-}
-
-func TestHalfToFloat(t *testing.T) {
-	for h, want := range map[uint16]float32{
-		0x3c00: 1, 0xc000: -2, 0x7bff: 65504, 0x0001: 1.0 / (1 << 24), 0x8000: float32(math.Copysign(0, -1)),
-		0x0400: 1.0 / (1 << 14), 0x7c00: float32(math.Inf(1)),
-	} {
-		if got := halfToFloat(h); got != want || math.Signbit(float64(got)) != math.Signbit(float64(want)) {
-			t.Errorf("halfToFloat(%#04x) = %v, want %v", h, got, want)
-		}
-	}
-	if !math.IsNaN(float64(halfToFloat(0x7e00))) {
-		t.Error("NaN lost")
-	}
 }
 
 // A pickle that names a class outside the allow-list is refused, naming the
