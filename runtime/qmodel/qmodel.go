@@ -202,6 +202,39 @@ func Load(blob []byte, want []Layer) (*Model, error) {
 	return &Model{Detector: d, Meta: meta, Linear: qlin}, nil
 }
 
+// LoadPacked loads a packed model file (a generated package's weights.bin,
+// or any blob flbq generate writes) without a compiled layer table: the
+// blob's own table is used, and every layer is still checked against the
+// model its config describes.
+func LoadPacked(blob []byte) (*Model, error) {
+	meta, err := PackedMeta(blob)
+	if err != nil {
+		return nil, err
+	}
+	return Load(blob, meta.Layers)
+}
+
+// PackedMeta returns the quantized-model metadata of blob; an error says
+// why it is not a packed model (e.g. a plain fp32 model file).
+func PackedMeta(blob []byte) (*Meta, error) {
+	f, err := safetensors.Parse(blob)
+	if err != nil {
+		return nil, fmt.Errorf("weight blob: %w", err)
+	}
+	js, ok := f.Metadata[MetaKey]
+	if !ok {
+		return nil, fmt.Errorf("weight blob: no %q metadata: not a packed model", MetaKey)
+	}
+	var meta Meta
+	if err := json.Unmarshal([]byte(js), &meta); err != nil {
+		return nil, fmt.Errorf("weight blob: metadata %q: %v", MetaKey, err)
+	}
+	if meta.Format != Format {
+		return nil, fmt.Errorf("weight blob: format %q is not %q", meta.Format, Format)
+	}
+	return &meta, nil
+}
+
 // op adapts a QLinear to nn.LinearOp; shapes were checked at load, so an
 // error here is a bug in the caller's shapes.
 type op struct{ q *kernels.QLinear }

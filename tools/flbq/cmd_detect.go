@@ -30,7 +30,9 @@ func init() {
 		Usage:     "run the Mask R-CNN detector on images: COCO results JSON and PNG overlays",
 		ArgsUsage: "IMAGE...",
 		Description: `Runs a Mask R-CNN (backbone, heads and settings from --model's safetensors
-   file) on JPEG/PNG images and writes the detections as a COCO results
+   file; a packed quantized model — the weights.bin of a package flbq
+   generate wrote — runs on the integer kernels exactly as its Go package
+   does) on JPEG/PNG images and writes the detections as a COCO results
    JSON list (to --out, or stdout): image_id, category_id, bbox [x, y, w, h]
    in original-image pixels, score and segmentation as compressed RLE.
    An image without detections adds nothing; no detections at all is "[]".
@@ -51,7 +53,7 @@ func init() {
    must be writable; files are replaced atomically, so a failure never
    leaves a partial file. Images above --max-pixels (100000000) are refused.`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "model", Usage: "detector `FILE` (.safetensors with flbq.config)", Required: true},
+			&cli.StringFlag{Name: "model", Usage: "detector `FILE`: a model (.safetensors with flbq.config) or a packed quantized model (a generated package's weights.bin)", Required: true},
 			&cli.Float64Flag{Name: "score-thresh", Value: 0.5, Usage: "keep detections with score > `T`"},
 			&cli.IntFlag{Name: "max-dets", Usage: "detections per image (default: the model's, 100)"},
 			&cli.StringFlag{Name: "out", Usage: "COCO results `FILE` (default: stdout)"},
@@ -96,7 +98,7 @@ func runDetect(c *cli.Context) error {
 		return err
 	}
 	t0 := time.Now()
-	d, err := maskrcnn.Load(c.String("model"))
+	d, err := pipeline.LoadDetector(c.String("model"), "")
 	if err != nil {
 		return err
 	}

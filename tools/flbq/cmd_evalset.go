@@ -45,7 +45,7 @@ func init() {
 		// Not marked Required: urfave/cli would then demand them of
 		// "eval merge" too; pipeline.Eval names any that is missing.
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "model", Usage: "detector `FILE` (.safetensors with flbq.config)"},
+			&cli.StringFlag{Name: "model", Usage: "detector `FILE`: a model (.safetensors) or a packed quantized model (weights.bin)"},
 			&cli.StringFlag{Name: "alloc", Usage: "quantize --model with this allocation `FILE` first (packed as flbq generate packs it)"},
 			&cli.StringFlag{Name: "val", Usage: "COCO instances `FILE` of the images to evaluate"},
 			&cli.StringFlag{Name: "images", Usage: "`DIR` the instances' file_name values are relative to"},

@@ -597,26 +597,42 @@ func detectAll(opt EvalOptions, fp Fingerprint, shard, progress string, todo []i
 	return firstErr
 }
 
-// LoadDetector loads the fp32 detector at model, or with alloc its
-// quantized form: the backbone packed per the allocation and the heads at
-// modelpkg.HeadBits, exactly as flbq generate packs them, on the kernels.
+// LoadDetector loads the detector at model: an fp32 model file, with alloc
+// its quantized form (the backbone packed per the allocation and the heads
+// at modelpkg.HeadBits, exactly as flbq generate packs them), or a packed
+// model file (a generated package's weights.bin), which runs as its Go
+// package does.
 func LoadDetector(model, alloc string) (*maskrcnn.Detector, error) {
+	blob, err := os.ReadFile(model)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := qmodel.PackedMeta(blob); err == nil {
+		if alloc != "" {
+			return nil, fmt.Errorf("%s is a packed (already quantized) model: no allocation applies to it", model)
+		}
+		qm, err := qmodel.LoadPacked(blob)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", model, err)
+		}
+		return qm.Detector, nil
+	}
 	if alloc == "" {
 		return maskrcnn.Load(model)
 	}
-	src, err := safetensors.Open(model)
+	src, err := safetensors.Parse(blob)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", model, err)
 	}
 	a, err := solver.ReadAllocFile(alloc)
 	if err != nil {
 		return nil, err
 	}
-	blob, layers, err := modelpkg.Pack(src, a, qformat.MSE)
+	packed, layers, err := modelpkg.Pack(src, a, qformat.MSE)
 	if err != nil {
 		return nil, fmt.Errorf("%s with %s: %w", model, alloc, err)
 	}
-	qm, err := qmodel.Load(blob, layers)
+	qm, err := qmodel.Load(packed, layers)
 	if err != nil {
 		return nil, fmt.Errorf("%s with %s: %w", model, alloc, err)
 	}

@@ -388,6 +388,20 @@ func TestEvalQuantized(t *testing.T) {
 			t.Errorf("%s AP: quantized %.3f vs fp32 %.3f (same detections %v)", typ, q, f, rep.Manifest.Detections == fp32.Manifest.Detections)
 		}
 	}
+	// The generated package's packed weights (the same model and
+	// allocation, packed by flbq generate) detect exactly the same.
+	p := opts(t, t.TempDir())
+	p.Model = "../../generated/shapesswin/weights.bin"
+	prep, err := Eval(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readFile(t, filepath.Join(p.Out, ResultsFile)), readFile(t, filepath.Join(o.Out, ResultsFile))) {
+		t.Error("the packed model's results differ from --alloc's")
+	}
+	if prep.Manifest.Stats["bbox"][0] != rep.Manifest.Stats["bbox"][0] {
+		t.Errorf("packed model bbox AP %v, --alloc %v", prep.Manifest.Stats["bbox"][0], rep.Manifest.Stats["bbox"][0])
+	}
 	o.Alloc = "../models/README.md"
 	o.Out = t.TempDir()
 	if _, err := Eval(o); err == nil || !strings.Contains(err.Error(), "README.md") {
