@@ -13,5 +13,5 @@
 // field. Writers go through runtime/atomicfile and never leave a partial file.
 //
 // The solvers themselves (F-LBQ-LG and F-LBQ-DP) live in solver/allocate; the
-// synthetic curves used by tests, benchmarks and the demo in solver/synth.
+// synthetic curves used by tests, benchmarks and the demo in tools/data/curvesynth.
 package solver

@@ -14,9 +14,9 @@ import (
 	"github.com/flbq/flbq/runtime/qformat"
 	"github.com/flbq/flbq/runtime/qmodel"
 	"github.com/flbq/flbq/runtime/safetensors"
-	"github.com/flbq/flbq/runtime/shapes"
 	"github.com/flbq/flbq/solver"
 	"github.com/flbq/flbq/solver/calib"
+	"github.com/flbq/flbq/tools/data/shapes"
 )
 
 const fixture = "../../runtime/maskrcnn/testdata/swin_maskrcnn.safetensors"

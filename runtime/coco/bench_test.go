@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/flbq/flbq/runtime/coco"
-	"github.com/flbq/flbq/runtime/coco/cocosynth"
+	"github.com/flbq/flbq/tools/data/cocosynth"
 )
 
 // benchImages is the size of the in-memory benchmark set (the full 5,000

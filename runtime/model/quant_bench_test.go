@@ -15,8 +15,8 @@ import (
 	"github.com/flbq/flbq/runtime/model"
 	"github.com/flbq/flbq/runtime/nn"
 	"github.com/flbq/flbq/runtime/qformat"
-	"github.com/flbq/flbq/runtime/shapes"
 	"github.com/flbq/flbq/runtime/tensor"
+	"github.com/flbq/flbq/tools/data/shapes"
 )
 
 // Quantized vs fp32 on the same model and image (issue 8). Each iteration

@@ -4,15 +4,15 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/flbq/flbq/solver/synth"
+	"github.com/flbq/flbq/tools/data/curvesynth"
 )
 
 // On realistic curves with thousands of units the average-bit steps are
 // fine, so LG must meet the tolerance, and the ordering DP ≤ LG+fill ≤ LG
 // must hold.
 func TestSynthLargeProblems(t *testing.T) {
-	for _, arch := range synth.Archs {
-		c, err := synth.Curves(arch, 32, 1)
+	for _, arch := range curvesynth.Archs {
+		c, err := curvesynth.Curves(arch, 32, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -40,9 +40,9 @@ func TestSynthLargeProblems(t *testing.T) {
 var benchCurves = map[string]int{"layer": 0, "g16": 16, "g32": 32, "g64": 64}
 
 func benchSolver(b *testing.B, solve func(*Problem) *Result) {
-	for _, arch := range synth.Archs {
+	for _, arch := range curvesynth.Archs {
 		for _, gran := range []string{"layer", "g16", "g32", "g64"} {
-			c, err := synth.Curves(arch, benchCurves[gran], 1)
+			c, err := curvesynth.Curves(arch, benchCurves[gran], 1)
 			if err != nil {
 				b.Fatal(err)
 			}

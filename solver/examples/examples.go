@@ -1,5 +1,5 @@
 // Package examples bundles example curves files so the demo and the docs
-// work on a fresh checkout. Each file is reproducible from solver/synth
+// work on a fresh checkout. Each file is reproducible from tools/data/curvesynth
 // (a test checks it byte for byte).
 package examples
 

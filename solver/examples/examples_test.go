@@ -5,11 +5,11 @@ import (
 	"testing"
 
 	"github.com/flbq/flbq/solver"
-	"github.com/flbq/flbq/solver/synth"
+	"github.com/flbq/flbq/tools/data/curvesynth"
 )
 
 func TestBundledCurvesAreReproducible(t *testing.T) {
-	c, err := synth.Curves("swin-t", 32, 1)
+	c, err := curvesynth.Curves("swin-t", 32, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/flbq/flbq/solver"
-	"github.com/flbq/flbq/solver/synth"
+	"github.com/flbq/flbq/tools/data/curvesynth"
 )
 
 func init() {
@@ -17,11 +17,11 @@ func init() {
 		Subcommands: []*cli.Command{{
 			Name:  "synth",
 			Usage: "realistic synthetic curves with the true layer shapes of Swin-T or ViT-B",
-			Description: `The distortion model is documented in package solver/synth: uniform
+			Description: `The distortion model is documented in package tools/data/curvesynth: uniform
    quantization noise ∝ K·range²/(2^b−1)² scaled by a per-layer sensitivity,
    log-normal group ranges with outlier groups, and measurement noise.`,
 			Flags: []cli.Flag{
-				&cli.StringFlag{Name: "arch", Usage: strings.Join(synth.Archs, " or "), Required: true},
+				&cli.StringFlag{Name: "arch", Usage: strings.Join(curvesynth.Archs, " or "), Required: true},
 				&cli.IntFlag{Name: "group-size", Value: 32, Usage: "output channels per unit (a multiple of 16); 0 for whole layers"},
 				&cli.StringFlag{Name: "granularity", Value: "group", Usage: "group or layer (layer ignores --group-size)"},
 				&cli.Uint64Flag{Name: "seed", Value: 1},
@@ -36,7 +36,7 @@ func init() {
 				default:
 					return fmt.Errorf("--granularity %q: want group or layer", c.String("granularity"))
 				}
-				cv, err := synth.Curves(c.String("arch"), gs, c.Uint64("seed"))
+				cv, err := curvesynth.Curves(c.String("arch"), gs, c.Uint64("seed"))
 				if err != nil {
 					return err
 				}

@@ -13,8 +13,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/flbq/flbq/runtime/coco"
-	"github.com/flbq/flbq/runtime/coco/cocosynth"
-	"github.com/flbq/flbq/runtime/shapes"
+	"github.com/flbq/flbq/tools/data/cocosynth"
+	"github.com/flbq/flbq/tools/data/shapes"
 )
 
 func init() {

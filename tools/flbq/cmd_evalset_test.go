@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/flbq/flbq/runtime/shapes"
+	"github.com/flbq/flbq/tools/data/shapes"
 )
 
 // flbq eval on the bundled model, sharded and merged, equals one run; the

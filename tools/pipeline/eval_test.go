@@ -12,7 +12,7 @@ import (
 	"github.com/flbq/flbq/runtime/backend"
 	"github.com/flbq/flbq/runtime/backend/backendtest"
 	"github.com/flbq/flbq/runtime/coco"
-	"github.com/flbq/flbq/runtime/shapes"
+	"github.com/flbq/flbq/tools/data/shapes"
 )
 
 func TestMain(m *testing.M) { backendtest.Main(m) }

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/flbq/flbq/runtime/shapes"
+	"github.com/flbq/flbq/tools/data/shapes"
 )
 
 // On a held-out shapes image the example must print the model line and

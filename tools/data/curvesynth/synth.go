@@ -1,4 +1,4 @@
-// Package synth makes realistic synthetic error curves with the true linear
+// Package curvesynth makes realistic synthetic error curves with the true linear
 // layer shapes of Swin-T and ViT-B, for tests, benchmarks and the demo.
 //
 // The model behind the numbers. Quantizing a unit's weights at b bits with a
@@ -23,7 +23,7 @@
 //
 // Units are channel groups of groupSize output channels (the last group of a
 // layer may be smaller), or whole layers when groupSize is 0.
-package synth
+package curvesynth
 
 import (
 	"fmt"
@@ -131,7 +131,7 @@ func Curves(arch string, groupSize int, seed uint64) (*solver.Curves, error) {
 		}
 	}
 	c.Meta = map[string]any{
-		"source":     "synthetic (solver/synth)",
+		"source":     "synthetic (tools/data/curvesynth)",
 		"arch":       arch,
 		"group_size": groupSize,
 		"seed":       seed,
