@@ -36,8 +36,8 @@ func init() {
    with F the backbone outputs and F_{u,b} the backbone with only unit u
    through the int8 kernel at b bits.
 
-   --mode exact  the definition, re-running only the blocks after the unit.
-   --mode fast   layer-output error energies (all images) scaled by exact
+   --calib-mode exact  the definition, re-running only the blocks after the unit.
+   --calib-mode fast   layer-output error energies (all images) scaled by exact
                  layer (q/k/v segment) distortions at --anchors bits,
                  measured on the first --anchor-images images (see
                  solver/calib).
@@ -57,7 +57,7 @@ func init() {
 			&cli.Uint64Flag{Name: "seed", Value: 0, Usage: "seed of the image draw"},
 			&cli.StringFlag{Name: "granularity", Value: "group", Usage: "group or layer"},
 			&cli.IntFlag{Name: "group-size", Value: 32, Usage: "output channels per unit (a multiple of 16)"},
-			&cli.StringFlag{Name: "mode", Value: "exact", Usage: "exact or fast"},
+			&cli.StringFlag{Name: "calib-mode", Aliases: []string{"mode"}, Value: "exact", Usage: "exact or fast (as demo and results name it; --mode is an alias)"},
 			&cli.StringFlag{Name: "rule", Value: "mse", Usage: "weight scale rule: mse (clipping search) or minmax"},
 			&cli.StringFlag{Name: "bits", Value: "1:8", Usage: "measured bit-widths, `LIST` (1,2,4) or range (1:8)"},
 			&cli.StringFlag{Name: "anchors", Value: "2,4", Usage: "fast mode: exact layer-level bit-widths"},
@@ -158,7 +158,7 @@ func runCalibrate(c *cli.Context) error {
 	rc := &calib.RunConfig{
 		Model: c.String("model"), Data: c.String("data"), Images: c.String("images"),
 		CalibSize: c.Int("calib-size"), Seed: c.Uint64("seed"),
-		Granularity: c.String("granularity"), GroupSize: c.Int("group-size"), Mode: c.String("mode"),
+		Granularity: c.String("granularity"), GroupSize: c.Int("group-size"), Mode: c.String("calib-mode"),
 		Rule: rule, Bits: bits, Anchors: anchors, AnchorImages: anchorImages, Batch: c.Int("batch"),
 		Layers: c.String("layers"), Shard: c.String("shard"),
 		Checkpoint: ckpt, SaveEvery: c.Duration("checkpoint-every"),

@@ -91,7 +91,7 @@ func TestCalibrateCLI(t *testing.T) {
 		t.Errorf("--group-size 20: %v", err)
 	}
 	fast := filepath.Join(dir, "fast.json")
-	if out, err := runCLI(t, append(base, "--out", fast, "--mode", "fast", "--batch", "1", "--anchor-images", "2")...); err != nil {
+	if out, err := runCLI(t, append(base, "--out", fast, "--calib-mode", "fast", "--batch", "1", "--anchor-images", "2")...); err != nil {
 		t.Fatalf("fast mode: %v\n%s", err, out)
 	}
 	if f, err := solver.ReadCurvesFile(fast); err != nil {

@@ -53,7 +53,7 @@ func init() {
    compressed-RLE "segmentation": jittered copies of the objects, duplicates
    and false positives). Deterministic for a given --seed.`,
 			Flags: []cli.Flag{
-				&cli.IntFlag{Name: "images", Value: 5000, Usage: "number of images"},
+				&cli.IntFlag{Name: "n", Value: 5000, Usage: "number of images (as in data shapes; --images is a directory elsewhere)"},
 				&cli.IntFlag{Name: "dets", Value: 100, Usage: "detections per image"},
 				&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "random seed"},
 				&cli.StringFlag{Name: "out", Usage: "output `DIR`", Required: true},
@@ -64,7 +64,7 @@ func init() {
 }
 
 func runDataSynthCOCO(c *cli.Context) error {
-	n, k := c.Int("images"), c.Int("dets")
+	n, k := c.Int("n"), c.Int("dets")
 	if n <= 0 || n > 1_000_000 || k < 0 || k > 10_000 {
 		return fmt.Errorf("--images %d --dets %d: want 1..1000000 images and 0..10000 detections per image", n, k)
 	}
