@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/flbq/flbq/runtime/coco"
 )
 
 func TestDataShapesCLI(t *testing.T) {
@@ -49,5 +51,25 @@ func TestDataShapesCLIErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: err %v, want %q", c.args, err, c.want)
 		}
+	}
+}
+
+// data synth-coco writes a ground truth and results that eval-results
+// scores; --n counts the images.
+func TestDataSynthCOCO(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := runCLI(t, "data", "synth-coco", "--n", "6", "--dets", "5", "--seed", "3", "--out", dir); err != nil {
+		t.Fatal(err)
+	}
+	gt, err := coco.ReadDataset(filepath.Join(dir, "gt.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gt.Images) != 6 {
+		t.Errorf("%d images, want 6", len(gt.Images))
+	}
+	out, err := runCLI(t, "eval-results", "--gt", filepath.Join(dir, "gt.json"), "--dets", filepath.Join(dir, "results.json"))
+	if err != nil || !strings.Contains(out, "Average Precision") {
+		t.Fatalf("eval-results: %v\n%s", err, out)
 	}
 }
