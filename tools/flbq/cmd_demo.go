@@ -47,18 +47,65 @@ func init() {
    5. runs fp32 and every quantized detector on the held-out images, and
       prints box/mask AP (pycocotools-exact), model size and speed;
    6. writes an overlay of the DP-quantized detections to --out.`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "model", Value: BundledModel, Usage: "detector `FILE`"},
 			&cli.StringFlag{Name: "work", Usage: "working `DIR` for data, curves, allocations, package (default: a temporary directory, removed)"},
 			&cli.StringFlag{Name: "out", Value: "demo-out", Usage: "`DIR` for the overlay PNG and the results JSON"},
 			&cli.IntFlag{Name: "calib-size", Value: 64},
 			&cli.StringFlag{Name: "calib-mode", Value: "fast", Usage: "fast or exact"},
 			&cli.Float64Flag{Name: "target-bits", Value: 4},
-			&cli.IntFlag{Name: "val", Value: 100, Usage: "held-out images"},
-			&cli.IntFlag{Name: "train", Value: 2000, Usage: "training images to regenerate (the bundled model saw 2000)"},
-		},
+		}, dataFlags()...),
 		Action: runDemo,
 	})
+}
+
+// dataFlags are the dataset flags of demo and results: COCO instances files
+// and image directories (--train for calibration, --val for evaluation), as
+// flbq calibrate and flbq eval name them, or by default the procedural
+// shapes sets the bundled models were trained and held out on.
+func dataFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "train", Usage: "COCO instances `FILE` to calibrate on (default: the shapes training set, regenerated)"},
+		&cli.StringFlag{Name: "train-images", Usage: "`DIR` --train's file names are relative to"},
+		&cli.StringFlag{Name: "val", Usage: "COCO instances `FILE` to evaluate on (default: held-out shapes images)"},
+		&cli.StringFlag{Name: "val-images", Usage: "`DIR` --val's file names are relative to"},
+		&cli.IntFlag{Name: "shapes-train", Value: 2000, Usage: "shapes training images to regenerate without --train (the bundled models saw 2000)"},
+		&cli.IntFlag{Name: "shapes-val", Value: 100, Usage: "held-out shapes images to generate without --val"},
+	}
+}
+
+// split is a dataset on disk: a COCO instances file and its image directory.
+type split struct {
+	Instances, Images string
+	About             string // where it comes from, for logs and RESULTS.md
+}
+
+// demoSets returns the calibration and evaluation sets (see dataFlags).
+func demoSets(c *cli.Context, work string) (train, val split, valDS *coco.Dataset, err error) {
+	pick := func(flag, imagesFlag, dir, about string, n int, seed uint64) (split, error) {
+		if f := c.String(flag); f != "" {
+			if c.String(imagesFlag) == "" {
+				return split{}, fmt.Errorf("--%s %s: give its image directory with --%s", flag, f, imagesFlag)
+			}
+			return split{Instances: f, Images: c.String(imagesFlag), About: f}, nil
+		}
+		if c.String(imagesFlag) != "" {
+			return split{}, fmt.Errorf("--%s without --%s", imagesFlag, flag)
+		}
+		if _, err := shapes.Generate(shapes.Options{N: n, Seed: seed, Size: 192, Out: dir}); err != nil {
+			return split{}, err
+		}
+		return split{Instances: filepath.Join(dir, shapes.InstancesFile), Images: filepath.Join(dir, shapes.ImagesDir),
+			About: fmt.Sprintf("%d images of `flbq data shapes --seed %d --size 192`", n, seed) + about}, nil
+	}
+	if train, err = pick("train", "train-images", filepath.Join(work, "train"), "", c.Int("shapes-train"), 1); err != nil {
+		return
+	}
+	if val, err = pick("val", "val-images", filepath.Join(work, "val"), " (held out)", c.Int("shapes-val"), 2); err != nil {
+		return
+	}
+	valDS, err = coco.ReadDataset(val.Instances)
+	return
 }
 
 type demoVariant struct {
@@ -89,16 +136,16 @@ func runDemo(c *cli.Context) error {
 		fmt.Fprintf(w, "[%5.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
 	}
 
-	// 1. Data, exactly as the model was trained and held out.
-	step("data: regenerating the training set (%d images) and %d held-out images in %s", c.Int("train"), c.Int("val"), work)
-	trainDir, valDir, val, err := demoSets(c, work)
+	// 1. Data: by default exactly as the model was trained and held out.
+	train, valSet, val, err := demoSets(c, work)
 	if err != nil {
 		return err
 	}
+	step("data: calibrating on %s, evaluating on %s", train.About, valSet.About)
 
 	// 2. Calibration.
 	step("calibrate: %d training images, %s mode, 32-channel groups", c.Int("calib-size"), c.String("calib-mode"))
-	res, err := demoCurves(ctx, c, modelPath, trainDir, "group")
+	res, err := demoCurves(ctx, c, modelPath, train, "group")
 	if err != nil {
 		return err
 	}
@@ -155,7 +202,7 @@ func runDemo(c *cli.Context) error {
 
 	// 5. Detection and COCO AP on the held-out images.
 	for _, v := range variants {
-		if err := demoEvaluate(v, val, filepath.Join(valDir, shapes.ImagesDir)); err != nil {
+		if err := demoEvaluate(v, val, valSet.Images); err != nil {
 			return err
 		}
 		step("detect %-16s box AP %.3f  mask AP %.3f  %.1f ms/image (backbone %.1f ms)", v.name, v.box, v.mask, v.msPerImage, v.msBackbone)
@@ -166,7 +213,7 @@ func runDemo(c *cli.Context) error {
 		return err
 	}
 	overlay := filepath.Join(c.String("out"), "overlay.png")
-	if err := demoOverlay(variants[len(variants)-1].det, filepath.Join(valDir, shapes.ImagesDir, val.Images[0].FileName), overlay); err != nil {
+	if err := demoOverlay(variants[len(variants)-1].det, filepath.Join(valSet.Images, filepath.FromSlash(val.Images[0].FileName)), overlay); err != nil {
 		return err
 	}
 	fmt.Fprintln(w)
@@ -246,6 +293,9 @@ func median(xs []float64) float64 {
 // workDir returns --work, or a temporary directory that cleanup removes.
 func workDir(c *cli.Context, prefix string) (dir string, cleanup func(), err error) {
 	if dir = c.String("work"); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", nil, fmt.Errorf("--work: %w", err)
+		}
 		return dir, func() {}, nil
 	}
 	if dir, err = os.MkdirTemp("", prefix); err != nil {
@@ -254,23 +304,11 @@ func workDir(c *cli.Context, prefix string) (dir string, cleanup func(), err err
 	return dir, func() { os.RemoveAll(dir) }, nil
 }
 
-// demoSets regenerates the bundled model's data under work: --train
-// training images (seed 1, as it was trained) and --val held-out ones
-// (seed 2), 192 px.
-func demoSets(c *cli.Context, work string) (trainDir, valDir string, val *coco.Dataset, err error) {
-	trainDir, valDir = filepath.Join(work, "train"), filepath.Join(work, "val")
-	if _, err = shapes.Generate(shapes.Options{N: c.Int("train"), Seed: 1, Size: 192, Out: trainDir}); err != nil {
-		return
-	}
-	val, err = shapes.Generate(shapes.Options{N: c.Int("val"), Seed: 2, Size: 192, Out: valDir})
-	return
-}
-
 // demoCurves calibrates on --calib-size training images (--calib-mode,
 // 32-channel groups or whole layers, MSE scales, bits 1..8).
-func demoCurves(ctx context.Context, c *cli.Context, modelPath, trainDir, granularity string) (*calib.Result, error) {
+func demoCurves(ctx context.Context, c *cli.Context, modelPath string, train split, granularity string) (*calib.Result, error) {
 	rc := &calib.RunConfig{
-		Model: modelPath, Data: filepath.Join(trainDir, shapes.InstancesFile), Images: filepath.Join(trainDir, shapes.ImagesDir),
+		Model: modelPath, Data: train.Instances, Images: train.Images,
 		CalibSize: c.Int("calib-size"), Granularity: granularity, GroupSize: 32, Mode: c.String("calib-mode"), Rule: qformat.MSE,
 		Bits: []int{1, 2, 3, 4, 5, 6, 7, 8}, Warn: func(m string) { fmt.Fprintf(os.Stderr, "flbq: warning: %s\n", m) },
 	}

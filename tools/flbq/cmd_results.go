@@ -26,7 +26,6 @@ import (
 	"github.com/flbq/flbq/solver/allocate"
 	"github.com/flbq/flbq/solver/calib"
 	"github.com/flbq/flbq/solver/plots"
-	"github.com/flbq/flbq/tools/data/shapes"
 )
 
 func init() {
@@ -41,16 +40,14 @@ func init() {
    held-out set, the packed size, and the median latency of the quantized backbone and
    of the whole detector. Curves come from the training set only; nothing is tuned on
    the held-out split.`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringSliceFlag{Name: "model", Value: cli.NewStringSlice(BundledModels...), Usage: "detector `FILE` (repeat for several; each gets a section)"},
 			&cli.StringFlag{Name: "work", Usage: "working `DIR` (default: a temporary directory, removed)"},
 			&cli.StringFlag{Name: "out", Value: "docs/RESULTS.md", Usage: "Markdown `FILE` to write"},
 			&cli.StringFlag{Name: "budgets", Value: "2,2.5,3,4,6", Usage: "average bit budgets"},
 			&cli.IntFlag{Name: "calib-size", Value: 64},
 			&cli.StringFlag{Name: "calib-mode", Value: "fast"},
-			&cli.IntFlag{Name: "val", Value: 100, Usage: "held-out images"},
-			&cli.IntFlag{Name: "train", Value: 2000, Usage: "training images to regenerate"},
-		},
+		}, dataFlags()...),
 		Action: runResults,
 	})
 }
@@ -101,24 +98,24 @@ func runResults(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	log("data: %d training, %d held-out images", c.Int("train"), c.Int("val"))
-	trainDir, valDir, val, err := demoSets(c, work)
+	train, valSet, val, err := demoSets(c, work)
 	if err != nil {
 		return err
 	}
+	log("data: calibrating on %s, evaluating on %s", train.About, valSet.About)
 	figDir := filepath.Join(filepath.Dir(c.String("out")), "figures")
 	if err := os.MkdirAll(figDir, 0o755); err != nil {
 		return err
 	}
 	var sections []string
 	for _, m := range models {
-		sec, err := resultsForModel(ctx, c, m, budgets, work, trainDir, valDir, val, figDir, log)
+		sec, err := resultsForModel(ctx, c, m, budgets, work, train, valSet, val, figDir, log)
 		if err != nil {
 			return fmt.Errorf("%s: %w", m, err)
 		}
 		sections = append(sections, sec)
 	}
-	md := resultsMarkdown(c, models, val, sections, time.Since(start))
+	md := resultsMarkdown(c, models, train, valSet, sections, time.Since(start))
 	// Hand-written findings below the marker survive regeneration.
 	if old, err := os.ReadFile(c.String("out")); err == nil {
 		if i := strings.Index(string(old), findingsMarker); i >= 0 {
@@ -139,7 +136,7 @@ func modelStem(path string) string {
 
 // resultsForModel calibrates, allocates, packs and evaluates one model and
 // returns its section of RESULTS.md; its figures go to figDir/STEM-*.
-func resultsForModel(ctx context.Context, c *cli.Context, modelPath string, budgets []float64, work, trainDir, valDir string,
+func resultsForModel(ctx context.Context, c *cli.Context, modelPath string, budgets []float64, work string, train, valSet split,
 	val *coco.Dataset, figDir string, log func(string, ...any)) (string, error) {
 	stem := modelStem(modelPath)
 	src, err := safetensors.Open(modelPath)
@@ -148,7 +145,7 @@ func resultsForModel(ctx context.Context, c *cli.Context, modelPath string, budg
 	}
 	curves := map[string]*solver.Curves{}
 	for _, gran := range []string{"layer", "group"} {
-		res, err := demoCurves(ctx, c, modelPath, trainDir, gran)
+		res, err := demoCurves(ctx, c, modelPath, train, gran)
 		if err != nil {
 			return "", err
 		}
@@ -164,7 +161,7 @@ func resultsForModel(ctx context.Context, c *cli.Context, modelPath string, budg
 	if err != nil {
 		return "", err
 	}
-	inputs, err := calib.LoadInputs(fp32.Model.Config, filepath.Join(valDir, shapes.ImagesDir), val.Images)
+	inputs, err := calib.LoadInputs(fp32.Model.Config, valSet.Images, val.Images)
 	if err != nil {
 		return "", err
 	}
@@ -174,7 +171,7 @@ func resultsForModel(ctx context.Context, c *cli.Context, modelPath string, budg
 		return "", err
 	}
 	base := &demoVariant{name: "fp32", det: fp32, bytes: fi.Size()}
-	if err := demoEvaluate(base, val, filepath.Join(valDir, shapes.ImagesDir)); err != nil {
+	if err := demoEvaluate(base, val, valSet.Images); err != nil {
 		return "", err
 	}
 	log("%s: fp32: box AP %.3f mask AP %.3f", stem, base.box, base.mask)
@@ -225,7 +222,7 @@ func resultsForModel(ctx context.Context, c *cli.Context, modelPath string, budg
 			return "", err
 		}
 		v := &demoVariant{name: j.method, det: qm.Detector, bytes: int64(len(blob))}
-		if err := demoEvaluate(v, val, filepath.Join(valDir, shapes.ImagesDir)); err != nil {
+		if err := demoEvaluate(v, val, valSet.Images); err != nil {
 			return "", err
 		}
 		rows = append(rows, &resultRow{budget: j.budget, method: j.method, avgBits: r.AvgBits, v: v})
@@ -277,10 +274,10 @@ func resultsForModel(ctx context.Context, c *cli.Context, modelPath string, budg
 // regeneration keeps: what the numbers say, checked against them.
 const findingsMarker = "<!-- findings: written by hand, kept by flbq results -->"
 
-func resultsMarkdown(c *cli.Context, models []string, val *coco.Dataset, sections []string, took time.Duration) string {
+func resultsMarkdown(c *cli.Context, models []string, train, val split, sections []string, took time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# F-LBQ results\n\nRegenerate with `go run ./tools/flbq results` (this file and `figures/`; %s here).\n\n", took.Round(time.Second))
-	fmt.Fprintf(&b, "Models: %d, each trained on `flbq data shapes --seed 1 --size 192` (tools/models/README.md). Held-out: %d images of `flbq data shapes --seed 2 --size 192`. ", len(models), len(val.Images))
+	fmt.Fprintf(&b, "Models: %d (tools/models/README.md for the bundled ones). Calibration set: %s. Evaluation set: %s. ", len(models), train.About, val.About)
 	fmt.Fprintf(&b, "Curves: %d training images, %s mode, MSE weight scales; floor target − 2; heads and pyramid at 8 bits in every quantized row. ", c.Int("calib-size"), c.String("calib-mode"))
 	b.WriteString("Distortion: mean squared error of the backbone's output maps (Swin: the four stage maps; ViT: the encoder map) against fp32 on the held-out images (per element). ")
 	b.WriteString("Size: fp32 row = the f16 file; quantized rows = the generated package's blob (packed backbone + 8-bit heads + fp32 norms/biases). ")

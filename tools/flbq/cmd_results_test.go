@@ -13,7 +13,7 @@ func TestResultsTable(t *testing.T) {
 	os.MkdirAll(filepath.Dir(out), 0o755)
 	if _, err := runCLI(t, "results", "--model", "../../runtime/maskrcnn/testdata/swin_maskrcnn.safetensors",
 		"--work", filepath.Join(dir, "work"), "--out", out, "--budgets", "2.5",
-		"--train", "10", "--val", "2", "--calib-size", "4"); err != nil {
+		"--shapes-train", "10", "--shapes-val", "2", "--calib-size", "4"); err != nil {
 		t.Fatal(err)
 	}
 	md, err := os.ReadFile(out)
