@@ -619,51 +619,10 @@ func vnniAsm(c *build.Context) {
 	peakVNNI(c)
 }
 
-// epilogueVNNI is epilogueAVX2 with the tile's 16 channels in one ZMM
+// epilogueVNNI is the epilogue with the tile's 16 channels in one ZMM
 // register: half the instructions of the AVX2 form, which took ~11 % of a
 // b = 8 VNNI product (BenchmarkQLinear, pprof).
-func epilogueVNNI(c *build.Context) {
-	name := "epilogueVNNIAsm"
-	c.Function(name)
-	c.Attributes(attr.NOSPLIT)
-	c.Pragma("noescape")
-	c.SignatureExpr("func(y *float32, ldy int, acc *int32, rows int, sum *int32, sx *float32, zs *int32, sw *float32, bias *float32)")
-	c.Doc(name + " writes rows ≥ 1 rows of one full 16-channel tile of fp32 outputs.")
-	y := c.Load(c.Param("y"), c.GP64())
-	ldy := c.Load(c.Param("ldy"), c.GP64())
-	acc := c.Load(c.Param("acc"), c.GP64())
-	rows := c.Load(c.Param("rows"), c.GP64())
-	sum := c.Load(c.Param("sum"), c.GP64())
-	sx := c.Load(c.Param("sx"), c.GP64())
-	zsp := c.Load(c.Param("zs"), c.GP64())
-	swp := c.Load(c.Param("sw"), c.GP64())
-	bp := c.Load(c.Param("bias"), c.GP64())
-	zs, sw, bias := c.ZMM(), c.ZMM(), c.ZMM()
-	c.VMOVDQU32(mem(zsp, 0), zs)
-	c.VMOVUPS(mem(swp, 0), sw)
-	c.VMOVUPS(mem(bp, 0), bias)
-	c.SHLQ(operand.U8(2), ldy)
-	c.Label(name + "_loop")
-	sb, xb, a, t, sc := c.ZMM(), c.ZMM(), c.ZMM(), c.ZMM(), c.ZMM()
-	c.VPBROADCASTD(mem(sum, 0), sb)
-	c.VBROADCASTSS(mem(sx, 0), xb)
-	c.VPMULLD(sb, zs, t)
-	c.VMOVDQU32(mem(acc, 0), a)
-	c.VPSUBD(t, a, a)
-	c.VCVTDQ2PS(a, a)
-	c.VMULPS(sw, xb, sc)
-	c.VMULPS(sc, a, a)
-	c.VADDPS(bias, a, a)
-	c.VMOVUPS(a, mem(y, 0))
-	c.ADDQ(operand.U32(64), acc)
-	c.ADDQ(operand.U32(4), sum)
-	c.ADDQ(operand.U32(4), sx)
-	c.ADDQ(ldy, y)
-	c.DECQ(rows)
-	c.JNZ(operand.LabelRef(name + "_loop"))
-	c.VZEROUPPER()
-	c.RET()
-}
+func epilogueVNNI(c *build.Context) { epilogue(c, "epilogueVNNIAsm", true) }
 
 // epilogueAVX2 emits the fp32 epilogue of one full tile of 16 channels:
 //
@@ -671,8 +630,17 @@ func epilogueVNNI(c *build.Context) {
 //
 // for r < rows (≥ 1), with the products and the sum rounded separately (no
 // FMA), exactly as the Go twin computes them.
-func epilogueAVX2(c *build.Context) {
-	name := "epilogueAVX2Asm"
+func epilogueAVX2(c *build.Context) { epilogue(c, "epilogueAVX2Asm", false) }
+
+// epilogue emits either form: two YMM halves per row, or one ZMM.
+func epilogue(c *build.Context, name string, zmm bool) {
+	halves, vec := 2, c.YMM
+	movInt := func(src, dst operand.Op) { c.VMOVDQU(src, dst) }
+	if zmm {
+		halves, vec = 1, c.ZMM
+		movInt = func(src, dst operand.Op) { c.VMOVDQU32(src, dst) }
+	}
+	width := 64 / halves // bytes per half
 	c.Function(name)
 	c.Attributes(attr.NOSPLIT)
 	c.Pragma("noescape")
@@ -687,28 +655,28 @@ func epilogueAVX2(c *build.Context) {
 	zsp := c.Load(c.Param("zs"), c.GP64())
 	swp := c.Load(c.Param("sw"), c.GP64())
 	bp := c.Load(c.Param("bias"), c.GP64())
-	var zs, sw, bias [2]reg.VecVirtual
-	for h := 0; h < 2; h++ {
-		zs[h], sw[h], bias[h] = c.YMM(), c.YMM(), c.YMM()
-		c.VMOVDQU(mem(zsp, 32*h), zs[h])
-		c.VMOVUPS(mem(swp, 32*h), sw[h])
-		c.VMOVUPS(mem(bp, 32*h), bias[h])
+	zs, sw, bias := make([]reg.VecVirtual, halves), make([]reg.VecVirtual, halves), make([]reg.VecVirtual, halves)
+	for h := range halves {
+		zs[h], sw[h], bias[h] = vec(), vec(), vec()
+		movInt(mem(zsp, width*h), zs[h])
+		c.VMOVUPS(mem(swp, width*h), sw[h])
+		c.VMOVUPS(mem(bp, width*h), bias[h])
 	}
 	c.SHLQ(operand.U8(2), ldy)
 	c.Label(name + "_loop")
-	sb, xb := c.YMM(), c.YMM()
+	sb, xb := vec(), vec()
 	c.VPBROADCASTD(mem(sum, 0), sb)
 	c.VBROADCASTSS(mem(sx, 0), xb)
-	for h := 0; h < 2; h++ {
-		a, t, s := c.YMM(), c.YMM(), c.YMM()
+	for h := range halves {
+		a, t, s := vec(), vec(), vec()
 		c.VPMULLD(sb, zs[h], t)
-		c.VMOVDQU(mem(acc, 32*h), a)
+		movInt(mem(acc, width*h), a)
 		c.VPSUBD(t, a, a)
 		c.VCVTDQ2PS(a, a)
 		c.VMULPS(sw[h], xb, s)
 		c.VMULPS(s, a, a)
 		c.VADDPS(bias[h], a, a)
-		c.VMOVUPS(a, mem(y, 32*h))
+		c.VMOVUPS(a, mem(y, width*h))
 	}
 	c.ADDQ(operand.U32(64), acc)
 	c.ADDQ(operand.U32(4), sum)

@@ -127,23 +127,32 @@ func TestOps(t *testing.T) {
 		w, b := randSlice(r, c), randSlice(r, c)
 		got := make([]float32, rows*c)
 		LayerNormSerial(got, x, rows, c, w, b, 1e-5)
-		for row := 0; row < rows; row++ {
-			xr := x[row*c : row*c+c]
-			var mean, q float64
-			for _, v := range xr {
-				mean += float64(v)
-			}
-			mean /= float64(c)
-			for _, v := range xr {
-				q += (float64(v) - mean) * (float64(v) - mean)
-			}
-			inv := 1 / math.Sqrt(q/float64(c)+1e-5)
-			for i, v := range xr {
-				want := (float64(v)-mean)*inv*float64(w[i]) + float64(b[i])
-				if d := math.Abs(float64(got[row*c+i]) - want); d > 4e-6 {
-					t.Fatalf("c=%d row %d [%d]: LayerNorm = %g, want %g", c, row, i, got[row*c+i], want)
-				}
+		want := layerNormRef(x, rows, c, w, b, 1e-5)
+		for k := range want {
+			if d := math.Abs(float64(got[k]) - want[k]); d > 4e-6 {
+				t.Fatalf("c=%d row %d [%d]: LayerNorm = %g, want %g", c, k/c, k%c, got[k], want[k])
 			}
 		}
 	}
+}
+
+// layerNormRef is LayerNorm of rows×c values in float64 (biased variance).
+func layerNormRef(x []float32, rows, c int, w, b []float32, eps float64) []float64 {
+	out := make([]float64, rows*c)
+	for row := 0; row < rows; row++ {
+		xr := x[row*c : row*c+c]
+		var mean, q float64
+		for _, v := range xr {
+			mean += float64(v)
+		}
+		mean /= float64(c)
+		for _, v := range xr {
+			q += (float64(v) - mean) * (float64(v) - mean)
+		}
+		inv := 1 / math.Sqrt(q/float64(c)+eps)
+		for i, v := range xr {
+			out[row*c+i] = (float64(v)-mean)*inv*float64(w[i]) + float64(b[i])
+		}
+	}
+	return out
 }

@@ -181,25 +181,12 @@ func TestLayerNormKernel(t *testing.T) {
 			checkSentinels(t, "vecmath.LayerNorm", all, rows*c)
 			inPlace := append([]float32(nil), x...)
 			gv.LayerNorm(inPlace, inPlace, rows, c, w, b, 1e-5)
-			for row := 0; row < rows; row++ {
-				xs := x[row*c : row*c+c]
-				var mean, q float64
-				for _, v := range xs {
-					mean += float64(v)
-				}
-				mean /= float64(c)
-				for _, v := range xs {
-					q += (float64(v) - mean) * (float64(v) - mean)
-				}
-				inv := 1 / math.Sqrt(q/float64(c)+1e-5)
-				for i, v := range xs {
-					want := (float64(v)-mean)*inv*float64(w[i]) + float64(b[i])
-					k := row*c + i
-					e := math.Abs(float64(dst[k]) - want)
-					maxErr = math.Max(maxErr, e)
-					if e > 4e-6 || math.Abs(float64(dst[k]-twin[k])) > 4e-6 || inPlace[k] != dst[k] {
-						t.Fatalf("c=%d row %d [%d]: %g, want %g, twin %g, in place %g", c, row, i, dst[k], want, twin[k], inPlace[k])
-					}
+			want := layerNormRef(x, rows, c, w, b, 1e-5)
+			for k := range want {
+				e := math.Abs(float64(dst[k]) - want[k])
+				maxErr = math.Max(maxErr, e)
+				if e > 4e-6 || math.Abs(float64(dst[k]-twin[k])) > 4e-6 || inPlace[k] != dst[k] {
+					t.Fatalf("c=%d row %d [%d]: %g, want %g, twin %g, in place %g", c, k/c, k%c, dst[k], want[k], twin[k], inPlace[k])
 				}
 			}
 		}

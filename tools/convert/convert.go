@@ -74,10 +74,10 @@ func Convert(ck *torchckpt.Checkpoint, o Options) ([]byte, error) {
 	var ts []safetensors.Tensor
 	for _, t := range ck.Tensors {
 		out := safetensors.Tensor{Name: t.Name, Shape: t.Shape}
-		switch t.DType {
-		case torchckpt.F32, torchckpt.F16, torchckpt.BF16, torchckpt.F64:
+		switch {
+		case t.DType.IsFloat():
 			out.F32 = t.Float32() // F32: exact for every source dtype but F64
-		case torchckpt.I64:
+		case t.DType == safetensors.I64:
 			out.DType, out.Raw = safetensors.I64, t.Raw
 		default:
 			return nil, fmt.Errorf("convert: tensor %q: dtype %s has no place in a model file", t.Name, t.DType)

@@ -125,7 +125,7 @@ func TestConvertRefuses(t *testing.T) {
 			t.Fatal("fixture lacks the tensor")
 		}, "roi_heads.box_predictor.cls_score.weight"},
 		{"extra", func(ck *torchckpt.Checkpoint, _ *[]byte) {
-			ck.Tensors = append(ck.Tensors, &torchckpt.Tensor{Name: "backbone.extra.weight", DType: torchckpt.F32, Shape: []int{1}, Raw: make([]byte, 4)})
+			ck.Tensors = append(ck.Tensors, &torchckpt.Tensor{Name: "backbone.extra.weight", DType: safetensors.F32, Shape: []int{1}, Raw: make([]byte, 4)})
 		}, "backbone.extra.weight"},
 		{"mis-shaped", func(ck *torchckpt.Checkpoint, _ *[]byte) {
 			x, _ := ck.Lookup("rpn.head.conv.0.0.weight")

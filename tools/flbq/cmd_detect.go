@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"image"
 	_ "image/jpeg" // DecodeConfig pre-flight
 	_ "image/png"
 	"io"
@@ -78,7 +77,7 @@ func runDetect(c *cli.Context) error {
 	maxPix := c.Int64("max-pixels")
 	// Pre-flight: inputs.
 	for _, p := range paths {
-		if err := checkImageFile(p, maxPix); err != nil {
+		if err := pipeline.CheckImage(p, maxPix); err != nil {
 			return err
 		}
 	}
@@ -148,30 +147,6 @@ func runDetect(c *cli.Context) error {
 	}
 	fmt.Fprintf(stderr, "detect: %d images, %d detections; load %.2fs, detect %.2fs (%.2fs/image)\n",
 		len(paths), ndet, t1.Sub(t0).Seconds(), t2.Sub(t1).Seconds(), t2.Sub(t1).Seconds()/float64(len(paths)))
-	return nil
-}
-
-// checkImageFile decodes an image's header: readable, a known format,
-// non-empty and within the pixel limit.
-func checkImageFile(p string, maxPix int64) error {
-	f, err := os.Open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	cfg, format, err := image.DecodeConfig(f)
-	if err != nil {
-		return fmt.Errorf("%s: not a decodable JPEG or PNG image: %w", p, err)
-	}
-	if cfg.Width <= 0 || cfg.Height <= 0 {
-		return fmt.Errorf("%s: empty %s image (%dx%d)", p, format, cfg.Width, cfg.Height)
-	}
-	if maxPix <= 0 {
-		maxPix = maskrcnn.DefaultMaxPixels
-	}
-	if int64(cfg.Width)*int64(cfg.Height) > maxPix {
-		return fmt.Errorf("%s: %s image %dx%d exceeds the %d-pixel limit (--max-pixels)", p, format, cfg.Width, cfg.Height, maxPix)
-	}
 	return nil
 }
 

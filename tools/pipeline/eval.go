@@ -362,7 +362,7 @@ func checkImages(items []item, maxPix int64) error {
 	var first error
 	bad := 0
 	for _, it := range items {
-		if err := checkImage(it.path, maxPix); err != nil {
+		if err := CheckImage(it.path, maxPix); err != nil {
 			if first == nil {
 				first = fmt.Errorf("image %d: %w", it.img.ID, err)
 			}
@@ -375,7 +375,12 @@ func checkImages(items []item, maxPix int64) error {
 	return first
 }
 
-func checkImage(p string, maxPix int64) error {
+// CheckImage decodes an image file's header: readable, a JPEG or PNG, not
+// empty, at most maxPix pixels (≤ 0: maskrcnn.DefaultMaxPixels).
+func CheckImage(p string, maxPix int64) error {
+	if maxPix <= 0 {
+		maxPix = maskrcnn.DefaultMaxPixels
+	}
 	f, err := os.Open(p)
 	if err != nil {
 		return err
@@ -389,7 +394,7 @@ func checkImage(p string, maxPix int64) error {
 		return fmt.Errorf("%s: empty %s image (%dx%d)", p, format, cfg.Width, cfg.Height)
 	}
 	if int64(cfg.Width)*int64(cfg.Height) > maxPix {
-		return fmt.Errorf("%s: %s image %dx%d exceeds the %d-pixel limit", p, format, cfg.Width, cfg.Height, maxPix)
+		return fmt.Errorf("%s: %s image %dx%d exceeds the %d-pixel limit (--max-pixels)", p, format, cfg.Width, cfg.Height, maxPix)
 	}
 	return nil
 }

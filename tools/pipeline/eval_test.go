@@ -314,8 +314,7 @@ func TestResume(t *testing.T) {
 
 func fingerprintFor(t *testing.T, o EvalOptions, val *coco.Dataset) (Fingerprint, string, []item) {
 	t.Helper()
-	dir, rep := single(t)
-	_ = dir
+	_, rep := single(t)
 	return rep.Manifest.Fingerprint, o.Shard.String(), selectImages(val, o.Shard, o.Images)
 }
 

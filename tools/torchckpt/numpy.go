@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/nlpodyssey/gopickle/types"
+
+	"github.com/flbq/flbq/runtime/safetensors"
 )
 
 // NumPy arrays, as detectron2's .pkl checkpoints hold them: the pickle
@@ -80,8 +82,8 @@ func (a *ndarray) PySetState(state any) error {
 		}
 		n *= s
 	}
-	if n*dt.dtype.Size() != len(data) {
-		return fmt.Errorf("numpy array: shape %v of %s needs %d bytes, has %d", shape, dt.code, n*dt.dtype.Size(), len(data))
+	if n*size(dt.dtype) != len(data) {
+		return fmt.Errorf("numpy array: shape %v of %s needs %d bytes, has %d", shape, dt.code, n*size(dt.dtype), len(data))
 	}
 	*a = ndarray{shape: shape, dtype: dt, fortran: fortran, data: data, set: true}
 	return nil
@@ -92,7 +94,7 @@ func (a *ndarray) tensor() (*Tensor, error) {
 	if !a.set {
 		return nil, fmt.Errorf("numpy array without state")
 	}
-	es := a.dtype.dtype.Size()
+	es := size(a.dtype.dtype)
 	raw := append([]byte(nil), a.data...)
 	if a.dtype.bigEndian && es > 1 {
 		for i := 0; i < len(raw); i += es {
@@ -111,7 +113,7 @@ func (a *ndarray) tensor() (*Tensor, error) {
 			s *= a.shape[i]
 		}
 		st := &storageRef{dtype: a.dtype.dtype, numel: t.Elems(), data: raw}
-		return (&storageSet{}).materialize(&tensorRef{storage: st, size: a.shape, stride: stride})
+		return materialize(&tensorRef{storage: st, size: a.shape, stride: stride})
 	}
 	return t, nil
 }
@@ -119,12 +121,12 @@ func (a *ndarray) tensor() (*Tensor, error) {
 // npDType is a numpy.dtype: its type code and, after its state, byte order.
 type npDType struct {
 	code      string
-	dtype     DType // "" for anything but a plain number or bool
+	dtype     safetensors.DType // "" for anything but a plain number or bool
 	bigEndian bool
 }
 
-var npCodes = map[string]DType{
-	"f4": F32, "f8": F64, "f2": F16, "i8": I64, "i4": I32, "i2": I16, "i1": I8, "u1": U8, "b1": Bool,
+var npCodes = map[string]safetensors.DType{
+	"f4": safetensors.F32, "f8": safetensors.F64, "f2": safetensors.F16, "i8": safetensors.I64, "i4": safetensors.I32, "i2": safetensors.I16, "i1": safetensors.I8, "u1": safetensors.U8, "b1": safetensors.Bool,
 }
 
 type dtypeClass struct{}

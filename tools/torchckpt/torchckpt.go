@@ -40,42 +40,16 @@ import (
 	"github.com/flbq/flbq/runtime/safetensors"
 )
 
-// DType is a tensor element type, named as in safetensors.
-type DType string
-
-const (
-	F32  DType = "F32"
-	F16  DType = "F16"
-	BF16 DType = "BF16"
-	F64  DType = "F64"
-	I64  DType = "I64"
-	I32  DType = "I32"
-	I16  DType = "I16"
-	I8   DType = "I8"
-	U8   DType = "U8"
-	Bool DType = "BOOL"
-)
-
 // storageDTypes maps torch's legacy storage classes (how every storage is
 // named in a pickle) to their element type.
-var storageDTypes = map[string]DType{
-	"FloatStorage": F32, "HalfStorage": F16, "BFloat16Storage": BF16, "DoubleStorage": F64,
-	"LongStorage": I64, "IntStorage": I32, "ShortStorage": I16, "CharStorage": I8,
-	"ByteStorage": U8, "BoolStorage": Bool,
+var storageDTypes = map[string]safetensors.DType{
+	"FloatStorage": safetensors.F32, "HalfStorage": safetensors.F16, "BFloat16Storage": safetensors.BF16, "DoubleStorage": safetensors.F64,
+	"LongStorage": safetensors.I64, "IntStorage": safetensors.I32, "ShortStorage": safetensors.I16, "CharStorage": safetensors.I8,
+	"ByteStorage": safetensors.U8, "BoolStorage": safetensors.Bool,
 }
 
-// Size returns the bytes per element.
-func (d DType) Size() int {
-	switch d {
-	case F64, I64:
-		return 8
-	case F32, I32:
-		return 4
-	case F16, BF16, I16:
-		return 2
-	}
-	return 1
-}
+// size returns the bytes per element of d.
+func size(d safetensors.DType) int { return int(d.Size()) }
 
 // AllowedClasses lists every class a checkpoint's pickles may name: tensor
 // and parameter rebuilding, the typed storages, OrderedDict, torch's
@@ -98,7 +72,7 @@ func AllowedClasses() []string {
 // Tensor is one named tensor of the state dict.
 type Tensor struct {
 	Name  string
-	DType DType
+	DType safetensors.DType
 	Shape []int
 	// Raw holds the elements contiguously in row-major order, little endian.
 	Raw []byte
@@ -121,23 +95,23 @@ func (t *Tensor) Float32() []float32 {
 	r := t.Raw
 	for i := range out {
 		switch t.DType {
-		case F32:
+		case safetensors.F32:
 			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(r[4*i:]))
-		case F64:
+		case safetensors.F64:
 			out[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(r[8*i:])))
-		case F16:
+		case safetensors.F16:
 			out[i] = safetensors.HalfToFloat32(binary.LittleEndian.Uint16(r[2*i:]))
-		case BF16:
+		case safetensors.BF16:
 			out[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(r[2*i:])) << 16)
-		case I64:
+		case safetensors.I64:
 			out[i] = float32(int64(binary.LittleEndian.Uint64(r[8*i:])))
-		case I32:
+		case safetensors.I32:
 			out[i] = float32(int32(binary.LittleEndian.Uint32(r[4*i:])))
-		case I16:
+		case safetensors.I16:
 			out[i] = float32(int16(binary.LittleEndian.Uint16(r[2*i:])))
-		case I8:
+		case safetensors.I8:
 			out[i] = float32(int8(r[i]))
-		default: // U8, Bool
+		default: // U8, BOOL
 			out[i] = float32(r[i])
 		}
 	}
@@ -188,17 +162,16 @@ func Decode(b []byte) (c *Checkpoint, err error) {
 		}
 	}()
 	var obj any
-	var storages *storageSet
 	format := "legacy"
 	switch {
 	case len(b) >= 4 && string(b[:4]) == "PK\x03\x04":
 		format = "zip"
-		obj, storages, err = decodeZip(b)
+		obj, err = decodeZip(b)
 	case isPlainPickle(b):
 		format = "pickle"
-		obj, storages, err = decodePickle(b)
+		obj, err = decodePickle(b)
 	default:
-		obj, storages, err = decodeLegacy(b)
+		obj, err = decodeLegacy(b)
 	}
 	if err != nil {
 		return nil, err
@@ -217,7 +190,7 @@ func Decode(b []byte) (c *Checkpoint, err error) {
 		var err error
 		switch v := e.value.(type) {
 		case *tensorRef:
-			t, err = storages.materialize(v)
+			t, err = materialize(v)
 		case *ndarray:
 			t, err = v.tensor()
 		default:
@@ -238,7 +211,7 @@ func Decode(b []byte) (c *Checkpoint, err error) {
 // storageRef is a storage named by a pickle: its element type, key and
 // element count; data is filled in from the file's records.
 type storageRef struct {
-	dtype DType
+	dtype safetensors.DType
 	key   string
 	numel int
 	data  []byte
@@ -254,7 +227,7 @@ type tensorRef struct {
 }
 
 // storageClass is the value an allowed storage class name resolves to.
-type storageClass struct{ dtype DType }
+type storageClass struct{ dtype safetensors.DType }
 
 // rebuildTensor is torch._utils._rebuild_tensor_v2(storage, offset, size,
 // stride, requires_grad, backward_hooks[, metadata]).
@@ -372,7 +345,7 @@ func (s *storageSet) persistentLoad(maxBytes int) func(any) (any, error) {
 			return nil, fmt.Errorf("persistent id: storage key %v", t.Get(2))
 		}
 		numel, ok := t.Get(4).(int)
-		if !ok || numel < 0 || numel > maxBytes/cls.dtype.Size() {
+		if !ok || numel < 0 || numel > maxBytes/size(cls.dtype) {
 			return nil, fmt.Errorf("storage %q: %v elements of %s cannot fit in a file of %d bytes", key, t.Get(4), cls.dtype, maxBytes)
 		}
 		if t.Len() > 5 && t.Get(5) != nil {
@@ -391,7 +364,7 @@ func (s *storageSet) persistentLoad(maxBytes int) func(any) (any, error) {
 }
 
 // materialize gathers a strided view into a contiguous tensor.
-func (s *storageSet) materialize(t *tensorRef) (*Tensor, error) {
+func materialize(t *tensorRef) (*Tensor, error) {
 	st := t.storage
 	if st.data == nil && st.numel > 0 {
 		return nil, fmt.Errorf("storage %q has no data in the file", st.key)
@@ -412,7 +385,7 @@ func (s *storageSet) materialize(t *tensorRef) (*Tensor, error) {
 	if n > 0 && last >= st.numel {
 		return nil, fmt.Errorf("view (offset %d, shape %v, stride %v) runs past its storage of %d elements", t.offset, t.size, t.stride, st.numel)
 	}
-	es := st.dtype.Size()
+	es := size(st.dtype)
 	out := &Tensor{DType: st.dtype, Shape: append([]int(nil), t.size...), Raw: make([]byte, n*es)}
 	if n == 0 {
 		return out, nil
@@ -444,10 +417,10 @@ func newUnpickler(r *bytes.Reader, s *storageSet, maxBytes int) pickle.Unpickler
 
 // decodeZip reads the zip format: exactly one */data.pkl, and a record
 // <folder>/data/<key> of the stated size for every storage.
-func decodeZip(b []byte) (any, *storageSet, error) {
+func decodeZip(b []byte) (any, error) {
 	zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
 	if err != nil {
-		return nil, nil, fmt.Errorf("zip checkpoint: %w", err)
+		return nil, fmt.Errorf("zip checkpoint: %w", err)
 	}
 	var pkl *zip.File
 	records := map[string]*zip.File{}
@@ -456,39 +429,39 @@ func decodeZip(b []byte) (any, *storageSet, error) {
 		// is allocated: torch.save stores records uncompressed.
 		switch {
 		case f.Method == zip.Store && f.UncompressedSize64 != f.CompressedSize64:
-			return nil, nil, fmt.Errorf("zip record %s: stored, but %d bytes uncompressed vs %d", f.Name, f.UncompressedSize64, f.CompressedSize64)
+			return nil, fmt.Errorf("zip record %s: stored, but %d bytes uncompressed vs %d", f.Name, f.UncompressedSize64, f.CompressedSize64)
 		case f.Method == zip.Deflate && f.UncompressedSize64 > 1100*f.CompressedSize64:
-			return nil, nil, fmt.Errorf("zip record %s: %d bytes from %d compressed is beyond deflate's ratio", f.Name, f.UncompressedSize64, f.CompressedSize64)
+			return nil, fmt.Errorf("zip record %s: %d bytes from %d compressed is beyond deflate's ratio", f.Name, f.UncompressedSize64, f.CompressedSize64)
 		case f.Method != zip.Store && f.Method != zip.Deflate:
-			return nil, nil, fmt.Errorf("zip record %s: compression method %d", f.Name, f.Method)
+			return nil, fmt.Errorf("zip record %s: compression method %d", f.Name, f.Method)
 		case f.CompressedSize64 > uint64(len(b)):
-			return nil, nil, fmt.Errorf("zip record %s: %d compressed bytes in a %d-byte file", f.Name, f.CompressedSize64, len(b))
+			return nil, fmt.Errorf("zip record %s: %d compressed bytes in a %d-byte file", f.Name, f.CompressedSize64, len(b))
 		}
 		records[f.Name] = f
 		if path.Base(f.Name) == "data.pkl" && strings.Count(f.Name, "/") == 1 {
 			if pkl != nil {
-				return nil, nil, fmt.Errorf("zip checkpoint: two pickles, %s and %s", pkl.Name, f.Name)
+				return nil, fmt.Errorf("zip checkpoint: two pickles, %s and %s", pkl.Name, f.Name)
 			}
 			pkl = f
 		}
 		if path.Base(f.Name) == "constants.pkl" {
-			return nil, nil, errors.New("zip checkpoint: a TorchScript archive (constants.pkl), not a torch.save file")
+			return nil, errors.New("zip checkpoint: a TorchScript archive (constants.pkl), not a torch.save file")
 		}
 	}
 	if pkl == nil {
-		return nil, nil, errors.New("zip checkpoint: no <folder>/data.pkl record")
+		return nil, errors.New("zip checkpoint: no <folder>/data.pkl record")
 	}
 	folder := path.Dir(pkl.Name)
 	if pkl.UncompressedSize64 > 1<<30 {
-		return nil, nil, fmt.Errorf("zip record %s: %d bytes, more than a state dict's pickle needs", pkl.Name, pkl.UncompressedSize64)
+		return nil, fmt.Errorf("zip record %s: %d bytes, more than a state dict's pickle needs", pkl.Name, pkl.UncompressedSize64)
 	}
 	data, err := readRecord(pkl)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	n, err := scanPickle(data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", pkl.Name, err)
+		return nil, fmt.Errorf("%s: %w", pkl.Name, err)
 	}
 	s := newStorageSet()
 	var maxBytes int
@@ -498,24 +471,24 @@ func decodeZip(b []byte) (any, *storageSet, error) {
 	u := newUnpickler(bytes.NewReader(data[:n]), s, maxBytes)
 	obj, err := u.Load()
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", pkl.Name, truncated(err))
+		return nil, fmt.Errorf("%s: %w", pkl.Name, truncated(err))
 	}
 	for _, key := range sortedKeys(s.byKey) {
 		st := s.byKey[key]
 		name := folder + "/data/" + key
 		f, ok := records[name]
 		if !ok {
-			return nil, nil, fmt.Errorf("storage %q: no record %s", key, name)
+			return nil, fmt.Errorf("storage %q: no record %s", key, name)
 		}
-		want := uint64(st.numel) * uint64(st.dtype.Size())
+		want := uint64(st.numel) * uint64(size(st.dtype))
 		if f.UncompressedSize64 != want {
-			return nil, nil, fmt.Errorf("record %s: %d bytes, want %d (%d×%s)", name, f.UncompressedSize64, want, st.numel, st.dtype)
+			return nil, fmt.Errorf("record %s: %d bytes, want %d (%d×%s)", name, f.UncompressedSize64, want, st.numel, st.dtype)
 		}
 		if st.data, err = readRecord(f); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
-	return obj, s, nil
+	return obj, nil
 }
 
 // readRecord reads a zip record whose stated size was checked.
@@ -548,18 +521,18 @@ func isPlainPickle(b []byte) bool {
 
 // decodePickle reads a file that is one pickle holding a dict of NumPy
 // arrays, possibly under "model" (detectron2's .pkl).
-func decodePickle(b []byte) (any, *storageSet, error) {
+func decodePickle(b []byte) (any, error) {
 	n, err := scanPickle(b)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	s := newStorageSet()
 	u := newUnpickler(bytes.NewReader(b[:n]), s, len(b))
 	obj, err := u.Load()
 	if err != nil {
-		return nil, nil, fmt.Errorf("pickle: %w", truncated(err))
+		return nil, fmt.Errorf("pickle: %w", truncated(err))
 	}
-	return obj, s, nil
+	return obj, nil
 }
 
 // legacyMagic is the first pickle of a legacy checkpoint: the integer
@@ -568,7 +541,7 @@ const legacyMagic = "0x1950a86a20f9469cfc6c"
 
 // decodeLegacy reads torch.save's pre-1.6 format: five pickles, then the
 // storages, each an 8-byte element count and its bytes.
-func decodeLegacy(b []byte) (any, *storageSet, error) {
+func decodeLegacy(b []byte) (any, error) {
 	off := 0
 	s := newStorageSet()
 	next := func(what string, withStorages bool) (any, error) {
@@ -592,57 +565,57 @@ func decodeLegacy(b []byte) (any, *storageSet, error) {
 	}
 	magic, err := next("magic number", false)
 	if err != nil {
-		return nil, nil, fmt.Errorf("not a PyTorch checkpoint (neither a zip archive nor a legacy torch.save file): %w", err)
+		return nil, fmt.Errorf("not a PyTorch checkpoint (neither a zip archive nor a legacy torch.save file): %w", err)
 	}
 	if fmt.Sprintf("%#x", magic) != legacyMagic {
-		return nil, nil, fmt.Errorf("not a PyTorch checkpoint: first pickle is %v, not torch's magic number", magic)
+		return nil, fmt.Errorf("not a PyTorch checkpoint: first pickle is %v, not torch's magic number", magic)
 	}
 	proto, err := next("protocol version", false)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if p, ok := proto.(int); !ok || p != 1001 {
-		return nil, nil, fmt.Errorf("legacy checkpoint: protocol version %v, want 1001", proto)
+		return nil, fmt.Errorf("legacy checkpoint: protocol version %v, want 1001", proto)
 	}
 	if _, err := next("system info", false); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	obj, err := next("object", true)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	keysObj, err := next("storage keys", false)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	keys, ok := keysObj.(*types.List)
 	if !ok {
-		return nil, nil, fmt.Errorf("legacy checkpoint: storage keys are a %s, not a list", typeName(keysObj))
+		return nil, fmt.Errorf("legacy checkpoint: storage keys are a %s, not a list", typeName(keysObj))
 	}
 	for i := 0; i < keys.Len(); i++ {
 		key, ok := keys.Get(i).(string)
 		if !ok {
-			return nil, nil, fmt.Errorf("legacy checkpoint: storage key %d is %v", i, keys.Get(i))
+			return nil, fmt.Errorf("legacy checkpoint: storage key %d is %v", i, keys.Get(i))
 		}
 		st, ok := s.byKey[key]
 		if !ok {
-			return nil, nil, fmt.Errorf("legacy checkpoint: storage %q listed but never named", key)
+			return nil, fmt.Errorf("legacy checkpoint: storage %q listed but never named", key)
 		}
 		if len(b)-off < 8 {
-			return nil, nil, fmt.Errorf("legacy checkpoint: storage %q at byte %d: truncated", key, off)
+			return nil, fmt.Errorf("legacy checkpoint: storage %q at byte %d: truncated", key, off)
 		}
 		if n := binary.LittleEndian.Uint64(b[off:]); n != uint64(st.numel) {
-			return nil, nil, fmt.Errorf("legacy checkpoint: storage %q at byte %d holds %d elements, the pickle says %d", key, off, n, st.numel)
+			return nil, fmt.Errorf("legacy checkpoint: storage %q at byte %d holds %d elements, the pickle says %d", key, off, n, st.numel)
 		}
 		off += 8
-		size := st.numel * st.dtype.Size()
-		if len(b)-off < size {
-			return nil, nil, fmt.Errorf("legacy checkpoint: storage %q at byte %d: truncated (%d of %d bytes)", key, off, len(b)-off, size)
+		nb := st.numel * size(st.dtype)
+		if len(b)-off < nb {
+			return nil, fmt.Errorf("legacy checkpoint: storage %q at byte %d: truncated (%d of %d bytes)", key, off, len(b)-off, nb)
 		}
-		st.data = b[off : off+size : off+size]
-		off += size
+		st.data = b[off : off+nb : off+nb]
+		off += nb
 	}
-	return obj, s, nil
+	return obj, nil
 }
 
 // truncated names an end of input inside a pickle.

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/flbq/flbq/runtime/safetensors"
 )
 
 // Fixtures and values written by tools/refgen/torch_checkpoints.py (torch 1.13).
@@ -27,7 +29,7 @@ func readExpected(t *testing.T) expected {
 	return e
 }
 
-var torchDTypes = map[string]DType{"float32": F32, "float16": F16, "bfloat16": BF16, "float64": F64, "int64": I64, "bool": Bool}
+var torchDTypes = map[string]safetensors.DType{"float32": safetensors.F32, "float16": safetensors.F16, "bfloat16": safetensors.BF16, "float64": safetensors.F64, "int64": safetensors.I64, "bool": safetensors.Bool}
 
 func TestReadFormats(t *testing.T) {
 	want := readExpected(t)
@@ -148,7 +150,7 @@ func FuzzDecode(f *testing.F) {
 			return
 		}
 		for _, tn := range ck.Tensors {
-			if len(tn.Raw) != tn.Elems()*tn.DType.Size() {
+			if len(tn.Raw) != tn.Elems()*size(tn.DType) {
 				t.Fatalf("%s: %d bytes for shape %v of %s", tn.Name, len(tn.Raw), tn.Shape, tn.DType)
 			}
 			tn.Float32()
@@ -156,7 +158,7 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-var npDTypes = map[string]DType{"float32": F32, "float64": F64, "float16": F16, "int64": I64, "uint8": U8}
+var npDTypes = map[string]safetensors.DType{"float32": safetensors.F32, "float64": safetensors.F64, "float16": safetensors.F16, "int64": safetensors.I64, "uint8": safetensors.U8}
 
 // detectron2's .pkl: a pickle of NumPy arrays under "model", at protocols 2
 // (bytes via _codecs.encode) and 4; Fortran-ordered and big-endian arrays

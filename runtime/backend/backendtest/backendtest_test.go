@@ -53,7 +53,7 @@ func TestRequireTier(t *testing.T) {
 	if !backend.CanRun(backend.VNNI) {
 		// A required tier the CPU lacks fails ForEachTier instead of skipping.
 		cmd := exec.Command(os.Args[0], "-test.run=^TestRequireTier$")
-		cmd.Env = append(os.Environ(), mainChild + "=1", EnvRequire+"=vnni")
+		cmd.Env = append(os.Environ(), mainChild+"=1", EnvRequire+"=vnni")
 		if out, err := cmd.CombinedOutput(); err == nil {
 			t.Errorf("required vnni on a CPU without it passed:\n%s", out)
 		}
