@@ -13,7 +13,7 @@ config and weights) instead of the random-weight configurations, as
 
 Prints one line per case: the minimum and median wall time over --reps runs
 after one warm-up, with torch.set_num_threads(--threads) (match GOMAXPROCS /
-nn.SetThreads on the Go side).
+FLBQ_THREADS / backend.SetThreads on the Go side).
 """
 import argparse
 import os

@@ -9,7 +9,7 @@ RoI box heads, masks incl. pasting).
 
     /usr/bin/python3 tools/refgen/maskrcnn_bench_torchvision.py --threads 2 [--reps 1]
 
-Use the same thread count as the Go side (GOMAXPROCS / nn.SetThreads).
+Use the same thread count as the Go side (FLBQ_THREADS / --threads / backend.SetThreads).
 
     /usr/bin/python3 tools/refgen/maskrcnn_bench_torchvision.py --threads 1 --reps 5 \
         --model-file tools/models/shapes-swin-t32.safetensors --image IMG.png
