@@ -10,6 +10,13 @@ import (
 type AnchorGenerator struct {
 	Sizes        [][]float64
 	AspectRatios [][]float64
+	// Unrounded keeps the base anchors' exact half-sizes, as
+	// mmdetection's AnchorGenerator does; torchvision rounds them.
+	Unrounded bool
+	// Strides fixes each level's stride (mmdetection: 4, 8, 16, 32, 64);
+	// nil derives it as torchvision does, padded image // feature size
+	// (61 rather than 64 on the extra level of an 800-high image).
+	Strides []int
 }
 
 // DefaultAnchorGenerator is MaskRCNN's default: sizes 32..512 (one per FPN
@@ -34,7 +41,8 @@ func (g AnchorGenerator) NumAnchorsPerLocation() []int {
 
 // CellAnchors returns the zero-centred base anchors of a level (A×4), as
 // generate_anchors: h_ratio = sqrt(ratio), w_ratio = 1/h_ratio,
-// ws = w_ratio·size (ratio-major), anchors [-ws,-hs,ws,hs]/2 rounded half to even.
+// ws = w_ratio·size (ratio-major), anchors [-ws,-hs,ws,hs]/2 rounded half
+// to even (unless Unrounded).
 func (g AnchorGenerator) CellAnchors(level int) ([]float32, error) {
 	if level < 0 || level >= len(g.Sizes) || level >= len(g.AspectRatios) {
 		return nil, fmt.Errorf("detection: anchor level %d out of range (%d sizes, %d aspect-ratio sets)", level, len(g.Sizes), len(g.AspectRatios))
@@ -48,7 +56,11 @@ func (g AnchorGenerator) CellAnchors(level int) ([]float32, error) {
 			ws := float32(wr * float32(s))
 			hs := float32(hr * float32(s))
 			for _, v := range []float32{-ws, -hs, ws, hs} {
-				out = append(out, float32(math.RoundToEven(float64(v/2))))
+				if g.Unrounded {
+					out = append(out, v/2)
+				} else {
+					out = append(out, float32(math.RoundToEven(float64(v/2))))
+				}
 			}
 		}
 	}
@@ -57,11 +69,15 @@ func (g AnchorGenerator) CellAnchors(level int) ([]float32, error) {
 
 // Anchors returns one image's anchors for each level, as AnchorGenerator.forward:
 // imageH×imageW is the padded batch tensor size, featSizes[l] = (H_l, W_l);
-// stride = image // feature (integer division); anchors of level l are
+// stride = image // feature (integer division) unless Strides fixes it;
+// anchors of level l are
 // ordered (y, x, anchor) and number H_l·W_l·A_l.
 func (g AnchorGenerator) Anchors(imageH, imageW int, featSizes [][2]int) ([][]float32, error) {
 	if len(featSizes) != len(g.Sizes) || len(g.Sizes) != len(g.AspectRatios) {
 		return nil, fmt.Errorf("detection: anchor generator has %d size sets and %d aspect-ratio sets for %d feature maps", len(g.Sizes), len(g.AspectRatios), len(featSizes))
+	}
+	if g.Strides != nil && len(g.Strides) != len(featSizes) {
+		return nil, fmt.Errorf("detection: anchor generator has %d strides for %d feature maps", len(g.Strides), len(featSizes))
 	}
 	out := make([][]float32, len(featSizes))
 	for l, fs := range featSizes {
@@ -70,6 +86,9 @@ func (g AnchorGenerator) Anchors(imageH, imageW int, featSizes [][2]int) ([][]fl
 			return nil, fmt.Errorf("detection: anchors: level %d feature size %dx%d for image %dx%d", l, gh, gw, imageH, imageW)
 		}
 		sh, sw := imageH/gh, imageW/gw
+		if g.Strides != nil {
+			sh, sw = g.Strides[l], g.Strides[l]
+		}
 		base, err := g.CellAnchors(l)
 		if err != nil {
 			return nil, err

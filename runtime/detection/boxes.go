@@ -15,6 +15,8 @@ type BoxCoder struct {
 	Weights [4]float64
 	// Clip is the upper clamp applied to dw/dh before exp (log(1000/16) in torchvision).
 	Clip float64
+	// ClipBelow also clamps dw/dh at -Clip, as mmdetection's delta2bbox does.
+	ClipBelow bool
 }
 
 // RPNBoxCoder is the RPN's coder: weights (1,1,1,1).
@@ -76,6 +78,14 @@ func (c BoxCoder) decodeInto(out, deltas, boxes []float32, n, k int) {
 			}
 			if dh > clip {
 				dh = clip
+			}
+			if c.ClipBelow {
+				if dw < -clip {
+					dw = -clip
+				}
+				if dh < -clip {
+					dh = -clip
+				}
 			}
 			pcx := float32(dx*width) + ctrX
 			pcy := float32(dy*height) + ctrY

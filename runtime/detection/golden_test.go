@@ -325,7 +325,7 @@ func TestGoldenMultiScaleRoIAlign(t *testing.T) {
 func TestGoldenPostprocessDetections(t *testing.T) {
 	g := loadGolden(t)
 	for _, c := range g.Postprocess {
-		cfg := RoIHeadsConfig{ScoreThresh: c.ScoreThresh, NMSThresh: c.NMSThresh, DetectionsPerImg: c.Det}
+		cfg := RoIHeadsConfig{ScoreThresh: c.ScoreThresh, NMSThresh: c.NMSThresh, DetectionsPerImg: c.Det, MinSize: 1e-2}
 		d, err := PostprocessDetections(c.Logits, c.Regression, c.Proposals, c.K, c.Image[0], c.Image[1], RoIBoxCoder(), cfg)
 		if err != nil {
 			t.Fatal(err)

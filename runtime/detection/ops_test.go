@@ -275,7 +275,7 @@ func TestPostprocessHandComputed(t *testing.T) {
 	props := []float32{0, 0, 10, 10, 1, 1, 10, 10}
 	logits := []float32{0, 2, 1, 0, 1, 3}
 	reg := make([]float32, 2*4*3)
-	d, err := PostprocessDetections(logits, reg, props, 3, 20, 20, RoIBoxCoder(), RoIHeadsConfig{ScoreThresh: 0.2, NMSThresh: 0.5, DetectionsPerImg: 10})
+	d, err := PostprocessDetections(logits, reg, props, 3, 20, 20, RoIBoxCoder(), RoIHeadsConfig{ScoreThresh: 0.2, NMSThresh: 0.5, DetectionsPerImg: 10, MinSize: 1e-2})
 	if err != nil {
 		t.Fatal(err)
 	}

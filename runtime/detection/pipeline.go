@@ -37,9 +37,12 @@ type Config struct {
 	RoI        RoIHeadsConfig
 	BoxPool    MultiScaleRoIAlign
 	MaskPool   MultiScaleRoIAlign
-	MaskSize   int     // M of the mask predictor's output (28)
-	MaskThresh float32 // binarisation threshold of pasted masks (0.5)
-	NoMasks    bool    // skip the mask branch
+	MaskSize   int       // M of the mask predictor's output (28)
+	MaskThresh float32   // binarisation threshold of pasted masks (0.5)
+	MaskPaste  MaskPaste // how masks are pasted and binarised (torchvision's way)
+	// DeltaClipBelow clamps box deltas dw, dh from below too (mmdetection).
+	DeltaClipBelow bool
+	NoMasks        bool // skip the mask branch
 	// CropMasks makes Run return each binary mask cropped to the pixels
 	// its box can cover (Result.MaskCrops) instead of full images
 	// (Result.Masks): the same masks in O(box area) memory.
@@ -161,7 +164,9 @@ func Run(features []FeatureMap, g ImageGeometry, heads Heads, cfg Config) (*Resu
 		}
 		all = append(all, a...)
 	}
-	props, err := RPNBoxCoder().Decode(del, all)
+	rpnCoder, roiCoder := RPNBoxCoder(), RoIBoxCoder()
+	rpnCoder.ClipBelow, roiCoder.ClipBelow = cfg.DeltaClipBelow, cfg.DeltaClipBelow
+	props, err := rpnCoder.Decode(del, all)
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +187,7 @@ func Run(features []FeatureMap, g ImageGeometry, heads Heads, cfg Config) (*Resu
 	if err != nil {
 		return nil, err
 	}
-	det, err := PostprocessDetections(logits, reg, props, cfg.NumClasses, g.ResizedH, g.ResizedW, RoIBoxCoder(), cfg.RoI)
+	det, err := PostprocessDetections(logits, reg, props, cfg.NumClasses, g.ResizedH, g.ResizedW, roiCoder, cfg.RoI)
 	if err != nil {
 		return nil, err
 	}
@@ -220,43 +225,45 @@ func Run(features []FeatureMap, g ImageGeometry, heads Heads, cfg Config) (*Resu
 		return nil, err
 	}
 	res.Detections = det
-	switch {
-	case cfg.NoMasks:
-	case cfg.CropMasks:
-		res.MaskCrops = make([]BinaryMask, det.Len())
+	if !cfg.NoMasks {
+		var full []uint8
+		hw := g.OrigH * g.OrigW
+		if cfg.CropMasks {
+			res.MaskCrops = make([]BinaryMask, det.Len())
+		} else {
+			full = make([]uint8, det.Len()*hw)
+		}
 		m := cfg.MaskSize
 		var buf []float32
-		for i := range res.MaskCrops {
-			r, err := PasteMaskRegion(buf, g.OrigH, g.OrigW, probs[i*m*m:(i+1)*m*m], m, det.Boxes[4*i:4*i+4], 1)
+		for i := 0; i < det.Len(); i++ {
+			box := det.Boxes[4*i : 4*i+4]
+			var r MaskRegion
+			var err error
+			if cfg.MaskPaste == PasteGridSample {
+				r, err = PasteMaskGridSample(buf, g.OrigH, g.OrigW, probs[i*m*m:(i+1)*m*m], m, box)
+			} else {
+				r, err = PasteMaskRegion(buf, g.OrigH, g.OrigW, probs[i*m*m:(i+1)*m*m], m, box, 1)
+			}
 			if err != nil {
 				return nil, err
 			}
 			buf = r.Probs
 			bm := BinaryMask{X0: r.X0, Y0: r.Y0, X1: r.X1, Y1: r.Y1, Pix: make([]uint8, len(r.Probs))}
 			for p, v := range r.Probs {
-				if v > cfg.MaskThresh {
+				if cfg.MaskPaste.foreground(v, cfg.MaskThresh) {
 					bm.Pix[p] = 1
 				}
 			}
-			res.MaskCrops[i] = bm
-		}
-	default:
-		hw := g.OrigH * g.OrigW
-		res.Masks = make([]uint8, det.Len()*hw)
-		buf := make([]float32, hw)
-		m := cfg.MaskSize
-		for i := 0; i < det.Len(); i++ {
-			clear(buf)
-			if err := PasteMaskInImage(buf, g.OrigH, g.OrigW, probs[i*m*m:(i+1)*m*m], m, det.Boxes[4*i:4*i+4], 1); err != nil {
-				return nil, err
+			if cfg.CropMasks {
+				res.MaskCrops[i] = bm
+				continue
 			}
-			dst := res.Masks[i*hw : (i+1)*hw]
-			for p, v := range buf {
-				if v > cfg.MaskThresh {
-					dst[p] = 1
-				}
+			dst := full[i*hw : (i+1)*hw]
+			for y := bm.Y0; y < bm.Y1; y++ {
+				copy(dst[y*g.OrigW+bm.X0:y*g.OrigW+bm.X1], bm.Pix[(y-bm.Y0)*(bm.X1-bm.X0):(y-bm.Y0+1)*(bm.X1-bm.X0)])
 			}
 		}
+		res.Masks = full
 	}
 	cfg.trace(StageDone)
 	return res, nil

@@ -269,10 +269,11 @@ func (m LevelMapper) Levels(boxes []float32) ([]int, error) {
 // (the feature maps named in featmap_names, finest first; Mask R-CNN uses
 // '0'..'3', not 'pool').
 type MultiScaleRoIAlign struct {
-	OutputSize     int // 7 (box head) or 14 (mask head)
-	SamplingRatio  int // 2
-	CanonicalScale int // 224
-	CanonicalLevel int // 4
+	OutputSize     int  // 7 (box head) or 14 (mask head)
+	SamplingRatio  int  // 2 (torchvision); <= 0: adaptive (mmdetection)
+	Aligned        bool // half-pixel offset (mmdetection's aligned=True)
+	CanonicalScale int  // 224
+	CanonicalLevel int  // 4
 }
 
 // BoxRoIPool and MaskRoIPool are torchvision MaskRCNN's poolers.
@@ -351,7 +352,7 @@ func (m MultiScaleRoIAlign) Apply(features []FeatureMap, boxes []float32, imageH
 				// torchvision leaves such rows zero (no level selects them).
 				continue
 			}
-			p := RoIAlignParams{PooledH: m.OutputSize, PooledW: m.OutputSize, SpatialScale: scales[l], SamplingRatio: m.SamplingRatio}
+			p := RoIAlignParams{PooledH: m.OutputSize, PooledW: m.OutputSize, SpatialScale: scales[l], SamplingRatio: m.SamplingRatio, Aligned: m.Aligned}
 			roiAlignOne(out[r*per:(r+1)*per], features[l], hwc[l], boxes[4*r:4*r+4], p, &ws)
 		}
 	})

@@ -10,11 +10,12 @@ type RoIHeadsConfig struct {
 	ScoreThresh      float64 // box_score_thresh = 0.05 (kept when score > thresh)
 	NMSThresh        float64 // box_nms_thresh = 0.5
 	DetectionsPerImg int     // box_detections_per_img = 100
+	MinSize          float64 // boxes with a side < MinSize are dropped (torchvision: 1e-2; mmdetection: 0)
 }
 
 // DefaultRoIHeadsConfig is torchvision MaskRCNN's default.
 func DefaultRoIHeadsConfig() RoIHeadsConfig {
-	return RoIHeadsConfig{ScoreThresh: 0.05, NMSThresh: 0.5, DetectionsPerImg: 100}
+	return RoIHeadsConfig{ScoreThresh: 0.05, NMSThresh: 0.5, DetectionsPerImg: 100, MinSize: 1e-2}
 }
 
 // Detections are one image's detections: Boxes (n×4, x1y1x2y2), Scores and
@@ -60,7 +61,7 @@ func Softmax(x []float32, k int) ([]float32, error) {
 // classLogits n×K, boxRegression n×4K (coder weights (10,10,5,5) unless
 // coder says otherwise), proposals n×4, imageH×imageW the resized image
 // size. Per class: softmax score, decoded and clipped box; background
-// dropped; score > ScoreThresh; boxes smaller than 1e-2 dropped; NMS per
+// dropped; score > ScoreThresh; boxes smaller than MinSize dropped; NMS per
 // class; the DetectionsPerImg best kept.
 func PostprocessDetections(classLogits, boxRegression, proposals []float32, numClasses, imageH, imageW int, coder BoxCoder, cfg RoIHeadsConfig) (Detections, error) {
 	n, err := checkBoxes("proposals", proposals)
@@ -102,7 +103,7 @@ func PostprocessDetections(classLogits, boxRegression, proposals []float32, numC
 			}
 		}
 	}
-	keep, err := RemoveSmallBoxes(boxes, 1e-2)
+	keep, err := RemoveSmallBoxes(boxes, cfg.MinSize)
 	if err != nil {
 		return Detections{}, err
 	}

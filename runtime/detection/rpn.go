@@ -3,6 +3,7 @@ package detection
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 // RPNConfig holds the RegionProposalNetwork's eval-mode settings.
@@ -11,7 +12,10 @@ type RPNConfig struct {
 	PostNMSTopN int     // per image, after NMS (rpn_post_nms_top_n_test = 1000)
 	NMSThresh   float64 // rpn_nms_thresh = 0.7
 	ScoreThresh float64 // rpn_score_thresh = 0.0 (kept when sigmoid(objectness) >= thresh)
-	MinSize     float64 // small-box removal, 1e-3 in torchvision
+	// MinSize drops boxes with a side < MinSize (torchvision: 1e-3); sides
+	// of zero length are always dropped (mmdetection's min_bbox_size 0,
+	// which keeps sides > 0).
+	MinSize float64
 }
 
 // DefaultRPNConfig is torchvision MaskRCNN's eval-mode configuration.
@@ -62,7 +66,8 @@ func FlattenRPNHead(objectness, deltas []FeatureMap) (obj, del []float32, perLev
 // proposals (n×4, decoded) and objectness logits (n) are concatenated over
 // levels with numAnchorsPerLevel entries each; imageH×imageW is the image's
 // (resized, unpadded) size. It keeps the PreNMSTopN highest logits per
-// level, applies the sigmoid, clips, removes boxes smaller than MinSize,
+// level, applies the sigmoid, clips, removes boxes smaller than MinSize
+// (and empty ones),
 // keeps probabilities >= ScoreThresh, runs NMS per level and keeps the
 // PostNMSTopN best. Returns boxes (m×4) and probabilities (m).
 func FilterProposals(proposals, objectness []float32, numAnchorsPerLevel []int, imageH, imageW int, cfg RPNConfig) ([]float32, []float32, error) {
@@ -101,6 +106,7 @@ func FilterProposals(proposals, objectness []float32, numAnchorsPerLevel []int, 
 		return nil, nil, err
 	}
 	keep, _ := RemoveSmallBoxes(boxes, cfg.MinSize)
+	keep = slices.DeleteFunc(keep, func(i int) bool { return !(boxes[4*i+2] > boxes[4*i] && boxes[4*i+3] > boxes[4*i+1]) })
 	boxes, scores, lvl = GatherBoxes(boxes, keep), gather32(scores, keep), gatherInt(lvl, keep)
 	th := float32(cfg.ScoreThresh)
 	keep = keep[:0]

@@ -186,18 +186,7 @@ func Normalize(img *RGB, mean, std []float64) []float32 {
 
 // Detection preprocesses one image as GeneralizedRCNNTransform does.
 func Detection(img *RGB, minSize, maxSize int, mean, std []float64) *DetectionInput {
-	x := Normalize(img, mean, std)
-	oh, ow := DetectionSize(img.H, img.W, minSize, maxSize)
-	r := nn.ResizeBilinear(x, 3, img.H, img.W, oh, ow)
-	hp := (oh + SizeDivisible - 1) / SizeDivisible * SizeDivisible
-	wp := (ow + SizeDivisible - 1) / SizeDivisible * SizeDivisible
-	batch := tensor.New(1, 3, hp, wp)
-	for c := 0; c < 3; c++ {
-		for y := 0; y < oh; y++ {
-			copy(batch.Data[(c*hp+y)*wp:(c*hp+y)*wp+ow], r[(c*oh+y)*ow:(c*oh+y+1)*ow])
-		}
-	}
-	return &DetectionInput{Batch: batch, Height: oh, Width: ow, OrigHeight: img.H, OrigWidth: img.W}
+	return DetectionTransform{MinSize: minSize, MaxSize: maxSize, Mean: mean, Std: std}.Apply(img)
 }
 
 // ClassificationSize is torchvision's resize-to-short-side output size.

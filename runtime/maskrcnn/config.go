@@ -25,6 +25,19 @@ import (
 //	mask_thresh               0.5   (binarisation of pasted masks; not a torchvision argument)
 //	category_ids              [K]   COCO category id of each label (default: the label itself,
 //	                                as torchvision's COCO models use)
+//
+// and the keys that describe other frameworks' inference (mmdetection's
+// values in brackets), so that a converted model gives its source's
+// detections without code of its own:
+//
+//	anchor_round              true   base anchors rounded to integers [false]
+//	anchor_strides            none   fixed stride per level; none: padded image // feature [4,8,16,32,64]
+//	rpn_min_size              1e-3   proposals with a side < this (or = 0) are dropped [0]
+//	roi_sampling_ratio        2      RoIAlign samples per bin; 0: adaptive [0]
+//	roi_aligned               false  RoIAlign half-pixel offset [true]
+//	box_min_size              1e-2   detections with a side < this are dropped [0]
+//	box_delta_clamp           "upper" clamp of dw, dh at log(1000/16); "symmetric" clamps at ± ["symmetric"]
+//	mask_paste                "torchvision"  or "grid_sample" (mmdetection's _do_paste_mask, >= mask_thresh)
 type Settings struct {
 	AnchorSizes         [][]float64 `json:"anchor_sizes,omitempty"`
 	AspectRatios        [][]float64 `json:"aspect_ratios,omitempty"`
@@ -37,11 +50,21 @@ type Settings struct {
 	BoxDetectionsPerImg *int        `json:"box_detections_per_img,omitempty"`
 	MaskThresh          *float64    `json:"mask_thresh,omitempty"`
 	CategoryIDs         []int64     `json:"category_ids,omitempty"`
+
+	AnchorRound      *bool    `json:"anchor_round,omitempty"`
+	AnchorStrides    []int    `json:"anchor_strides,omitempty"`
+	RPNMinSize       *float64 `json:"rpn_min_size,omitempty"`
+	RoISamplingRatio *int     `json:"roi_sampling_ratio,omitempty"`
+	RoIAligned       *bool    `json:"roi_aligned,omitempty"`
+	BoxMinSize       *float64 `json:"box_min_size,omitempty"`
+	BoxDeltaClamp    string   `json:"box_delta_clamp,omitempty"`
+	MaskPaste        string   `json:"mask_paste,omitempty"`
 }
 
 var settingKeys = []string{"anchor_sizes", "aspect_ratios", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test",
 	"rpn_nms_thresh", "rpn_score_thresh", "box_score_thresh", "box_nms_thresh", "box_detections_per_img",
-	"mask_thresh", "category_ids"}
+	"mask_thresh", "category_ids", "anchor_round", "anchor_strides", "rpn_min_size", "roi_sampling_ratio",
+	"roi_aligned", "box_min_size", "box_delta_clamp", "mask_paste"}
 
 // ParseSettings reads the Mask R-CNN keys from a model configuration's Extra.
 func ParseSettings(c *model.Config) (*Settings, error) {
@@ -128,8 +151,89 @@ func (s *Settings) DetectionConfig(numClasses int) (detection.Config, error) {
 		}
 	}
 	cfg.MaskThresh = float32(mt)
+	if s.AnchorRound != nil {
+		cfg.Anchors.Unrounded = !*s.AnchorRound
+	}
+	if s.AnchorStrides != nil {
+		if len(s.AnchorStrides) != len(cfg.Anchors.Sizes) {
+			return bad("anchor_strides: %d strides for %d pyramid levels", len(s.AnchorStrides), len(cfg.Anchors.Sizes))
+		}
+		for _, v := range s.AnchorStrides {
+			if v < 1 || v > 1<<12 {
+				return bad("anchor_strides: stride %d out of range", v)
+			}
+		}
+		cfg.Anchors.Strides = s.AnchorStrides
+	}
+	for _, f := range []struct {
+		dst  *float64
+		v    *float64
+		name string
+	}{{&cfg.RPN.MinSize, s.RPNMinSize, "rpn_min_size"}, {&cfg.RoI.MinSize, s.BoxMinSize, "box_min_size"}} {
+		if f.v != nil {
+			if !(*f.v >= 0 && *f.v < 1e6) {
+				return bad("%s = %v must be in [0, 1e6)", f.name, *f.v)
+			}
+			*f.dst = *f.v
+		}
+	}
+	if v := s.RoISamplingRatio; v != nil {
+		if *v < 0 || *v > 64 {
+			return bad("roi_sampling_ratio = %d must be in 0..64 (0: adaptive)", *v)
+		}
+		cfg.BoxPool.SamplingRatio, cfg.MaskPool.SamplingRatio = *v, *v
+	}
+	if s.RoIAligned != nil {
+		cfg.BoxPool.Aligned, cfg.MaskPool.Aligned = *s.RoIAligned, *s.RoIAligned
+	}
+	switch s.BoxDeltaClamp {
+	case "", "upper":
+	case "symmetric":
+		cfg.DeltaClipBelow = true
+	default:
+		return bad("box_delta_clamp %q: want \"upper\" or \"symmetric\"", s.BoxDeltaClamp)
+	}
+	if s.MaskPaste != "" {
+		p, err := detection.ParseMaskPaste(s.MaskPaste)
+		if err != nil {
+			return bad("%v", err)
+		}
+		cfg.MaskPaste = p
+	}
 	if s.CategoryIDs != nil && len(s.CategoryIDs) != numClasses {
 		return bad("%d category_ids for num_classes %d", len(s.CategoryIDs), numClasses)
 	}
 	return cfg, nil
+}
+
+// defaultSettings are torchvision MaskRCNN's constructor defaults for the
+// keys a torchvision model states (export_torchvision.py writes them).
+var defaultSettings = []struct{ key, value string }{
+	{"min_size", "800"}, {"max_size", "1333"},
+	{"image_mean", "[0.485, 0.456, 0.406]"}, {"image_std", "[0.229, 0.224, 0.225]"},
+	{"anchor_sizes", "[[32], [64], [128], [256], [512]]"}, {"aspect_ratios", "[[0.5, 1, 2], ...]"},
+	{"rpn_pre_nms_top_n_test", "1000"}, {"rpn_post_nms_top_n_test", "1000"}, {"rpn_nms_thresh", "0.7"},
+	{"rpn_score_thresh", "0"}, {"box_score_thresh", "0.05"}, {"box_nms_thresh", "0.5"},
+	{"box_detections_per_img", "100"},
+}
+
+// DefaultsUsed lists, for a detection config (flbq.config JSON), each
+// torchvision setting it leaves out, with the default flbq will use
+// ("anchor_sizes: using [[32], ...]"). A torchvision model converted
+// without its own values gets a different detector silently otherwise.
+func DefaultsUsed(configJSON []byte) []string {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(configJSON, &m) != nil {
+		return nil
+	}
+	if t, _ := m["task"]; string(t) != `"detection"` {
+		return nil
+	}
+	var out []string
+	for _, d := range defaultSettings {
+		if _, ok := m[d.key]; !ok {
+			out = append(out, d.key+": using torchvision's default "+d.value)
+		}
+	}
+	return out
 }

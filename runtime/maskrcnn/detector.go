@@ -294,15 +294,36 @@ func (d *Detector) DetectRGB(img *imageio.RGB) (*Output, error) {
 	if len(img.Pix) != 3*img.W*img.H {
 		return nil, fmt.Errorf("maskrcnn: image %dx%d has %d values, want %d", img.W, img.H, len(img.Pix), 3*img.W*img.H)
 	}
-	mc := d.Model.Config
-	if rh, rw := imageio.DetectionSize(img.H, img.W, mc.MinSize, mc.MaxSize); rh < 1 || rw < 1 {
+	tf := d.Model.Config.Transform()
+	if rh, rw := tf.Size(img.H, img.W); rh < 1 || rw < 1 {
 		return nil, fmt.Errorf("maskrcnn: image %dx%d is too elongated: it resizes to %dx%d", img.W, img.H, rw, rh)
 	}
-	var tm Timings
 	t0 := time.Now()
-	in := imageio.Detection(img, mc.MinSize, mc.MaxSize, mc.ImageMean, mc.ImageStd)
+	in := tf.Apply(img)
+	out, err := d.DetectInput(in)
+	if err != nil {
+		return nil, err
+	}
+	out.Timings.Preprocess = time.Since(t0) - out.Timings.Total()
+	return out, nil
+}
+
+// DetectInput runs the detector on an already preprocessed image (e.g. one
+// a reference framework prepared): in.Batch is the padded 1×3×Hp×Wp
+// tensor, in.Height×in.Width the resized image inside it and
+// in.OrigHeight×in.OrigWidth the size detections are mapped back to.
+func (d *Detector) DetectInput(in *imageio.DetectionInput) (*Output, error) {
+	if in == nil || in.Batch == nil || len(in.Batch.Shape) != 4 || in.Batch.Shape[0] != 1 || in.Batch.Shape[1] != 3 {
+		return nil, errors.New("maskrcnn: input is not a 1×3×H×W batch")
+	}
+	if hp, wp := in.Batch.Shape[2], in.Batch.Shape[3]; hp%imageio.SizeDivisible != 0 || wp%imageio.SizeDivisible != 0 || in.Height < 1 || in.Width < 1 || in.Height > hp || in.Width > wp {
+		return nil, fmt.Errorf("maskrcnn: input batch %dx%d does not hold a %dx%d image padded to a multiple of %d", hp, wp, in.Height, in.Width, imageio.SizeDivisible)
+	}
+	if err := d.checkSize(in.OrigWidth, in.OrigHeight); err != nil {
+		return nil, err
+	}
+	var tm Timings
 	t1 := time.Now()
-	tm.Preprocess = t1.Sub(t0)
 	bb := d.Model.Backbone.Forward(in.Batch, nil)
 	t2 := time.Now()
 	tm.Backbone = t2.Sub(t1)
@@ -313,7 +334,7 @@ func (d *Detector) DetectRGB(img *imageio.RGB) (*Output, error) {
 	for i, p := range pyr {
 		feats[i] = featureMap(p)
 	}
-	geo := detection.ImageGeometry{ResizedH: in.Height, ResizedW: in.Width, PaddedH: in.Batch.Shape[2], PaddedW: in.Batch.Shape[3], OrigH: img.H, OrigW: img.W}
+	geo := detection.ImageGeometry{ResizedH: in.Height, ResizedW: in.Width, PaddedH: in.Batch.Shape[2], PaddedW: in.Batch.Shape[3], OrigH: in.OrigHeight, OrigW: in.OrigWidth}
 	cfg := d.Config()
 	last, stage := t3, detection.StageRPN
 	cfg.Trace = func(s detection.Stage) {
@@ -355,7 +376,7 @@ func (d *Detector) DetectRGB(img *imageio.RGB) (*Output, error) {
 			if r.Empty() {
 				r, pix = image.Rectangle{}, nil
 			}
-			det.Mask = &Mask{H: img.H, W: img.W, Rect: r, Pix: pix}
+			det.Mask = &Mask{H: in.OrigHeight, W: in.OrigWidth, Rect: r, Pix: pix}
 		}
 	}
 	return out, nil

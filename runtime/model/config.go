@@ -3,6 +3,8 @@ package model
 import (
 	"encoding/json"
 	"fmt"
+
+	"github.com/flbq/flbq/runtime/imageio"
 )
 
 // Config is the model configuration stored as JSON under the safetensors
@@ -22,6 +24,10 @@ type Config struct {
 	MLPRatio   float64 `json:"mlp_ratio,omitempty"`   // 4
 	// OutNorms: backbone.out_norms.{0..3} LayerNorms on the Swin stage outputs (mmdetection style).
 	OutNorms bool `json:"out_norms,omitempty"`
+	// ShiftSingleWindow keeps the window//2 cyclic shift (and its -100
+	// mask) on a map axis that one window covers, as mmdetection and the
+	// official Swin detection code do; torchvision (the default) drops it.
+	ShiftSingleWindow bool `json:"shift_single_window,omitempty"`
 
 	// ViT (torchvision.models.VisionTransformer; ViTDet-style backbone).
 	ImageSize          int   `json:"image_size,omitempty"` // classifier input / pos_embed pretraining size
@@ -35,9 +41,12 @@ type Config struct {
 	OutChannels int `json:"out_channels,omitempty"` // 256
 
 	// Detection / classification heads and preprocessing.
-	NumClasses int       `json:"num_classes,omitempty"`
-	MinSize    int       `json:"min_size,omitempty"` // GeneralizedRCNNTransform (800)
-	MaxSize    int       `json:"max_size,omitempty"` // (1333)
+	NumClasses int `json:"num_classes,omitempty"`
+	MinSize    int `json:"min_size,omitempty"` // GeneralizedRCNNTransform (800)
+	MaxSize    int `json:"max_size,omitempty"` // (1333)
+	// Resize is the resizing convention: "torchvision" (default) or "mmcv"
+	// (mmdetection's test pipeline; see imageio.Resize).
+	Resize     string    `json:"resize,omitempty"`
 	ImageMean  []float64 `json:"image_mean,omitempty"`
 	ImageStd   []float64 `json:"image_std,omitempty"`
 	ResizeSize int       `json:"resize_size,omitempty"` // classifier transform (256)
@@ -142,6 +151,9 @@ func (c *Config) Validate() error {
 	default:
 		return bad("task %q: want \"detection\" or \"classification\"", c.Task)
 	}
+	if _, err := imageio.ParseResize(c.Resize); err != nil {
+		return bad("%v", err)
+	}
 	if len(c.ImageMean) != 3 || len(c.ImageStd) != 3 {
 		return bad("image_mean and image_std need 3 values")
 	}
@@ -220,6 +232,12 @@ func (c *Config) Validate() error {
 		return bad("%d categories for num_classes %d", len(c.Categories), c.NumClasses)
 	}
 	return nil
+}
+
+// Transform returns the detection preprocessing the config describes.
+func (c *Config) Transform() imageio.DetectionTransform {
+	r, _ := imageio.ParseResize(c.Resize) // checked by Validate
+	return imageio.DetectionTransform{MinSize: c.MinSize, MaxSize: c.MaxSize, Mean: c.ImageMean, Std: c.ImageStd, Resize: r}
 }
 
 // JSON returns the canonical JSON encoding (Extra keys included).

@@ -53,6 +53,7 @@ func LoadSwin(w *Weights, cfg *Config, prefix, normPrefix string) (*Swin, error)
 			if j%2 == 1 {
 				b.sh, b.sw = wh/2, ww/2
 			}
+			b.shiftSingleWindow = cfg.ShiftSingleWindow
 			hidden := int(float64(dim) * cfg.MLPRatio)
 			b.norm1 = loadLN(l, name+".norm1", dim, swinEps)
 			b.qkv = loadLinear(l, name+".attn.qkv", dim, 3*dim, true)
@@ -228,6 +229,7 @@ type swinBlock struct {
 	name                string
 	dim, heads          int
 	wh, ww, sh, sw      int
+	shiftSingleWindow   bool
 	norm1, norm2        *LayerNorm
 	qkv, proj, fc1, fc2 *nn.Linear
 	bias                []float32 // [heads, T, T]
@@ -247,11 +249,12 @@ func (b *swinBlock) windows(x *tensor.Tensor) swinWindows {
 	g := swinWindows{n: x.Shape[0], h: x.Shape[1], w: x.Shape[2], c: x.Shape[3], wh: b.wh, ww: b.ww, sh: b.sh, sw: b.sw}
 	g.hp = (g.h + g.wh - 1) / g.wh * g.wh
 	g.wp = (g.w + g.ww - 1) / g.ww * g.ww
-	// torchvision: no shift when the window covers the (padded) map.
-	if g.wh >= g.hp {
+	// torchvision: no shift when the window covers the (padded) map;
+	// mmdetection keeps it (shiftSingleWindow).
+	if g.wh >= g.hp && !b.shiftSingleWindow {
 		g.sh = 0
 	}
-	if g.ww >= g.wp {
+	if g.ww >= g.wp && !b.shiftSingleWindow {
 		g.sw = 0
 	}
 	g.nwh, g.nww = g.hp/g.wh, g.wp/g.ww

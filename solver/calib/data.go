@@ -86,7 +86,7 @@ func LoadInputs(cfg *model.Config, dir string, imgs []coco.Image) ([]*tensor.Ten
 				errs[i] = fmt.Errorf("image %d (%s): %w", im.ID, p, err)
 				return
 			}
-			out[i] = imageio.Detection(rgb, cfg.MinSize, cfg.MaxSize, cfg.ImageMean, cfg.ImageStd).Batch
+			out[i] = cfg.Transform().Apply(rgb).Batch
 		}()
 	}
 	wg.Wait()

@@ -146,7 +146,11 @@ func TestConvertRefuses(t *testing.T) {
 			t.Errorf("%s: error %v, want %q", c.name, err, c.want)
 		}
 	}
-	if _, err := ParseSource("mmdet"); err == nil || !strings.Contains(err.Error(), "accepted: torchvision") {
-		t.Errorf("ParseSource(mmdet): %v", err)
+	if _, err := ParseSource("detectron2"); err == nil || !strings.Contains(err.Error(), "accepted: torchvision, mmdet, swin-official") {
+		t.Errorf("ParseSource(detectron2): %v", err)
+	}
+	// A torchvision ViT state dict is not an mmdetection Swin.
+	if _, err := Convert(read(), Options{From: MMDet}); err == nil || !strings.Contains(err.Error(), `missing key "backbone.patch_embed.projection.weight"`) {
+		t.Errorf("a torchvision ViT read as mmdet: %v", err)
 	}
 }

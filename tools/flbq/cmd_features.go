@@ -52,7 +52,7 @@ func runFeatures(c *cli.Context) error {
 		return err
 	}
 	cfg := m.Config
-	in := imageio.Detection(img, cfg.MinSize, cfg.MaxSize, cfg.ImageMean, cfg.ImageStd)
+	in := cfg.Transform().Apply(img)
 	start := time.Now()
 	bb, pyr := m.Features(in.Batch, nil)
 	elapsed := time.Since(start)

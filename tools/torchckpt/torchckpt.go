@@ -128,6 +128,9 @@ type Checkpoint struct {
 	// Format is "zip", "legacy" (torch.save's formats) or "pickle" (one
 	// pickle of NumPy arrays, as detectron2 writes .pkl checkpoints).
 	Format string
+	// Classes are the class names of meta["CLASSES"] (mmdetection's
+	// checkpoints record them there), nil when the file has none.
+	Classes []string
 }
 
 // Lookup returns the tensor named name.
@@ -180,7 +183,7 @@ func Decode(b []byte) (c *Checkpoint, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c = &Checkpoint{Root: root, Format: format}
+	c = &Checkpoint{Root: root, Format: format, Classes: metaClasses(obj)}
 	prefix := ""
 	if root != "" {
 		prefix = root + "."
@@ -688,6 +691,41 @@ func findStateDict(obj any) (string, []entry, error) {
 		}
 	}
 	return "", top, nil
+}
+
+// metaClasses returns obj["meta"]["CLASSES"] when it is a tuple or list
+// of strings.
+func metaClasses(obj any) []string {
+	lookup := func(v any, key string) any {
+		es, ok, err := dictEntries(v)
+		if !ok || err != nil {
+			return nil
+		}
+		for _, e := range es {
+			if e.key == key {
+				return e.value
+			}
+		}
+		return nil
+	}
+	var items []any
+	switch v := lookup(lookup(obj, "meta"), "CLASSES").(type) {
+	case *types.Tuple:
+		items = *v
+	case *types.List:
+		items = *v
+	default:
+		return nil
+	}
+	out := make([]string, len(items))
+	for i, it := range items {
+		s, ok := it.(string)
+		if !ok {
+			return nil
+		}
+		out[i] = s
+	}
+	return out
 }
 
 func sortedKeys(m map[string]*storageRef) []string {
