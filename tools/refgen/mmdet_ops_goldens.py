@@ -125,7 +125,8 @@ def main():
     rois = torch.rand(12, 2, generator=g) * 60
     rois = torch.cat([rois, rois + 1 + torch.rand(12, 2, generator=g) * 40], 1)
     deltas = torch.randn(12, 8, generator=g) * 2
-    deltas[0, 2], deltas[1, 3], deltas[2, 2], deltas[3, 3] = -9.0, -6.0, 7.0, 5.0  # clamps at both ends
+    # dw, dh beyond ±5·log(1000/16) (the coder divides by 5): clamped at both ends
+    deltas[0, 2], deltas[1, 3], deltas[2, 2], deltas[3, 3] = -30.0, -25.0, 24.0, 22.0
     dec = delta2bbox(rois, deltas, [0, 0, 0, 0], [0.1, 0.1, 0.2, 0.2], (70, 90))
     det["decode"] = {"rois": flat(rois), "deltas": flat(deltas), "weights": [10, 10, 5, 5], "image": [70, 90],
                      "boxes": flat(dec)}
