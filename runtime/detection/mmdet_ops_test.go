@@ -84,6 +84,11 @@ func TestMMDetAnchors(t *testing.T) {
 	if d := maxAbsDiff(t, "anchors", other[0], g.Anchors[0]); d == 0 {
 		t.Error("torchvision's rounded anchors equal mmdetection's: the case does not test rounding")
 	}
+	last := len(g.FeatSizes) - 1
+	derived, _ := AnchorGenerator{Sizes: ag.Sizes, AspectRatios: ag.AspectRatios, Unrounded: true}.Anchors(40, 52, g.FeatSizes)
+	if d := maxAbsDiff(t, "anchors", derived[last-1], g.Anchors[last-1]); d == 0 {
+		t.Error("derived strides equal the fixed ones: the case does not test Strides")
+	}
 	if _, err := (AnchorGenerator{Sizes: ag.Sizes, AspectRatios: ag.AspectRatios, Strides: []int{4}}).Anchors(40, 52, g.FeatSizes); err == nil {
 		t.Error("1 stride for 5 levels accepted")
 	}

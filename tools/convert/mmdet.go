@@ -70,6 +70,7 @@ type transform func(t *safetensors.Tensor) error
 type mapping struct {
 	src, dst string
 	fn       transform
+	anyDType bool // fn also applies to integer tensors
 	optional bool // a constant buffer flbq can compute (fill)
 	fill     func() *safetensors.Tensor
 }
@@ -218,7 +219,9 @@ func (l swinLayout) mappings(a *swinArch) []mapping {
 			for _, k := range l.blockKeys {
 				m := mapping{src: src + k[0], dst: dst + k[1]}
 				if k[1] == relIndexSuffix {
+					// Both frameworks keep it T×T; torchvision flattens it.
 					w := a.window
+					m.fn, m.anyDType = flatten, true
 					m.optional, m.fill = true, func() *safetensors.Tensor { return relativePositionIndex(w) }
 				}
 				ms = append(ms, m)
@@ -289,6 +292,16 @@ func unfoldToConcat(dim int) transform {
 		t.F32 = out
 		return nil
 	}
+}
+
+// flatten makes a tensor one-dimensional.
+func flatten(t *safetensors.Tensor) error {
+	n := 1
+	for _, d := range t.Shape {
+		n *= d
+	}
+	t.Shape = []int{n}
+	return nil
 }
 
 // backgroundFirst moves mmdetection's background class (the last of K+1
@@ -412,7 +425,7 @@ func convertSwin(l swinLayout, ck *torchckpt.Checkpoint, overrides []byte, warn 
 		c := *t
 		c.Name = m.dst
 		if m.fn != nil {
-			if c.F32 == nil {
+			if c.F32 == nil && !m.anyDType {
 				return nil, nil, nil, fmt.Errorf("key %q: dtype %s, want a floating-point tensor", m.src, t.DType)
 			}
 			if err := m.fn(&c); err != nil {

@@ -64,7 +64,69 @@ def check(state, cfg):
         raise SystemExit(f"state_dict does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
 
+def maskrcnn_settings(m):
+    """The flbq.config settings of a torchvision MaskRCNN object, read from
+    the object itself (GeneralizedRCNNTransform, AnchorGenerator,
+    RegionProposalNetwork, RoIHeads) so that none has to be restated by
+    hand. Raises on settings flbq does not reproduce."""
+    tr, rpn, rh = m.transform, m.rpn, m.roi_heads
+    ag = rpn.anchor_generator
+    if len(tr.min_size) != 1 or tr.fixed_size is not None or tr.size_divisible != 32:
+        raise SystemExit(f"transform: min_size {tr.min_size}, fixed_size {tr.fixed_size}, size_divisible "
+                         f"{tr.size_divisible}: flbq needs one min_size, no fixed_size and size_divisible 32")
+    for name, pool, size in (("box_roi_pool", rh.box_roi_pool, 7), ("mask_roi_pool", rh.mask_roi_pool, 14)):
+        if pool is None:
+            continue
+        out = pool.output_size if isinstance(pool.output_size, (list, tuple)) else (pool.output_size,) * 2
+        if tuple(out) != (size, size) or list(pool.featmap_names) != ["0", "1", "2", "3"]:
+            raise SystemExit(f"roi_heads.{name}: output {out}, levels {pool.featmap_names}: flbq needs {size}×{size} on '0'..'3'")
+    if tuple(rh.box_coder.weights) != (10.0, 10.0, 5.0, 5.0) or tuple(rpn.box_coder.weights) != (1.0, 1.0, 1.0, 1.0):
+        raise SystemExit("box coder weights differ from torchvision's defaults: flbq does not reproduce them")
+    samp = rh.box_roi_pool.sampling_ratio
+    if rh.mask_roi_pool is not None and rh.mask_roi_pool.sampling_ratio != samp:
+        raise SystemExit("box and mask RoI pools use different sampling ratios: flbq needs one")
+    return dict(
+        min_size=int(tr.min_size[0]), max_size=int(tr.max_size),
+        image_mean=[float(v) for v in tr.image_mean], image_std=[float(v) for v in tr.image_std],
+        anchor_sizes=[[float(v) for v in s] for s in ag.sizes],
+        aspect_ratios=[[float(v) for v in r] for r in ag.aspect_ratios],
+        rpn_pre_nms_top_n_test=int(rpn._pre_nms_top_n["testing"]),
+        rpn_post_nms_top_n_test=int(rpn._post_nms_top_n["testing"]),
+        rpn_nms_thresh=float(rpn.nms_thresh), rpn_score_thresh=float(rpn.score_thresh), rpn_min_size=float(rpn.min_size),
+        roi_sampling_ratio=max(int(samp), 0),
+        box_score_thresh=float(rh.score_thresh), box_nms_thresh=float(rh.nms_thresh),
+        box_detections_per_img=int(rh.detections_per_img),
+    )
+
+
+# The settings maskrcnn_settings reads (runtime/maskrcnn DefaultsUsed warns on the same).
+DETECTION_SETTINGS = ("min_size", "max_size", "image_mean", "image_std", "anchor_sizes", "aspect_ratios",
+                      "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "rpn_nms_thresh", "rpn_score_thresh",
+                      "box_score_thresh", "box_nms_thresh", "box_detections_per_img")
+
+
+def with_settings(cfg, m):
+    """cfg plus maskrcnn_settings(m); a value cfg states differently is an error."""
+    out = dict(cfg)
+    for k, v in maskrcnn_settings(m).items():
+        if k in out and out[k] != v:
+            raise SystemExit(f"config {k} = {out[k]!r} but the model has {v!r}")
+        out[k] = v
+    return out
+
+
 def export(state_or_model, cfg, path, half=False):
+    """Writes path. A torchvision MaskRCNN object contributes its own
+    settings (maskrcnn_settings); a bare state dict contributes none, and
+    flbq warns at load for each one the config leaves out."""
+    from torchvision.models.detection import MaskRCNN
+    if isinstance(state_or_model, MaskRCNN):
+        cfg = with_settings(cfg, state_or_model)
+    elif cfg.get("task") == "detection":
+        missing = [k for k in DETECTION_SETTINGS if k not in cfg]
+        if missing:
+            print(f"warning: the config states no {', '.join(missing)}: flbq will use torchvision's defaults "
+                  "(export the MaskRCNN object to take its own values)", file=sys.stderr)
     state = state_or_model.state_dict() if hasattr(state_or_model, "state_dict") else state_or_model
     check(state, cfg)
     out = {}
