@@ -12,10 +12,11 @@ type RPNConfig struct {
 	PostNMSTopN int     // per image, after NMS (rpn_post_nms_top_n_test = 1000)
 	NMSThresh   float64 // rpn_nms_thresh = 0.7
 	ScoreThresh float64 // rpn_score_thresh = 0.0 (kept when sigmoid(objectness) >= thresh)
-	// MinSize drops boxes with a side < MinSize (torchvision: 1e-3); sides
-	// of zero length are always dropped (mmdetection's min_bbox_size 0,
-	// which keeps sides > 0).
-	MinSize float64
+	// MinSize drops boxes with a side < MinSize (torchvision: 1e-3), or
+	// with a side <= MinSize when MinSizeStrict (mmdetection 2.25's
+	// min_bbox_size, 0 there: empty boxes go).
+	MinSize       float64
+	MinSizeStrict bool
 }
 
 // DefaultRPNConfig is torchvision MaskRCNN's eval-mode configuration.
@@ -66,8 +67,7 @@ func FlattenRPNHead(objectness, deltas []FeatureMap) (obj, del []float32, perLev
 // proposals (n×4, decoded) and objectness logits (n) are concatenated over
 // levels with numAnchorsPerLevel entries each; imageH×imageW is the image's
 // (resized, unpadded) size. It keeps the PreNMSTopN highest logits per
-// level, applies the sigmoid, clips, removes boxes smaller than MinSize
-// (and empty ones),
+// level, applies the sigmoid, clips, removes boxes smaller than MinSize,
 // keeps probabilities >= ScoreThresh, runs NMS per level and keeps the
 // PostNMSTopN best. Returns boxes (m×4) and probabilities (m).
 func FilterProposals(proposals, objectness []float32, numAnchorsPerLevel []int, imageH, imageW int, cfg RPNConfig) ([]float32, []float32, error) {
@@ -106,7 +106,10 @@ func FilterProposals(proposals, objectness []float32, numAnchorsPerLevel []int, 
 		return nil, nil, err
 	}
 	keep, _ := RemoveSmallBoxes(boxes, cfg.MinSize)
-	keep = slices.DeleteFunc(keep, func(i int) bool { return !(boxes[4*i+2] > boxes[4*i] && boxes[4*i+3] > boxes[4*i+1]) })
+	if cfg.MinSizeStrict {
+		m := float32(cfg.MinSize)
+		keep = slices.DeleteFunc(keep, func(i int) bool { return !(boxes[4*i+2]-boxes[4*i] > m && boxes[4*i+3]-boxes[4*i+1] > m) })
+	}
 	boxes, scores, lvl = GatherBoxes(boxes, keep), gather32(scores, keep), gatherInt(lvl, keep)
 	th := float32(cfg.ScoreThresh)
 	keep = keep[:0]

@@ -32,7 +32,8 @@ import (
 //
 //	anchor_round              true   base anchors rounded to integers [false]
 //	anchor_strides            none   fixed stride per level; none: padded image // feature [4,8,16,32,64]
-//	rpn_min_size              1e-3   proposals with a side < this (or = 0) are dropped [0]
+//	rpn_min_size              1e-3   proposals with a side < this are dropped [0]
+//	rpn_min_size_strict       false  ... with a side <= this (mmdetection 2.25 [true]; 2.11 false)
 //	roi_sampling_ratio        2      RoIAlign samples per bin; 0: adaptive [0]
 //	roi_aligned               false  RoIAlign half-pixel offset [true]
 //	box_min_size              1e-2   detections with a side < this are dropped [0]
@@ -54,6 +55,7 @@ type Settings struct {
 	AnchorRound      *bool    `json:"anchor_round,omitempty"`
 	AnchorStrides    []int    `json:"anchor_strides,omitempty"`
 	RPNMinSize       *float64 `json:"rpn_min_size,omitempty"`
+	RPNMinSizeStrict bool     `json:"rpn_min_size_strict,omitempty"`
 	RoISamplingRatio *int     `json:"roi_sampling_ratio,omitempty"`
 	RoIAligned       *bool    `json:"roi_aligned,omitempty"`
 	BoxMinSize       *float64 `json:"box_min_size,omitempty"`
@@ -63,7 +65,7 @@ type Settings struct {
 
 var settingKeys = []string{"anchor_sizes", "aspect_ratios", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test",
 	"rpn_nms_thresh", "rpn_score_thresh", "box_score_thresh", "box_nms_thresh", "box_detections_per_img",
-	"mask_thresh", "category_ids", "anchor_round", "anchor_strides", "rpn_min_size", "roi_sampling_ratio",
+	"mask_thresh", "category_ids", "anchor_round", "anchor_strides", "rpn_min_size", "rpn_min_size_strict", "roi_sampling_ratio",
 	"roi_aligned", "box_min_size", "box_delta_clamp", "mask_paste"}
 
 // ParseSettings reads the Mask R-CNN keys from a model configuration's Extra.
@@ -177,6 +179,7 @@ func (s *Settings) DetectionConfig(numClasses int) (detection.Config, error) {
 			*f.dst = *f.v
 		}
 	}
+	cfg.RPN.MinSizeStrict = s.RPNMinSizeStrict
 	if v := s.RoISamplingRatio; v != nil {
 		if *v < 0 || *v > 64 {
 			return bad("roi_sampling_ratio = %d must be in 0..64 (0: adaptive)", *v)

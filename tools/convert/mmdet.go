@@ -367,8 +367,10 @@ func relativePositionIndex(w int) *safetensors.Tensor {
 // mmdetSettings are the inference settings of mmdetection's Swin Mask
 // R-CNN configs (configs/swin, configs/_base_/models/mask_rcnn_r50_fpn.py
 // test_cfg, configs/_base_/datasets/coco_instance.py test pipeline), the
-// same in the official Swin repository's configs.
-func mmdetSettings() map[string]any {
+// same in the official Swin repository's configs; its mmdet 2.11 filters
+// proposals by size only when min_bbox_size > 0 (rpn_head.py:221), where
+// 2.25 drops empty ones (rpn_min_size_strict).
+func mmdetSettings(src Source) map[string]any {
 	return map[string]any{
 		"min_size": 800, "max_size": 1333, "resize": "mmcv",
 		// Normalize(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True) / 255.
@@ -381,7 +383,7 @@ func mmdetSettings() map[string]any {
 		"anchor_strides": []int{4, 8, 16, 32, 64},
 		// rpn=dict(nms_pre=1000, max_per_img=1000, nms=dict(iou_threshold=0.7), min_bbox_size=0).
 		"rpn_pre_nms_top_n_test": 1000, "rpn_post_nms_top_n_test": 1000, "rpn_nms_thresh": 0.7,
-		"rpn_score_thresh": 0.0, "rpn_min_size": 0.0,
+		"rpn_score_thresh": 0.0, "rpn_min_size": 0.0, "rpn_min_size_strict": src == MMDet,
 		// RoIAlign(output_size=7 / 14, sampling_ratio=0), aligned=True (mmcv's default).
 		"roi_sampling_ratio": 0, "roi_aligned": true,
 		// rcnn=dict(score_thr=0.05, nms=dict(iou_threshold=0.5), max_per_img=100, mask_thr_binary=0.5).
@@ -444,7 +446,7 @@ func convertSwin(l swinLayout, ck *torchckpt.Checkpoint, overrides []byte, warn 
 		return nil, nil, nil, fmt.Errorf("unexpected key %q (%d keys in all are not part of a Swin Mask R-CNN in %s layout; first ones: %s)",
 			extra[0], len(extra), l.source, strings.Join(extra[:min(len(extra), 4)], ", "))
 	}
-	cfg := mmdetSettings()
+	cfg := mmdetSettings(l.source)
 	for k, v := range map[string]any{
 		"family": "swin", "task": "detection", "patch_size": []int{a.patchH, a.patchW}, "embed_dim": a.embed,
 		"depths": a.depths, "num_heads": a.heads, "window_size": []int{a.window, a.window}, "mlp_ratio": a.mlpRatio,
@@ -498,6 +500,9 @@ func classNames(classes []string, k int, warn func(string)) ([]string, []int64) 
 // fromCheckpoint copies a checkpoint tensor as a model-file tensor.
 func fromCheckpoint(t *torchckpt.Tensor) (*safetensors.Tensor, error) {
 	out := &safetensors.Tensor{Name: t.Name, Shape: t.Shape}
+	if n := t.Elems(); n < 0 || int64(len(t.Raw)) != int64(n)*t.DType.Size() {
+		return nil, fmt.Errorf("key %q: %d bytes for shape %v of %s", t.Name, len(t.Raw), t.Shape, t.DType)
+	}
 	switch {
 	case t.DType.IsFloat():
 		out.F32 = t.Float32() // F32: exact for every source dtype but F64

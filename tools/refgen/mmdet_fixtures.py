@@ -24,11 +24,18 @@ permutation. Every float weight is float16-representable (stored float32).
     /usr/bin/python3 tools/refgen/mmdet_fixtures.py     # from the repo root
 
 Outputs (tools/convert/testdata/mmdet/):
-    mask_rcnn_swin_tiny_mmdet.pth      {"meta", "state_dict"}, legacy format
+    mask_rcnn_swin_tiny_mmdet.pth      {"meta", "state_dict"}, legacy format; the state dict
+                                       carries mmcv's `_metadata` attribute (pickle BUILD)
     mask_rcnn_swin_tiny_official.pth   {"meta", "state_dict", "optimizer"}, zip format
     images/wide.png, images/strip.png  RGB inputs (150x230, 40x300)
     goldens.json                       preprocessing sizes, proposals, detections, masks (COCO RLE)
     maps.safetensors                   per case: backbone input, stage0..3 (after norm{i}), fpn0..4
+
+"cases" follow mmdetection 2.25. The official fork's own mmdet 2.11 code
+gives different proposals and detections on these inputs (its RPN keeps the
+zero-width/height proposals that 2.25 drops): "cases_2.11" holds those
+(proposals, detections, masks; geometry as in "cases"). Per case,
+goldens.json also has "rpn_removed_by_min_bbox_size".
 
 Deterministic: a second run rewrites byte-identical files (the legacy .pth
 uses sequential stand-ins for torch's storage-address keys, see save_legacy).
@@ -50,6 +57,7 @@ from PIL import Image
 from torchvision.ops import roi_align as tv_roi_align
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True  # importing the helpers below must not leave __pycache__ in the tree
 sys.path.insert(0, HERE)
 import safetensors_np  # noqa: E402
 from maskrcnn_fixtures import rle  # noqa: E402  (COCO column-major run lengths, zeros first)
@@ -80,7 +88,7 @@ CLASSES = (
     'scissors', 'teddy bear', 'hair drier', 'toothbrush')
 
 # ---- model and test configuration (a scaled-down configs/swin/mask_rcnn_swin-t-p4-w7_fpn_1x_coco.py) ----
-PATCH, EMBED, DEPTHS, HEADS, WIN, MLP_RATIO = 4, 16, (2, 2, 2, 2), (1, 2, 2, 4), 7, 4
+PATCH, EMBED, DEPTHS, HEADS, WIN, MLP_RATIO = 4, 8, (2, 2, 2, 2), (1, 2, 2, 4), 7, 4
 LN_EPS = 1e-5
 FPN_C, NUM_OUTS = 16, 5
 STRIDES = (4, 8, 16, 32, 64)
@@ -96,6 +104,8 @@ SIZE_DIVISOR = 32
 RPN_CFG = dict(nms_pre=1000, max_per_img=1000, iou_threshold=0.7, min_bbox_size=0)
 RCNN_CFG = dict(score_thr=0.05, iou_threshold=0.5, max_per_img=100, mask_thr_binary=0.5)
 WEIGHT_SEED = 2025
+CLS_WEIGHT_MUL = 6.0   # spread of the class logits across RoIs
+BG_LOGIT = 15.6        # background logit above the (centred) class logits: sets how many detections survive
 
 
 # ============================================================================
@@ -200,11 +210,8 @@ def make_weights():
         else:
             t = 0.1 * torch.randn(shape, generator=g)
         sd[key] = t
-    # Spread the class scores (a random 81-way softmax is near uniform, ~0.012 < score_thr)
-    # and favour foreground over the background logit (mmdet: background is the LAST
-    # column, mmdet/core/post_processing/bbox_nms.py:36), so a few dozen detections survive.
-    sd["roi_head.bbox_head.fc_cls.weight"] *= 5.0
-    sd["roi_head.bbox_head.fc_cls.bias"][NUM_CLASSES] -= 2.0
+    # fc_cls is spread here and centred by calibrate_classifier() once the RoI features are known.
+    sd["roi_head.bbox_head.fc_cls.weight"] *= CLS_WEIGHT_MUL
     sd["roi_head.bbox_head.fc_reg.weight"] *= 0.5
     sd["rpn_head.rpn_reg.weight"] *= 0.5
     sd["roi_head.mask_head.conv_logits.weight"] *= 4.0
@@ -212,6 +219,27 @@ def make_weights():
         if v.is_floating_point():
             sd[k] = v.half().float().contiguous()
     return sd
+
+
+def calibrate_classifier(sd, cases):
+    """Centre the foreground logits and raise the background one (mmdet: background is the LAST
+    column, mmdet/core/post_processing/bbox_nms.py:36). A random 81-way softmax is near uniform
+    (~0.012 < score_thr) and the shared-FC features share a large common component, so a few
+    classes would win everywhere: the fc_cls bias cancels W @ mean(feature) over the RPN
+    proposals of the fixture images, and BG_LOGIT leaves a few dozen detections per image.
+    fc_cls comes after everything it is calibrated on, so one pass is exact."""
+    p = "roi_head.bbox_head."
+    feats = []
+    with torch.no_grad():
+        for img, meta in cases:
+            f = fpn(sd, mmdet_backbone(sd, img))
+            rf, _ = roi_extract(f, bbox2roi(rpn(sd, f, meta["img_shape"], {})), 7)
+            x = F.relu(F.linear(rf.flatten(1), sd[p + "shared_fcs.0.weight"], sd[p + "shared_fcs.0.bias"]))
+            feats.append(F.relu(F.linear(x, sd[p + "shared_fcs.1.weight"], sd[p + "shared_fcs.1.bias"])))
+        mu = torch.cat(feats).mean(0)
+        bias = -(sd[p + "fc_cls.weight"] @ mu)
+        bias[NUM_CLASSES] += BG_LOGIT
+    sd[p + "fc_cls.bias"] = bias.half().float().contiguous()
 
 
 # ---- official <-> mmdet key mapping ----------------------------------------
@@ -669,10 +697,15 @@ def batched_nms(boxes, scores, idxs, iou_threshold, split_thr=10000):
     return torch.cat([boxes, scores[:, None]], -1), keep
 
 
-def rpn(sd, feats, img_shape, stats):
+def rpn(sd, feats, img_shape, stats, rule="2.25"):
     """RPNHead.forward_single (mmdet/models/dense_heads/rpn_head.py:62-68), get_bboxes
     (base_dense_head.py:32-107), _get_bboxes_single (rpn_head.py:103-187) and
-    _bbox_post_process (:189-235)."""
+    _bbox_post_process (:189-235).
+
+    rule="2.11" swaps in the size filter of the official repo's mmdet 2.11 RPNHead._get_bboxes
+    (its mmdet/models/dense_heads/rpn_head.py:221-231): applied only when min_bbox_size > 0 and
+    with '>=', so with min_bbox_size 0 it keeps the zero-width/height proposals that 2.25 drops.
+    Used only to report whether the goldens would differ under the official fork."""
     scores_l, deltas_l, anchors_l, ids_l = [], [], [], []
     for lvl, f in enumerate(feats):
         x = F.relu(F.conv2d(f, sd["rpn_head.rpn_conv.weight"], sd["rpn_head.rpn_conv.bias"], padding=1))
@@ -684,6 +717,8 @@ def rpn(sd, feats, img_shape, stats):
         nms_pre = RPN_CFG["nms_pre"]
         if 0 < nms_pre < scores.shape[0]:  # :168-175
             ranked, rank_inds = scores.sort(descending=True)
+            gap = float(ranked[nms_pre - 1] - ranked[nms_pre])
+            stats["rpn_topk_cut_gap"] = min(gap, stats.get("rpn_topk_cut_gap", gap))
             topk = rank_inds[:nms_pre]
             scores = ranked[:nms_pre]
             reg = reg[topk, :]
@@ -697,11 +732,15 @@ def rpn(sd, feats, img_shape, stats):
     deltas = torch.cat(deltas_l)
     proposals = delta2bbox(anchors, deltas, RPN_STDS, img_shape)
     ids = torch.cat(ids_l)
-    if RPN_CFG["min_bbox_size"] >= 0:  # :221-228: strict '>' drops zero-width/height (border-clamped) boxes
+    stats["rpn_candidates"] = int(scores.numel())
+    stats["rpn_removed_by_min_bbox_size"] = 0
+    if rule == "2.11":
+        if RPN_CFG["min_bbox_size"] > 0:
+            raise NotImplementedError
+    elif RPN_CFG["min_bbox_size"] >= 0:  # :221-228: strict '>' drops zero-width/height (border-clamped) boxes
         w = proposals[:, 2] - proposals[:, 0]
         h = proposals[:, 3] - proposals[:, 1]
         valid = (w > RPN_CFG["min_bbox_size"]) & (h > RPN_CFG["min_bbox_size"])
-        stats["rpn_candidates"] = int(valid.numel())
         stats["rpn_removed_by_min_bbox_size"] = int((~valid).sum())
         if not valid.all():
             proposals, scores, ids = proposals[valid], scores[valid], ids[valid]
@@ -797,7 +836,7 @@ def do_paste_mask(masks, boxes, img_h, img_w):
     return img_masks[:, 0], (slice(y0_int, y1_int), slice(x0_int, x1_int))
 
 
-def get_seg_masks(mask_pred, det_bboxes, det_labels, ori_shape, scale_factor):
+def get_seg_masks(mask_pred, det_bboxes, det_labels, ori_shape, scale_factor, stats=None):
     """FCNMaskHead.get_seg_masks, fcn_mask_head.py:179-310, rescale=True on CPU: sigmoid, boxes
     divided by scale_factor (:252), pasted one at a time (num_chunks = N, :265), binarised with
     '>= mask_thr_binary' (:301)."""
@@ -813,6 +852,9 @@ def get_seg_masks(mask_pred, det_bboxes, det_labels, ori_shape, scale_factor):
     for inds in chunks:
         chunk, spatial = do_paste_mask(mask_pred[inds], bboxes[inds], img_h, img_w)
         im_mask[(inds,) + spatial] = (chunk >= RCNN_CFG["mask_thr_binary"]).to(dtype=torch.bool)
+        if stats is not None:
+            near = int(((chunk - RCNN_CFG["mask_thr_binary"]).abs() < 1e-4).sum())
+            stats["mask_pixels_within_1e-4_of_thr"] = stats.get("mask_pixels_within_1e-4_of_thr", 0) + near
     return im_mask
 
 
@@ -857,14 +899,19 @@ def load_and_preprocess(path):
     return t, meta
 
 
-def detect(sd, img, meta):
+def detect(sd, img, meta, rpn_rule="2.25"):
     """TwoStageDetector.simple_test (mmdet/models/detectors/two_stage.py:173-184) with rescale=True:
     StandardRoIHead.simple_test (standard_roi_head.py:223-267) -> simple_test_bboxes
-    (test_mixins.py:51-136) and simple_test_mask (test_mixins.py:224-279)."""
+    (test_mixins.py:51-136) and simple_test_mask (test_mixins.py:224-279).
+
+    The official fork's mmdet 2.11 differs here in two places: the RPN size rule (see rpn()), and
+    its batched simple_test_mask (its test_mixins.py:277, 303) drops detections whose y2 is 0
+    ("supplement_mask = det_bbox[..., -1] != 0" on boxes already cut to 4 columns) from the
+    masks. Neither is reproduced in the goldens, which follow 2.25."""
     stats = {}
     stages = mmdet_backbone(sd, img)
     feats = fpn(sd, stages)
-    proposals = rpn(sd, feats, meta["img_shape"], stats)
+    proposals = rpn(sd, feats, meta["img_shape"], stats, rpn_rule)
     # simple_test_bboxes
     rois = bbox2roi(proposals)
     roi_feats, _ = roi_extract(feats, rois, 7)
@@ -878,6 +925,7 @@ def detect(sd, img, meta):
     det_bboxes, det_labels, n_valid = multiclass_nms(bboxes, scores, RCNN_CFG["score_thr"], RCNN_CFG["iou_threshold"],
                                                      RCNN_CFG["max_per_img"])
     stats["rcnn_above_thr"] = n_valid
+    stats["rcnn_scores"] = scores[:, :-1]
     # simple_test_mask: mask RoIs are det_bboxes * scale_factor (test_mixins.py:250-260)
     if det_bboxes.shape[0] == 0:
         masks = torch.zeros((0,) + tuple(meta["ori_shape"][:2]), dtype=torch.bool)
@@ -886,7 +934,7 @@ def detect(sd, img, meta):
         _bboxes = det_bboxes[:, :4] * sf_t
         mask_feats, _ = roi_extract(feats, bbox2roi(_bboxes), 14)
         mask_pred = mask_head(sd, mask_feats)
-        masks = get_seg_masks(mask_pred, _bboxes, det_labels, meta["ori_shape"], sf_t)
+        masks = get_seg_masks(mask_pred, _bboxes, det_labels, meta["ori_shape"], sf_t, stats)
     return dict(stages=stages, fpn=feats, proposals=proposals, det_bboxes=det_bboxes, det_labels=det_labels,
                 masks=masks, stats=stats)
 
@@ -976,6 +1024,7 @@ def verify_legacy(obj, path):
     assert len(ref.getvalue()) - ref_off == len(mine) - my_off
     loaded = torch.load(path, map_location="cpu")
     assert loaded["meta"] == obj["meta"] and list(loaded["state_dict"]) == list(obj["state_dict"])
+    assert getattr(loaded["state_dict"], "_metadata", None) == getattr(obj["state_dict"], "_metadata", None)
     for k, v in obj["state_dict"].items():
         assert loaded["state_dict"][k].dtype == v.dtype and torch.equal(loaded["state_dict"][k], v), k
 
@@ -993,6 +1042,23 @@ def make_optimizer_state(sd):
     return opt.state_dict()
 
 
+def with_mmcv_metadata(sd):
+    """The state dict as mmcv's save_checkpoint stores it (mmcv/runner/checkpoint.py:738-777): a
+    new OrderedDict carrying `_metadata` (weights_to_cpu keeps it, :652-667; get_state_dict fills
+    one {'version': module._version} entry per module in DFS order, :721-725). Here the entries
+    are the key prefixes (parameterless modules such as dropouts are left out); all versions are 1.
+    mmcv < 1.3.13 (e.g. the official fork's era) dropped _metadata, so the official file has none."""
+    out = collections.OrderedDict(sd)
+    meta = collections.OrderedDict()
+    meta[""] = dict(version=1)
+    for k in sd:
+        parts = k.split(".")[:-1]
+        for i in range(1, len(parts) + 1):
+            meta.setdefault(".".join(parts[:i]), dict(version=1))
+    out._metadata = meta
+    return out
+
+
 def f32list(t):
     return [float(v) for v in t.reshape(-1).tolist()]
 
@@ -1002,8 +1068,11 @@ def main():
     torch.set_num_threads(1)
     os.makedirs(OUT, exist_ok=True)
 
-    # ---- weights and both layouts ----
+    # ---- inputs, weights and both layouts ----
+    imgs = images()
+    inputs = {c: load_and_preprocess(os.path.join(OUT, "images", f)) for c, f in imgs.items()}
     sd = make_weights()
+    calibrate_classifier(sd, list(inputs.values()))
     ri_m, ri_o = rel_index_mmdet(), rel_index_official()
     assert ri_m.dtype == ri_o.dtype == torch.int64 and torch.equal(ri_m, ri_o), "relative_position_index differs"
     assert int(ri_m.min()) == 0 and int(ri_m.max()) == (2 * WIN - 1) ** 2 - 1
@@ -1018,7 +1087,7 @@ def main():
                 assert torch.equal(w_m[:, 4 * ch + 2 * kh + kw], w_o[:, (kh + 2 * kw) * c + ch])
 
     meta_m = {"mmdet_version": "2.25.0", "CLASSES": CLASSES, "epoch": 12}
-    obj_m = {"meta": meta_m, "state_dict": sd}
+    obj_m = {"meta": meta_m, "state_dict": with_mmcv_metadata(sd)}
     path_m = os.path.join(OUT, "mask_rcnn_swin_tiny_mmdet.pth")
     save_legacy(obj_m, path_m)
     verify_legacy(obj_m, path_m)
@@ -1031,18 +1100,18 @@ def main():
         assert torch.equal(lo["state_dict"][k], v), k
 
     # ---- cases ----
-    imgs = images()
     gold = {"torch": torch.__version__, "cv2": cv2.__version__, "mmdet_reference": MMDET_REFERENCE,
             "note": ("detections are in multiclass_nms output order (score-descending); mmdet's "
                      "bbox2result (mmdet/core/bbox/transforms.py:116) regroups them per class, keeping "
                      "this order within a class. proposals are in resized-image coordinates."),
-            "cases": {}}
+            "cases": {}, "cases_2.11": {}}
     maps = {}
     for cname, fname in imgs.items():
-        img, meta = load_and_preprocess(os.path.join(OUT, "images", fname))
+        img, meta = inputs[cname]
         with torch.no_grad():
             r = detect(sd, img, meta)
             off_stages = official_backbone(sd_off, img)
+            r211 = detect(sd, img, meta, rpn_rule="2.11")
         for i, (a, b) in enumerate(zip(r["stages"], off_stages)):
             d = float((a - b).abs().max())
             assert a.shape == b.shape and d <= 1e-5, f"{cname} stage{i}: official vs mmdet layout differ by {d}"
@@ -1066,6 +1135,14 @@ def main():
               f"removed by min_bbox_size, {len(props)} proposals; rcnn: {r['stats']['rcnn_above_thr']} above "
               f"score_thr, {len(det)} detections, {len(set(labels.tolist()))} classes, scores "
               f"{sc.min() if len(sc) else 0:.3f}..{sc.max() if len(sc) else 0:.3f}, min gap {gaps.min():.2e}")
+        same = (len(r211["det_bboxes"]) == len(det) and torch.equal(r211["det_bboxes"], det)
+                and torch.equal(r211["det_labels"], labels) and torch.equal(r211["masks"], r["masks"]))
+        print(f"  with the mmdet 2.11 RPN size rule: {len(r211['proposals'])} proposals, "
+              f"{len(r211['det_bboxes'])} detections, final results {'identical' if same else 'DIFFERENT'}")
+        allsc = r["stats"]["rcnn_scores"]
+        print(f"  closest (RoI, class) score to score_thr: {float((allsc - RCNN_CFG['score_thr']).abs().min()):.2e}; "
+              f"smallest score gap at an RPN nms_pre cut: {r['stats'].get('rpn_topk_cut_gap', float('nan')):.2e}; "
+              f"mask pixels within 1e-4 of mask_thr_binary: {r['stats'].get('mask_pixels_within_1e-4_of_thr', 0)}")
         print(f"  mask areas: min {int(areas.min()) if len(areas) else 0}, max {int(areas.max()) if len(areas) else 0}, "
               f"empty {int((areas == 0).sum())}, image size {masks.shape[1] * masks.shape[2] if len(masks) else 0}")
         gold["cases"][cname] = dict(
@@ -1074,6 +1151,16 @@ def main():
             proposals=f32list(props[:, :4]), proposal_scores=f32list(props[:, 4]),
             boxes=f32list(det[:, :4]), scores=f32list(det[:, 4]), labels=[int(v) for v in labels],
             masks=[rle(m) for m in masks],
+            rpn_removed_by_min_bbox_size=r["stats"]["rpn_removed_by_min_bbox_size"],
+        )
+        # The official repository's mmdet 2.11 RPN rule (min_bbox_size 0 filters nothing); every
+        # detection keeps its mask (2.11's simple_test_mask drops the mask of a box whose y2 is 0,
+        # reading y2 as a padding score: test_mixins.py:277,303; flbq does not reproduce that).
+        d2 = r211["det_bboxes"]
+        gold["cases_2.11"][cname] = dict(
+            proposals=f32list(r211["proposals"][:, :4]), proposal_scores=f32list(r211["proposals"][:, 4]),
+            boxes=f32list(d2[:, :4]), scores=f32list(d2[:, 4]), labels=[int(v) for v in r211["det_labels"]],
+            masks=[rle(m) for m in r211["masks"].numpy()],
         )
     safetensors_np.save(os.path.join(OUT, "maps.safetensors"), maps, {})
     with open(os.path.join(OUT, "goldens.json"), "w") as f:

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestConvertedMMDetPipeline: a checkpoint converted from mmdetection's
+// layout goes through the rest of the pipeline unchanged: inspect,
+// features, detect, calibrate, allocate, eval with the allocation, generate,
+// and detect with the generated package's packed weights.
+func TestConvertedMMDetPipeline(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "scale.json")
+	if err := os.WriteFile(cfg, []byte(`{"min_size": 128, "max_size": 192}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	model := filepath.Join(dir, "swin.safetensors")
+	ckpt := "../convert/testdata/mmdet/mask_rcnn_swin_tiny_mmdet.pth"
+	if out, err := runCLI(t, "convert", "--from", "mmdet", "--config", cfg, "--out", model, ckpt); err != nil {
+		t.Fatalf("convert: %v\n%s", err, out)
+	}
+	img := "../convert/testdata/mmdet/images/wide.png"
+	steps := [][]string{
+		{"inspect", "--model", model},
+		{"features", "--model", model, "--out", filepath.Join(dir, "feats.safetensors"), img},
+		{"detect", "--model", model, "--score-thresh", "0.05", "--out", filepath.Join(dir, "fp32.json"), img},
+	}
+	data, imgs := tinyCOCO(t, 3)
+	curves := filepath.Join(dir, "curves.json")
+	alloc := filepath.Join(dir, "alloc.json")
+	pkg := filepath.Join(dir, "pkg")
+	steps = append(steps,
+		[]string{"calibrate", "--model", model, "--data", data, "--images", imgs, "--calib-size", "2", "--quiet", "--rule", "minmax", "--out", curves},
+		[]string{"allocate", "--curves", curves, "--target-bits", "4", "--solver", "dp", "--out", alloc},
+		[]string{"eval", "--model", model, "--alloc", alloc, "--val", data, "--images", imgs, "--out", filepath.Join(dir, "eval")},
+		[]string{"generate", "--model", model, "--alloc", alloc, "--rule", "minmax", "--pkg", "swinq", "--out", pkg},
+		[]string{"detect", "--model", filepath.Join(pkg, "weights.bin"), "--score-thresh", "0.05", "--out", filepath.Join(dir, "packed.json"), img},
+	)
+	for _, s := range steps {
+		out, err := runCLI(t, s...)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(s, " "), err, out)
+		}
+	}
+	for _, f := range []string{"fp32.json", "packed.json", "eval/results.json"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil || !strings.Contains(string(b), `"category_id"`) {
+			t.Errorf("%s: no detections (%v)", f, err)
+		}
+	}
+}
