@@ -110,14 +110,7 @@ func FromImage(img image.Image) *RGB {
 	set := func(i int, r, g, bb uint8) { R[i], G[i], B[i] = r, g, bb }
 	switch m := img.(type) {
 	case *image.YCbCr:
-		for y := 0; y < h; y++ {
-			for x := 0; x < w; x++ {
-				yi := m.YOffset(b.Min.X+x, b.Min.Y+y)
-				ci := m.COffset(b.Min.X+x, b.Min.Y+y)
-				r, g, bb := color.YCbCrToRGB(m.Y[yi], m.Cb[ci], m.Cr[ci])
-				set(y*w+x, r, g, bb)
-			}
-		}
+		fromYCbCr(m, out)
 	case *image.NRGBA:
 		for y := 0; y < h; y++ {
 			row := m.Pix[y*m.Stride:]

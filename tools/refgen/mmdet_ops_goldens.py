@@ -22,6 +22,9 @@ Writes
         a procedural 8-bit RGB image and cv2.resize(INTER_LINEAR) of it
         to several sizes (mmcv.imresize's default backend and mode), H×W×3
         bytes in base64
+    runtime/imageio/testdata/photo_s4{20,22,44}.jpg, cv2_jpeg.json
+        93×75 JPEGs in 4:2:0, 4:2:2 and 4:4:4 chroma and cv2.imread's
+        (libjpeg-turbo's) decoding of each
 """
 import base64
 import json
@@ -150,6 +153,17 @@ def main():
         out["resized"].append({"h": oh, "w": ow, "rgb_hwc_base64": b64(r)})
     with open(os.path.join(ROOT, "runtime", "imageio", "testdata", "cv2_resize.json"), "w") as f:
         json.dump(out, f, separators=(",", ":"))
+    # JPEGs of odd size in the three common chroma subsamplings, and libjpeg-turbo's decoding of
+    # them through cv2.imread (as mmcv, PIL and torchvision decode).
+    photo = photo_like(75, 93, 9)
+    dec = {"cv2": cv2.__version__, "images": []}
+    for name, sub in (("s420", 2), ("s422", 1), ("s444", 0)):
+        path = os.path.join(ROOT, "runtime", "imageio", "testdata", f"photo_{name}.jpg")
+        photo.save(path, quality=90, subsampling=sub)
+        rgb = cv2.imread(path, cv2.IMREAD_COLOR)[..., ::-1]
+        dec["images"].append({"file": f"photo_{name}.jpg", "h": 75, "w": 93, "rgb_hwc_base64": b64(rgb)})
+    with open(os.path.join(ROOT, "runtime", "imageio", "testdata", "cv2_jpeg.json"), "w") as f:
+        json.dump(dec, f, separators=(",", ":"))
     print("wrote mmdet_ops_goldens.json and cv2_resize.json")
 
 
