@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"strings"
 	"testing"
 )
@@ -27,10 +28,8 @@ func TestBenchKernelsParse(t *testing.T) {
 }
 
 func TestBenchKernelsJSON(t *testing.T) {
-	app := newApp()
 	var out bytes.Buffer
-	app.Writer = &out
-	err := app.Run([]string{"flbq", "bench", "kernels", "--bits", "3,8", "--shape", "5x40x20", "--tiers", "all", "--time", "1ms", "--reps", "1", "--json"})
+	err := run([]string{"bench", "kernels", "--bits", "3,8", "--shape", "5x40x20", "--tiers", "all", "--time", "1ms", "--reps", "1", "--json"}, &out, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +46,7 @@ func TestBenchKernelsJSON(t *testing.T) {
 		}
 	}
 	out.Reset()
-	if err := app.Run([]string{"flbq", "bench", "kernels", "--bits", "2", "--shape", "1x64x16", "--time", "1ms", "--reps", "1"}); err != nil {
+	if err := run([]string{"bench", "kernels", "--bits", "2", "--shape", "1x64x16", "--time", "1ms", "--reps", "1"}, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "1x64x16") {

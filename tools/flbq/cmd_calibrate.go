@@ -14,7 +14,6 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"github.com/flbq/flbq/runtime/atomicfile"
 	"github.com/flbq/flbq/runtime/qformat"
@@ -105,13 +104,14 @@ func parseInts(flag, s string) ([]int, error) {
 
 func newBar(c *cli.Context, desc string) func(done, total int) {
 	// A bar only helps on a terminal; in a log it is one update per line.
-	if c.Bool("quiet") || !term.IsTerminal(int(os.Stderr.Fd())) {
+	f := terminal(errWriter(c))
+	if c.Bool("quiet") || f == nil {
 		return nil
 	}
 	var bar *progressbar.ProgressBar
 	return func(done, total int) {
 		if bar == nil {
-			bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(os.Stderr),
+			bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(f),
 				progressbar.OptionSetDescription(desc), progressbar.OptionShowCount(),
 				progressbar.OptionSetPredictTime(true), progressbar.OptionClearOnFinish(),
 				progressbar.OptionThrottle(200*time.Millisecond))
@@ -162,10 +162,10 @@ func runCalibrate(c *cli.Context) error {
 		Rule: rule, Bits: bits, Anchors: anchors, AnchorImages: anchorImages, Batch: c.Int("batch"),
 		Layers: c.String("layers"), Shard: c.String("shard"),
 		Checkpoint: ckpt, SaveEvery: c.Duration("checkpoint-every"),
-		Warn:     func(m string) { fmt.Fprintf(os.Stderr, "flbq: warning: %s\n", m) },
+		Warn:     func(m string) { fmt.Fprintf(errWriter(c), "flbq: warning: %s\n", m) },
 		Progress: newBar(c, "calibrating"),
 		Resumed: func(done, _ int) {
-			fmt.Fprintf(os.Stderr, "flbq: resuming from %s (%d tasks done)\n", ckpt, done)
+			fmt.Fprintf(errWriter(c), "flbq: resuming from %s (%d tasks done)\n", ckpt, done)
 		},
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -10,7 +10,6 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/term"
 
 	"github.com/flbq/flbq/runtime/coco"
 	"github.com/flbq/flbq/tools/data/cocosynth"
@@ -113,8 +112,8 @@ func runDataShapes(c *cli.Context) error {
 		Masks: shapes.MaskFormat(c.String("masks")), ValFraction: val,
 	}
 	var bar *progressbar.ProgressBar
-	if term.IsTerminal(int(os.Stderr.Fd())) && o.N >= 200 {
-		bar = progressbar.NewOptions(o.N, progressbar.OptionSetWriter(os.Stderr),
+	if f := terminal(errWriter(c)); f != nil && o.N >= 200 {
+		bar = progressbar.NewOptions(o.N, progressbar.OptionSetWriter(f),
 			progressbar.OptionSetDescription("rendering"), progressbar.OptionClearOnFinish(),
 			progressbar.OptionThrottle(100*time.Millisecond))
 		o.Progress = func(done, _ int) { bar.Set(done) }

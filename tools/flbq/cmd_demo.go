@@ -310,7 +310,7 @@ func demoCurves(ctx context.Context, c *cli.Context, modelPath string, train spl
 	rc := &calib.RunConfig{
 		Model: modelPath, Data: train.Instances, Images: train.Images,
 		CalibSize: c.Int("calib-size"), Granularity: granularity, GroupSize: 32, Mode: c.String("calib-mode"), Rule: qformat.MSE,
-		Bits: []int{1, 2, 3, 4, 5, 6, 7, 8}, Warn: func(m string) { fmt.Fprintf(os.Stderr, "flbq: warning: %s\n", m) },
+		Bits: []int{1, 2, 3, 4, 5, 6, 7, 8}, Warn: func(m string) { fmt.Fprintf(errWriter(c), "flbq: warning: %s\n", m) },
 	}
 	prep, err := calib.Prepare(rc)
 	if err != nil {

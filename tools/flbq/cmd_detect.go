@@ -102,10 +102,7 @@ func runDetect(c *cli.Context) error {
 		return err
 	}
 	d = d.WithOptions(maskrcnn.Options{ScoreThresh: thr, DetectionsPerImage: c.Int("max-dets"), MaxPixels: maxPix, NoMasks: c.Bool("no-masks")})
-	stderr := c.App.ErrWriter
-	if stderr == nil {
-		stderr = os.Stderr
-	}
+	stderr := errWriter(c)
 	var bar *progressbar.ProgressBar
 	if f, ok := stderr.(*os.File); ok && len(paths) > 1 && term.IsTerminal(int(f.Fd())) {
 		bar = progressbar.NewOptions(len(paths), progressbar.OptionSetWriter(f), progressbar.OptionSetDescription("detecting"),

@@ -84,10 +84,7 @@ func runEvalResults(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	stderr := c.App.ErrWriter
-	if stderr == nil {
-		stderr = os.Stderr
-	}
+	stderr := errWriter(c)
 	t0 := time.Now()
 	gt, err := coco.ReadDataset(c.String("gt"))
 	if err != nil {

@@ -146,9 +146,18 @@ func printEvals(w io.Writer, rep *pipeline.EvalReport) error {
 	return nil
 }
 
+// errWriter is where a command's messages and progress go (run's stderr).
 func errWriter(c *cli.Context) io.Writer {
 	if c.App.ErrWriter != nil {
 		return c.App.ErrWriter
 	}
-	return os.Stderr
+	return io.Discard
+}
+
+// terminal returns w as a terminal file, for progress bars, or nil.
+func terminal(w io.Writer) *os.File {
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		return f
+	}
+	return nil
 }

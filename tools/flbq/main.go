@@ -7,6 +7,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"sort"
 
@@ -54,14 +55,19 @@ func withThreads(c *cli.Command) {
 	}
 }
 
-func newApp() *cli.App {
+// newApp builds the command tree writing to stdout and stderr: every
+// command prints through c.App.Writer and c.App.ErrWriter (errWriter), so
+// that run is the whole program and tests run it as a function.
+func newApp(stdout, stderr io.Writer) *cli.App {
 	cmds := append([]*cli.Command(nil), commands...)
 	sort.Slice(cmds, func(i, j int) bool { return cmds[i].Name < cmds[j].Name })
 	return &cli.App{
-		Name:     "flbq",
-		Usage:    "fine-grained low-bit quantization of ViT/Swin Mask R-CNN detectors",
-		Version:  version,
-		Commands: cmds,
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Name:      "flbq",
+		Usage:     "fine-grained low-bit quantization of ViT/Swin Mask R-CNN detectors",
+		Version:   version,
+		Commands:  cmds,
 		// A mistyped FLBQ_CPU or FLBQ_THREADS fails every command.
 		Before: func(*cli.Context) error { return backend.EnvError() },
 		// Errors are printed once, by main, as one line.
@@ -70,8 +76,13 @@ func newApp() *cli.App {
 	}
 }
 
+// run runs the command line args (without the program name).
+func run(args []string, stdout, stderr io.Writer) error {
+	return newApp(stdout, stderr).Run(append([]string{"flbq"}, args...))
+}
+
 func main() {
-	if err := newApp().Run(os.Args); err != nil {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintf(os.Stderr, "flbq: %v\n", err)
 		os.Exit(1)
 	}
