@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"github.com/flbq/flbq/runtime/coco"
 	"github.com/flbq/flbq/runtime/model"
 	"github.com/flbq/flbq/runtime/qformat"
+	"github.com/flbq/flbq/solver"
 )
 
 // RunConfig is a complete calibration run, as flbq calibrate takes it.
@@ -221,6 +223,36 @@ func fingerprint(o Options, meta map[string]any) map[string]string {
 	return fp
 }
 
+// Fingerprint is what identifies the run rc describes on p: curves whose
+// Meta["fingerprint"] equals it are this run's result (Reusable).
+func (rc *RunConfig) Fingerprint(p *Prepared) (map[string]string, error) {
+	o, meta, err := rc.Options(p)
+	if err != nil {
+		return nil, err
+	}
+	return fingerprint(o, meta), nil
+}
+
+// Reusable reports whether c records the run of fingerprint fp.
+func Reusable(c *solver.Curves, fp map[string]string) bool {
+	m := map[string]string{}
+	switch v := c.Meta["fingerprint"].(type) {
+	case map[string]string: // as computed
+		m = v
+	case map[string]any: // as read from a curves file
+		for k, x := range v {
+			s, ok := x.(string)
+			if !ok {
+				return false
+			}
+			m[k] = s
+		}
+	default:
+		return false
+	}
+	return maps.Equal(m, fp)
+}
+
 // Run calibrates as rc says, resuming from rc.Checkpoint when it holds the
 // progress of the same run, and removes the checkpoint on success. On
 // cancellation of ctx the progress is saved there and the error wraps
@@ -267,6 +299,7 @@ func RunPrepared(ctx context.Context, rc *RunConfig, p *Prepared) (*Result, erro
 	for k, v := range meta {
 		res.Curves.Meta[k] = v
 	}
+	res.Curves.Meta["fingerprint"] = fp
 	res.Curves.Meta["seconds"] = res.Seconds
 	res.Curves.Meta["images"] = len(p.Images)
 	if rc.Checkpoint != "" {

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -20,11 +19,8 @@ import (
 	"github.com/flbq/flbq/runtime/imageio"
 	"github.com/flbq/flbq/runtime/maskrcnn"
 	"github.com/flbq/flbq/runtime/qformat"
-	"github.com/flbq/flbq/runtime/qmodel"
 	"github.com/flbq/flbq/runtime/safetensors"
 	"github.com/flbq/flbq/solver"
-	"github.com/flbq/flbq/solver/allocate"
-	"github.com/flbq/flbq/solver/calib"
 	"github.com/flbq/flbq/tools/data/shapes"
 	"github.com/flbq/flbq/tools/pipeline"
 )
@@ -75,10 +71,7 @@ func dataFlags() []cli.Flag {
 }
 
 // split is a dataset on disk: a COCO instances file and its image directory.
-type split struct {
-	Instances, Images string
-	About             string // where it comes from, for logs and RESULTS.md
-}
+type split = pipeline.Split
 
 // demoSets returns the calibration and evaluation sets (see dataFlags).
 func demoSets(c *cli.Context, work string) (train, val split, valDS *coco.Dataset, err error) {
@@ -109,13 +102,11 @@ func demoSets(c *cli.Context, work string) (train, val split, valDS *coco.Datase
 }
 
 type demoVariant struct {
-	name       string
-	alloc      *solver.Allocation // nil for fp32
-	det        *maskrcnn.Detector
-	bytes      int64 // weights as stored
-	box, mask  float64
-	msPerImage float64 // whole detector, median over images
-	msBackbone float64 // backbone alone, median over images
+	name  string
+	alloc *solver.Allocation // nil for fp32
+	det   *maskrcnn.Detector
+	bytes int64 // weights as stored
+	pipeline.Score
 }
 
 func runDemo(c *cli.Context) error {
@@ -143,23 +134,24 @@ func runDemo(c *cli.Context) error {
 	}
 	step("data: calibrating on %s, evaluating on %s", train.About, valSet.About)
 
-	// 2. Calibration.
+	// 2. Calibration (kept in --work: a rerun reuses the curves).
 	step("calibrate: %d training images, %s mode, 32-channel groups", c.Int("calib-size"), c.String("calib-mode"))
-	res, err := demoCurves(ctx, c, modelPath, train, "group")
+	t0 := time.Now()
+	curves, reused, err := pipeline.Calibrate(ctx, pipeline.CalibrateOptions{
+		Model: modelPath, Train: train, Size: c.Int("calib-size"), Mode: c.String("calib-mode"), Granularity: "group", GroupSize: 32,
+		Rule: qformat.MSE, Cache: filepath.Join(work, "curves.json"),
+		Warn: func(m string) { fmt.Fprintf(errWriter(c), "flbq: warning: %s\n", m) },
+	})
 	if err != nil {
 		return err
 	}
-	curves := res.Curves
-	if err := solver.WriteCurvesFile(filepath.Join(work, "curves.json"), curves); err != nil {
-		return err
+	how := fmt.Sprintf("in %.1fs", time.Since(t0).Seconds())
+	if reused {
+		how = "reused from " + filepath.Join(work, "curves.json")
 	}
-	step("calibrate: %d units × %d bit-widths in %.1fs", len(curves.Units), len(curves.Bits), res.Seconds)
+	step("calibrate: %d units × %d bit-widths %s", len(curves.Units), len(curves.Bits), how)
 
 	// 3. Allocation.
-	p, err := allocate.NewProblem(curves, allocate.Options{TargetBits: c.Float64("target-bits"), MinBitsBelow: allocate.DefaultMinBitsBelow})
-	if err != nil {
-		return err
-	}
 	src, err := safetensors.Open(modelPath)
 	if err != nil {
 		return err
@@ -171,25 +163,20 @@ func runDemo(c *cli.Context) error {
 	fi, _ := os.Stat(modelPath)
 	variants := []*demoVariant{{name: "fp32", det: fp32, bytes: fi.Size()}}
 	for _, name := range []string{"uniform", "lg", "dp"} {
-		r, err := allocate.Solve(p, name, allocate.DefaultEpsilon, allocate.DefaultDPMaxBytes)
+		a, r, err := pipeline.Allocate(curves, name, c.Float64("target-bits"))
 		if err != nil {
 			return err
 		}
-		a := p.Allocation(r)
 		if err := solver.WriteAllocFile(filepath.Join(work, name+".alloc.json"), a); err != nil {
 			return err
 		}
 		step("allocate %-7s avg %.3f bits, predicted distortion %.4g", name, r.AvgBits, r.Distortion)
 		// 4. Pack as the generated package does, and load onto the kernels.
-		blob, layers, err := modelpkg.Pack(src, a, qformat.MSE)
+		blob, det, err := pipeline.Quantize(src, a, qformat.MSE)
 		if err != nil {
 			return err
 		}
-		qm, err := qmodel.Load(blob, layers)
-		if err != nil {
-			return err
-		}
-		variants = append(variants, &demoVariant{name: fmt.Sprintf("%s %.2f bits", name, r.AvgBits), alloc: a, det: qm.Detector, bytes: int64(len(blob))})
+		variants = append(variants, &demoVariant{name: fmt.Sprintf("%s %.2f bits", name, r.AvgBits), alloc: a, det: det, bytes: int64(len(blob))})
 		if name == "dp" {
 			pkgDir := filepath.Join(work, "shapesswin")
 			files, err := modelpkg.Write(pkgDir, src, a, modelpkg.Options{Pkg: "shapesswin", ModelArg: modelPath, AllocArg: "../dp.alloc.json", Rule: qformat.MSE})
@@ -202,10 +189,10 @@ func runDemo(c *cli.Context) error {
 
 	// 5. Detection and COCO AP on the held-out images.
 	for _, v := range variants {
-		if err := demoEvaluate(v, val, valSet.Images); err != nil {
+		if v.Score, err = pipeline.Evaluate(v.det, val, valSet.Images); err != nil {
 			return err
 		}
-		step("detect %-16s box AP %.3f  mask AP %.3f  %.1f ms/image (backbone %.1f ms)", v.name, v.box, v.mask, v.msPerImage, v.msBackbone)
+		step("detect %-16s box AP %.3f  mask AP %.3f  %.1f ms/image (backbone %.1f ms)", v.name, v.Box, v.Mask, v.MsPerImage, v.MsBackbone)
 	}
 
 	// 6. Overlay of the DP-quantized detector on the first held-out image.
@@ -220,7 +207,7 @@ func runDemo(c *cli.Context) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "detector\tweights\tbox AP\tmask AP\tbackbone ms\tdetector ms\t")
 	for _, v := range variants {
-		fmt.Fprintf(tw, "%s\t%.2f MB\t%.3f\t%.3f\t%.1f\t%.1f\t\n", v.name, float64(v.bytes)/1e6, v.box, v.mask, v.msBackbone, v.msPerImage)
+		fmt.Fprintf(tw, "%s\t%.2f MB\t%.3f\t%.3f\t%.1f\t%.1f\t\n", v.name, float64(v.bytes)/1e6, v.Box, v.Mask, v.MsBackbone, v.MsPerImage)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -228,39 +215,6 @@ func runDemo(c *cli.Context) error {
 	fmt.Fprintf(w, "\nheld-out: %d images; times are medians per image; weights: the file as stored (fp32: the\n"+
 		"f16 safetensors; quantized: the generated package's blob: packed backbone + 8-bit heads).\n"+
 		"Overlay: %s. Total %.1fs.\n", len(val.Images), overlay, time.Since(start).Seconds())
-	return nil
-}
-
-// demoEvaluate detects on every image of ds and scores box and mask AP.
-func demoEvaluate(v *demoVariant, ds *coco.Dataset, imgDir string) error {
-	var results []coco.Result
-	var total, backbone []float64
-	for _, im := range ds.Images {
-		img, err := imageio.Load(filepath.Join(imgDir, im.FileName))
-		if err != nil {
-			return err
-		}
-		t0 := time.Now()
-		out, err := v.det.DetectRGB(img)
-		if err != nil {
-			return err
-		}
-		total = append(total, float64(time.Since(t0).Microseconds())/1e3)
-		backbone = append(backbone, float64(out.Timings.Backbone.Microseconds())/1e3)
-		results = append(results, pipeline.Results(im.ID, out.Detections)...)
-	}
-	v.msPerImage, v.msBackbone = median(total), median(backbone)
-	for _, t := range []coco.IoUType{coco.BBox, coco.Segm} {
-		e, err := coco.Evaluate(ds, results, t, coco.Options{})
-		if err != nil {
-			return err
-		}
-		if t == coco.BBox {
-			v.box = e.Stats[0]
-		} else {
-			v.mask = e.Stats[0]
-		}
-	}
 	return nil
 }
 
@@ -277,19 +231,6 @@ func demoOverlay(d *maskrcnn.Detector, imgPath, out string) error {
 	return atomicfile.Write(out, func(w io.Writer) error { return drawDetections(w, img, res.Detections) })
 }
 
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if n := len(s); n%2 == 1 {
-		return s[n/2]
-	} else {
-		return (s[n/2-1] + s[n/2]) / 2
-	}
-}
-
 // workDir returns --work, or a temporary directory that cleanup removes.
 func workDir(c *cli.Context, prefix string) (dir string, cleanup func(), err error) {
 	if dir = c.String("work"); dir != "" {
@@ -302,19 +243,4 @@ func workDir(c *cli.Context, prefix string) (dir string, cleanup func(), err err
 		return "", nil, err
 	}
 	return dir, func() { os.RemoveAll(dir) }, nil
-}
-
-// demoCurves calibrates on --calib-size training images (--calib-mode,
-// 32-channel groups or whole layers, MSE scales, bits 1..8).
-func demoCurves(ctx context.Context, c *cli.Context, modelPath string, train split, granularity string) (*calib.Result, error) {
-	rc := &calib.RunConfig{
-		Model: modelPath, Data: train.Instances, Images: train.Images,
-		CalibSize: c.Int("calib-size"), Granularity: granularity, GroupSize: 32, Mode: c.String("calib-mode"), Rule: qformat.MSE,
-		Bits: []int{1, 2, 3, 4, 5, 6, 7, 8}, Warn: func(m string) { fmt.Fprintf(errWriter(c), "flbq: warning: %s\n", m) },
-	}
-	prep, err := calib.Prepare(rc)
-	if err != nil {
-		return nil, err
-	}
-	return calib.RunPrepared(ctx, rc, prep)
 }

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
-	"math"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,41 +17,51 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/flbq/flbq/gen/modelpkg"
 	"github.com/flbq/flbq/runtime/atomicfile"
-	"github.com/flbq/flbq/runtime/coco"
-	"github.com/flbq/flbq/runtime/maskrcnn"
-	"github.com/flbq/flbq/runtime/nn"
-	"github.com/flbq/flbq/runtime/qformat"
-	"github.com/flbq/flbq/runtime/qmodel"
 	"github.com/flbq/flbq/runtime/safetensors"
-	"github.com/flbq/flbq/solver"
-	"github.com/flbq/flbq/solver/allocate"
-	"github.com/flbq/flbq/solver/calib"
 	"github.com/flbq/flbq/solver/plots"
+	"github.com/flbq/flbq/tools/pipeline"
 )
 
 func init() {
 	register(&cli.Command{
 		Name:  "results",
 		Usage: "the F-LBQ results table: uniform vs LG vs DP at layer and group granularity over budgets",
-		Description: `Regenerates docs/RESULTS.md and its figures, one section per detector (default: the
-   bundled trained ones; repeat --model for your own).
-   For every budget: uniform quantization at the nearest integer widths, F-LBQ-LG and
-   F-LBQ-DP on layer-granularity and 32-channel-group curves — the backbone feature
-   distortion measured on held-out images, box and mask AP (pycocotools-exact) on the
-   held-out set, the packed size, and the median latency of the quantized backbone and
-   of the whole detector. Curves come from the training set only; nothing is tuned on
-   the held-out split.`,
+		Description: `Regenerates docs/RESULTS.md (and RESULTS.json, and the figures), one section per
+   detector (default: the bundled trained ones; repeat --model for your own, with --train
+   and --val for your COCO data). For every budget: uniform quantization at the nearest
+   integer widths, F-LBQ-LG and F-LBQ-DP on layer-granularity and 32-channel-group
+   curves (--methods, --granularities) — the backbone feature distortion measured on the
+   held-out images, box and mask AP (pycocotools-exact) on the held-out set, the packed
+   size, and the median latency of the quantized backbone and of the whole detector.
+   Curves come from the training set only; nothing is tuned on the held-out split.
+
+   --work keeps the curves: a rerun of the same study reuses them (and an interrupted
+   calibration resumes). --shard i/n evaluates every n-th row only and writes just the
+   JSON (--json); "flbq results merge" joins the shards into the table.`,
 		Flags: append([]cli.Flag{
 			&cli.StringSliceFlag{Name: "model", Value: cli.NewStringSlice(BundledModels...), Usage: "detector `FILE` (repeat for several; each gets a section)"},
-			&cli.StringFlag{Name: "work", Usage: "working `DIR` (default: a temporary directory, removed)"},
-			&cli.StringFlag{Name: "out", Value: "docs/RESULTS.md", Usage: "Markdown `FILE` to write"},
+			&cli.StringFlag{Name: "work", Usage: "working `DIR`, kept: data, curves (default: a temporary directory, removed)"},
+			&cli.StringFlag{Name: "out", Value: "docs/RESULTS.md", Usage: "Markdown `FILE` to write (figures go to figures/ beside it)"},
+			&cli.StringFlag{Name: "json", Usage: "rows as JSON `FILE` (default: --out with .json)"},
 			&cli.StringFlag{Name: "budgets", Value: "2,2.5,3,4,6", Usage: "average bit budgets"},
+			&cli.StringFlag{Name: "methods", Value: "uniform,lg,dp", Usage: "allocations to compare"},
+			&cli.StringFlag{Name: "granularities", Value: "layer,group", Usage: "F-LBQ units: whole layers, 32-channel groups"},
 			&cli.IntFlag{Name: "calib-size", Value: 64},
 			&cli.StringFlag{Name: "calib-mode", Value: "fast"},
+			&cli.StringFlag{Name: "shard", Value: "0/1", Usage: "evaluate shard `i/n` of the rows; writes --json only"},
 		}, dataFlags()...),
 		Action: runResults,
+		Subcommands: []*cli.Command{{
+			Name:      "merge",
+			Usage:     "join the JSON of flbq results --shard runs into the table",
+			ArgsUsage: "SHARD.json...",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "out", Value: "docs/RESULTS.md", Usage: "Markdown `FILE` to write"},
+				&cli.StringFlag{Name: "json", Usage: "merged rows `FILE` (default: --out with .json)"},
+			},
+			Action: runResultsMerge,
+		}},
 	})
 }
 
@@ -56,12 +69,34 @@ func init() {
 // default (tools/models/README.md).
 var BundledModels = []string{BundledModel, "tools/models/shapes-vit-d128.safetensors"}
 
-type resultRow struct {
-	budget     string
-	method     string
-	avgBits    float64
-	distortion float64 // measured on the held-out images
-	v          *demoVariant
+// resultsFile is RESULTS.json (and each shard's file).
+type resultsFile struct {
+	Format    string                  `json:"format"`
+	Train     string                  `json:"train"`
+	Val       string                  `json:"val"`
+	CalibSize int                     `json:"calib_size"`
+	CalibMode string                  `json:"calib_mode"`
+	Seconds   float64                 `json:"seconds"`
+	Models    []*pipeline.StudyResult `json:"models"`
+}
+
+const resultsFormat = "flbq.results/v1"
+
+func jsonPath(c *cli.Context) string {
+	if j := c.String("json"); j != "" {
+		return j
+	}
+	return strings.TrimSuffix(c.String("out"), filepath.Ext(c.String("out"))) + ".json"
+}
+
+func parseList(flag, s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func runResults(c *cli.Context) error {
@@ -77,6 +112,10 @@ func runResults(c *cli.Context) error {
 			return fmt.Errorf("--budgets: %q is not a number in 1..8", s)
 		}
 		budgets = append(budgets, b)
+	}
+	shard, err := pipeline.ParseShard(c.String("shard"))
+	if err != nil {
+		return fmt.Errorf("--shard: %w", err)
 	}
 	models := c.StringSlice("model")
 	stems := map[string]bool{}
@@ -98,34 +137,101 @@ func runResults(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	train, valSet, val, err := demoSets(c, work)
+	train, val, _, err := demoSets(c, work)
 	if err != nil {
 		return err
 	}
-	log("data: calibrating on %s, evaluating on %s", train.About, valSet.About)
-	figDir := filepath.Join(filepath.Dir(c.String("out")), "figures")
-	if err := os.MkdirAll(figDir, 0o755); err != nil {
-		return err
-	}
-	var sections []string
+	log("data: calibrating on %s, evaluating on %s", train.About, val.About)
+	rf := &resultsFile{Format: resultsFormat, Train: train.About, Val: val.About, CalibSize: c.Int("calib-size"), CalibMode: c.String("calib-mode")}
 	for _, m := range models {
-		sec, err := resultsForModel(ctx, c, m, budgets, work, train, valSet, val, figDir, log)
+		r, err := pipeline.Study(ctx, pipeline.StudyOptions{
+			Model: m, Train: train, Val: val, Budgets: budgets,
+			Methods: parseList("methods", c.String("methods")), Granularities: parseList("granularities", c.String("granularities")),
+			CalibSize: c.Int("calib-size"), CalibMode: c.String("calib-mode"), Work: work, Shard: shard, Log: log,
+			Warn: func(m string) { fmt.Fprintf(errWriter(c), "flbq: warning: %s\n", m) },
+		})
 		if err != nil {
 			return fmt.Errorf("%s: %w", m, err)
 		}
-		sections = append(sections, sec)
+		rf.Models = append(rf.Models, r)
 	}
-	md := resultsMarkdown(c, models, train, valSet, sections, time.Since(start))
-	// Hand-written findings below the marker survive regeneration.
-	if old, err := os.ReadFile(c.String("out")); err == nil {
-		if i := strings.Index(string(old), findingsMarker); i >= 0 {
-			md += "\n" + string(old[i:])
-		}
-	}
-	if err := atomicfile.WriteBytes(c.String("out"), []byte(md)); err != nil {
+	rf.Seconds = time.Since(start).Seconds()
+	if err := atomicfile.Write(jsonPath(c), func(w io.Writer) error { return writeJSON(w, rf) }); err != nil {
 		return err
 	}
-	log("wrote %s and %s/", c.String("out"), figDir)
+	if !shard.Whole() {
+		log("wrote shard %s to %s (join the shards with flbq results merge)", shard, jsonPath(c))
+		return nil
+	}
+	if err := writeResults(c.String("out"), rf); err != nil {
+		return err
+	}
+	log("wrote %s, %s and %s/", c.String("out"), jsonPath(c), filepath.Join(filepath.Dir(c.String("out")), "figures"))
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", " ")
+	return enc.Encode(v)
+}
+
+func readResultsFile(path string) (*resultsFile, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var rf resultsFile
+	if err := json.Unmarshal(b, &rf); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if rf.Format != resultsFormat {
+		return nil, fmt.Errorf("%s: format %q, want %q", path, rf.Format, resultsFormat)
+	}
+	return &rf, nil
+}
+
+func runResultsMerge(c *cli.Context) error {
+	if c.NArg() == 0 {
+		return errors.New("results merge: give the shards' JSON files")
+	}
+	var files []*resultsFile
+	for _, p := range c.Args().Slice() {
+		rf, err := readResultsFile(p)
+		if err != nil {
+			return err
+		}
+		if len(files) > 0 {
+			f0 := files[0]
+			if rf.Train != f0.Train || rf.Val != f0.Val || rf.CalibSize != f0.CalibSize || rf.CalibMode != f0.CalibMode || len(rf.Models) != len(f0.Models) {
+				return fmt.Errorf("%s: a shard of another run (data, calibration or models differ from %s)", p, c.Args().First())
+			}
+		}
+		files = append(files, rf)
+	}
+	out := &resultsFile{Format: resultsFormat, Train: files[0].Train, Val: files[0].Val, CalibSize: files[0].CalibSize, CalibMode: files[0].CalibMode}
+	for m := range files[0].Models {
+		var shards []*pipeline.StudyResult
+		for i, f := range files {
+			if f.Models[m].Model != files[0].Models[m].Model {
+				return fmt.Errorf("%s: model %d is %s, not %s", c.Args().Get(i), m, f.Models[m].Model, files[0].Models[m].Model)
+			}
+			shards = append(shards, f.Models[m])
+			out.Seconds += f.Seconds
+		}
+		merged, err := pipeline.MergeStudies(shards)
+		if err != nil {
+			return fmt.Errorf("%s: %w", files[0].Models[m].Model, err)
+		}
+		out.Models = append(out.Models, merged)
+	}
+	if err := atomicfile.Write(jsonPath(c), func(w io.Writer) error { return writeJSON(w, out) }); err != nil {
+		return err
+	}
+	if err := writeResults(c.String("out"), out); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "merged %d shards: wrote %s and %s\n", len(files), c.String("out"), jsonPath(c))
 	return nil
 }
 
@@ -134,154 +240,77 @@ func modelStem(path string) string {
 	return strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
 }
 
-// resultsForModel calibrates, allocates, packs and evaluates one model and
-// returns its section of RESULTS.md; its figures go to figDir/STEM-*.
-func resultsForModel(ctx context.Context, c *cli.Context, modelPath string, budgets []float64, work string, train, valSet split,
-	val *coco.Dataset, figDir string, log func(string, ...any)) (string, error) {
-	stem := modelStem(modelPath)
-	src, err := safetensors.Open(modelPath)
-	if err != nil {
-		return "", err
+// writeResults writes the Markdown table and the figures of a whole study.
+func writeResults(out string, rf *resultsFile) error {
+	figDir := filepath.Join(filepath.Dir(out), "figures")
+	if err := os.MkdirAll(figDir, 0o755); err != nil {
+		return err
 	}
-	curves := map[string]*solver.Curves{}
-	for _, gran := range []string{"layer", "group"} {
-		res, err := demoCurves(ctx, c, modelPath, train, gran)
+	var sections []string
+	for _, r := range rf.Models {
+		sec, err := studyFigures(r, figDir)
 		if err != nil {
-			return "", err
+			return fmt.Errorf("%s: %w", r.Model, err)
 		}
-		curves[gran] = res.Curves
-		if err := solver.WriteCurvesFile(filepath.Join(work, stem+"."+gran+".curves.json"), res.Curves); err != nil {
-			return "", err
-		}
-		log("%s: calibrate %s: %d units in %.1fs", stem, gran, len(res.Curves.Units), res.Seconds)
+		sections = append(sections, sec)
 	}
+	md := resultsMarkdown(rf, sections)
+	// Hand-written findings below the marker survive regeneration.
+	if old, err := os.ReadFile(out); err == nil {
+		if i := strings.Index(string(old), findingsMarker); i >= 0 {
+			md += "\n" + string(old[i:])
+		}
+	}
+	return atomicfile.WriteBytes(out, []byte(md))
+}
 
-	// The held-out images as backbone batches, for measured distortion.
-	fp32, err := maskrcnn.Load(modelPath)
-	if err != nil {
-		return "", err
-	}
-	inputs, err := calib.LoadInputs(fp32.Model.Config, valSet.Images, val.Images)
-	if err != nil {
-		return "", err
-	}
-	batches := calib.MakeBatches(inputs, 8)
-	fi, err := os.Stat(modelPath)
-	if err != nil {
-		return "", err
-	}
-	base := &demoVariant{name: "fp32", det: fp32, bytes: fi.Size()}
-	if err := demoEvaluate(base, val, valSet.Images); err != nil {
-		return "", err
-	}
-	log("%s: fp32: box AP %.3f mask AP %.3f", stem, base.box, base.mask)
-	rows := []*resultRow{{budget: "—", method: "fp32", avgBits: 32, v: base}}
-
-	type job struct {
-		budget string
-		method string
-		gran   string
-		solver string
-		target float64
-	}
-	var jobs []job
-	seenUniform := map[int]bool{}
-	for _, b := range budgets {
-		bs := strconv.FormatFloat(b, 'g', -1, 64)
-		for _, u := range []int{int(math.Floor(b)), int(math.Ceil(b))} {
-			if !seenUniform[u] {
-				seenUniform[u] = true
-				jobs = append(jobs, job{bs, fmt.Sprintf("uniform %d-bit", u), "layer", "uniform", float64(u)})
-			}
+// studyFigures draws a model's figures and returns its section.
+func studyFigures(r *pipeline.StudyResult, figDir string) (string, error) {
+	stem := modelStem(r.Model)
+	var pts []plots.Point
+	var series []plots.LayerBitsSeries
+	for _, row := range r.Rows {
+		if row.Method == "fp32" {
+			continue
 		}
-		for _, gran := range []string{"layer", "group"} {
-			for _, s := range []string{"lg", "dp"} {
-				jobs = append(jobs, job{bs, fmt.Sprintf("F-LBQ-%s %s", strings.ToUpper(s), gran), gran, s, b})
-			}
-		}
-	}
-	var allocs []*solver.Allocation
-	var plotPts []plots.Point
-	layerBits := map[string]*solver.Allocation{}
-	for _, j := range jobs {
-		p, err := allocate.NewProblem(curves[j.gran], allocate.Options{TargetBits: j.target, MinBitsBelow: allocate.DefaultMinBitsBelow})
-		if err != nil {
-			return "", fmt.Errorf("%s at %v: %w", j.method, j.target, err)
-		}
-		r, err := allocate.Solve(p, j.solver, allocate.DefaultEpsilon, allocate.DefaultDPMaxBytes)
-		if err != nil {
-			return "", err
-		}
-		a := p.Allocation(r)
-		blob, layers, err := modelpkg.Pack(src, a, qformat.MSE)
-		if err != nil {
-			return "", err
-		}
-		qm, err := qmodel.Load(blob, layers)
-		if err != nil {
-			return "", err
-		}
-		v := &demoVariant{name: j.method, det: qm.Detector, bytes: int64(len(blob))}
-		if err := demoEvaluate(v, val, valSet.Images); err != nil {
-			return "", err
-		}
-		rows = append(rows, &resultRow{budget: j.budget, method: j.method, avgBits: r.AvgBits, v: v})
-		allocs = append(allocs, a)
-		if j.gran == "group" && j.target == 3 {
-			layerBits[j.solver] = a
-		}
-		log("%s: %-20s @%s: avg %.3f bits, box AP %.3f, mask AP %.3f", stem, j.method, j.budget, r.AvgBits, v.box, v.mask)
-	}
-	// Measured backbone distortion of every allocation on the held-out images.
-	z := calib.NewQuantizer(qformat.MSE)
-	var ovs []nn.Overrides
-	for _, a := range allocs {
-		ov, err := z.AllocationOverrides(fp32.Model.Backbone, a.Units)
-		if err != nil {
-			return "", err
-		}
-		ovs = append(ovs, ov)
-	}
-	dist, err := calib.MeasureOverrides(ctx, fp32.Model.Backbone, batches, ovs, nil)
-	if err != nil {
-		return "", err
-	}
-	for i, d := range dist {
-		rows[i+1].distortion = d
-		m := rows[i+1].method
+		m := row.Method
 		if strings.HasPrefix(m, "uniform") {
 			m = "uniform"
 		}
-		plotPts = append(plotPts, plots.Point{Solver: m, AvgBits: rows[i+1].avgBits, Distortion: d})
-	}
-	log("%s: measured distortion of %d allocations", stem, len(dist))
-
-	for _, ext := range []string{"png", "svg"} {
-		if err := plots.RateDistortion(filepath.Join(figDir, stem+"-rate-distortion."+ext), stem+": backbone distortion vs bits, held-out images", "measured distortion", plotPts); err != nil {
-			return "", err
+		pts = append(pts, plots.Point{Solver: m, AvgBits: row.AvgBits, Distortion: row.Distortion})
+		if row.Alloc != nil {
+			series = append(series, plots.LayerBitsSeries{Label: "F-LBQ-" + strings.ToUpper(row.Solver), Alloc: row.Alloc})
 		}
-		if layerBits["lg"] != nil && layerBits["dp"] != nil {
-			if err := plots.LayerBits(filepath.Join(figDir, stem+"-layer-bits."+ext), stem+": bits per layer at 3 bits (32-channel groups)",
-				[]plots.LayerBitsSeries{{Label: "F-LBQ-DP", Alloc: layerBits["dp"]}, {Label: "F-LBQ-LG", Alloc: layerBits["lg"]}}); err != nil {
+	}
+	// DP first, as the figure has always drawn it.
+	sort.SliceStable(series, func(i, j int) bool { return series[i].Label > series[j].Label })
+	for _, ext := range []string{"png", "svg"} {
+		if len(pts) > 0 {
+			if err := plots.RateDistortion(filepath.Join(figDir, stem+"-rate-distortion."+ext), stem+": backbone distortion vs bits, held-out images", "measured distortion", pts); err != nil {
+				return "", err
+			}
+		}
+		if len(series) > 0 {
+			if err := plots.LayerBits(filepath.Join(figDir, stem+"-layer-bits."+ext), stem+": bits per layer at 3 bits (32-channel groups)", series); err != nil {
 				return "", err
 			}
 		}
 	}
-	return modelSection(modelPath, fp32.Model.Config.Family, rows, layerBits["lg"] != nil && layerBits["dp"] != nil), nil
+	return modelSection(r, len(pts) > 0, len(series) > 0), nil
 }
 
 // findingsMarker starts the hand-written part of RESULTS.md, which
 // regeneration keeps: what the numbers say, checked against them.
 const findingsMarker = "<!-- findings: written by hand, kept by flbq results -->"
 
-func resultsMarkdown(c *cli.Context, models []string, train, val split, sections []string, took time.Duration) string {
+func resultsMarkdown(rf *resultsFile, sections []string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# F-LBQ results\n\nRegenerate with `go run ./tools/flbq results` (this file and `figures/`; %s here).\n\n", took.Round(time.Second))
-	fmt.Fprintf(&b, "Models: %d (tools/models/README.md for the bundled ones). Calibration set: %s. Evaluation set: %s. ", len(models), train.About, val.About)
-	fmt.Fprintf(&b, "Curves: %d training images, %s mode, MSE weight scales; floor target − 2; heads and pyramid at 8 bits in every quantized row. ", c.Int("calib-size"), c.String("calib-mode"))
+	fmt.Fprintf(&b, "# F-LBQ results\n\nRegenerate with `go run ./tools/flbq results` (this file, RESULTS.json and `figures/`; %s of compute here).\n\n", (time.Duration(rf.Seconds) * time.Second).Round(time.Second))
+	fmt.Fprintf(&b, "Models: %d (tools/models/README.md for the bundled ones). Calibration set: %s. Evaluation set: %s. ", len(rf.Models), rf.Train, rf.Val)
+	fmt.Fprintf(&b, "Curves: %d training images, %s mode, MSE weight scales; floor target − 2; heads and pyramid at 8 bits in every quantized row. ", rf.CalibSize, rf.CalibMode)
 	b.WriteString("Distortion: mean squared error of the backbone's output maps (Swin: the four stage maps; ViT: the encoder map) against fp32 on the held-out images (per element). ")
-	b.WriteString("Size: fp32 row = the f16 file; quantized rows = the generated package's blob (packed backbone + 8-bit heads + fp32 norms/biases). ")
-	b.WriteString("Latency: median per image, this machine, all cores, int8 AVX2 kernels. ")
+	b.WriteString("Size: fp32 row = the model file; quantized rows = the generated package's blob (packed backbone + 8-bit heads + fp32 norms/biases). ")
+	b.WriteString("Latency: median per image, this machine, all cores, int8 kernels. ")
 	b.WriteString("Uniform rows appear once per integer width, under the first budget of which it is a nearest integer.\n")
 	for _, s := range sections {
 		b.WriteString("\n" + s)
@@ -289,20 +318,22 @@ func resultsMarkdown(c *cli.Context, models []string, train, val split, sections
 	return b.String()
 }
 
-// modelSection is one model's table and figures.
-func modelSection(modelPath, family string, rows []*resultRow, layerFig bool) string {
+// modelSection is one model's table and figure links.
+func modelSection(r *pipeline.StudyResult, rdFig, layerFig bool) string {
 	var b strings.Builder
-	stem := modelStem(modelPath)
-	fmt.Fprintf(&b, "## %s\n\nModel: `%s` (%s backbone).\n\n", stem, modelPath, family)
+	stem := modelStem(r.Model)
+	fmt.Fprintf(&b, "## %s\n\nModel: `%s` (%s backbone).\n\n", stem, r.Model, r.Family)
 	b.WriteString("| budget | method | avg bits | distortion | box AP | mask AP | size MB | backbone ms | detector ms |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
-	for _, r := range rows {
-		bits, dist := fmt.Sprintf("%.3f", r.avgBits), fmt.Sprintf("%.3g", r.distortion)
-		if r.method == "fp32" {
+	for _, row := range r.Rows {
+		bits, dist := fmt.Sprintf("%.3f", row.AvgBits), fmt.Sprintf("%.3g", row.Distortion)
+		if row.Method == "fp32" {
 			bits, dist = "32", "0"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.3f | %.3f | %.2f | %.1f | %.1f |\n", r.budget, r.method, bits, dist, r.v.box, r.v.mask, float64(r.v.bytes)/1e6, r.v.msBackbone, r.v.msPerImage)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.3f | %.3f | %.2f | %.1f | %.1f |\n", row.Budget, row.Method, bits, dist, row.Box, row.Mask, float64(row.Bytes)/1e6, row.MsBackbone, row.MsPerImage)
 	}
-	fmt.Fprintf(&b, "\n![rate–distortion](figures/%s-rate-distortion.svg)\n", stem)
+	if rdFig {
+		fmt.Fprintf(&b, "\n![rate–distortion](figures/%s-rate-distortion.svg)\n", stem)
+	}
 	if layerFig {
 		fmt.Fprintf(&b, "\n![bits per layer](figures/%s-layer-bits.svg)\n", stem)
 	}
