@@ -102,9 +102,16 @@ type Batch struct {
 	X      *tensor.Tensor // [len(Images), 3, H, W]
 }
 
+// MaxBatchPixels caps a batch's padded pixels (one image may exceed it):
+// calibration keeps every block's input of a batch and several quantized
+// copies of the largest activations, about 3.5 GB per million pixels at
+// Swin-T size, so eight 800×1067 images would need 24 GB.
+const MaxBatchPixels = 1 << 20
+
 // MakeBatches stacks inputs ([1,3,H,W] each) of equal size into batches of
-// at most size images (images of different sizes never share a batch, so
-// every image's features are exactly its own single-image features).
+// at most size images and MaxBatchPixels (images of different sizes never
+// share a batch, so every image's features are exactly its own
+// single-image features).
 func MakeBatches(inputs []*tensor.Tensor, size int) []Batch {
 	if size <= 0 {
 		size = 1
@@ -123,11 +130,12 @@ func MakeBatches(inputs []*tensor.Tensor, size int) []Batch {
 	})
 	var out []Batch
 	for i := 0; i < len(idx); {
+		s := shape(idx[i])
+		n := min(size, max(1, MaxBatchPixels/(s[0]*s[1])))
 		j := i
-		for j < len(idx) && j-i < size && shape(idx[j]) == shape(idx[i]) {
+		for j < len(idx) && j-i < n && shape(idx[j]) == s {
 			j++
 		}
-		s := shape(idx[i])
 		x := tensor.New(j-i, 3, s[0], s[1])
 		per := 3 * s[0] * s[1]
 		for k := i; k < j; k++ {

@@ -61,7 +61,7 @@ func init() {
 			&cli.StringFlag{Name: "bits", Value: "1:8", Usage: "measured bit-widths, `LIST` (1,2,4) or range (1:8)"},
 			&cli.StringFlag{Name: "anchors", Value: "2,4", Usage: "fast mode: exact layer-level bit-widths"},
 			&cli.IntFlag{Name: "anchor-images", Value: calib.DefaultAnchorImages, Usage: "fast mode: images the anchors are measured on (the first ones, whole batches; 0: all)"},
-			&cli.IntFlag{Name: "batch", Value: 8, Usage: "images per forward batch (equal sizes only)"},
+			&cli.IntFlag{Name: "batch", Value: 8, Usage: "images per forward batch (equal sizes only, at most 1 M pixels)"},
 			&cli.StringFlag{Name: "layers", Usage: "only layers `A:B` (forward order, half-open)"},
 			&cli.StringFlag{Name: "shard", Usage: "only shard `i/n` of the layers (every n-th from i)"},
 			&cli.StringFlag{Name: "out", Usage: "curves `FILE` to write"},
