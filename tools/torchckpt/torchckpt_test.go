@@ -2,6 +2,7 @@ package torchckpt
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,10 +34,10 @@ var torchDTypes = map[string]safetensors.DType{"float32": safetensors.F32, "floa
 
 func TestReadFormats(t *testing.T) {
 	want := readExpected(t)
-	for _, c := range []struct{ file, root, format string }{
-		{"zip_state_dict.pth", "", "zip"},
-		{"legacy_mmdet.pth", "state_dict", "legacy"},
-		{"zip_model.weird.name.pth", "model", "zip"},
+	for _, c := range []struct{ file, root, format, classes string }{
+		{"zip_state_dict.pth", "", "zip", "[]"},
+		{"legacy_mmdet.pth", "state_dict", "legacy", "[person car]"},
+		{"zip_model.weird.name.pth", "model", "zip", "[]"},
 	} {
 		t.Run(c.file, func(t *testing.T) {
 			ck, err := Read(filepath.Join("testdata", c.file))
@@ -45,6 +46,9 @@ func TestReadFormats(t *testing.T) {
 			}
 			if ck.Root != c.root || ck.Format != c.format {
 				t.Errorf("root %q format %s, want %q %s", ck.Root, ck.Format, c.root, c.format)
+			}
+			if got := fmt.Sprint(ck.Classes); got != c.classes {
+				t.Errorf("meta.CLASSES %s, want %s", got, c.classes)
 			}
 			if len(ck.Tensors) != len(want) {
 				t.Errorf("%d tensors, want %d", len(ck.Tensors), len(want))
