@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flbq/flbq/runtime/internal/cputime"
+	"github.com/flbq/flbq/runtime/cputime"
 )
 
 // cpuLoop runs f b.N times on a locked OS thread and reports the thread's

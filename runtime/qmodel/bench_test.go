@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/flbq/flbq/generated/tinyswin"
-	"github.com/flbq/flbq/runtime/internal/cputime"
+	"github.com/flbq/flbq/runtime/cputime"
 	"github.com/flbq/flbq/runtime/kernels"
 	"github.com/flbq/flbq/runtime/model"
 	"github.com/flbq/flbq/runtime/nn"

@@ -18,6 +18,7 @@ import (
 	"gonum.org/v1/gonum/blas/blas32"
 
 	"github.com/flbq/flbq/runtime/backend"
+	"github.com/flbq/flbq/runtime/cputime"
 	"github.com/flbq/flbq/runtime/kernels"
 	"github.com/flbq/flbq/runtime/nn"
 	"github.com/flbq/flbq/runtime/qformat"
@@ -35,7 +36,8 @@ func init() {
    for every bit-width and CPU tier at the given shapes, the register-only int8
    multiply-accumulate peak of each tier (one core), and two fp32 baselines at
    the same shapes: gonum's blas32 Sgemm and the project's runtime/nn GEMM.
-   GOPS = 2·M·N·K / time; each figure is the median of --reps batches.
+   GOPS = 2·M·N·K per CPU second of the process (the wall clock where the OS
+   has no CPU clock); each figure is the median of --reps batches.
 
    A shape MxKxN is M activation rows, K inputs, N outputs, e.g. 196x768x2304
    (a ViT-B qkv projection over 14×14 tokens). --tiers defaults to the tiers
@@ -135,28 +137,37 @@ type benchKernelRes struct {
 	VsPeak  float64 `json:"fraction_of_peak,omitempty"`
 }
 
-// measure returns the median time of one call of f over reps batches of at
-// least minTime each.
+// clock is the process CPU time (the machines are shared: wall time
+// counts other jobs), or the wall clock where the OS gives no CPU clock.
+func clock() time.Duration {
+	if t := cputime.Process(); t > 0 {
+		return t
+	}
+	return time.Duration(time.Now().UnixNano())
+}
+
+// measure returns the median CPU time of one call of f over reps batches
+// of at least minTime each.
 func measure(f func(), minTime time.Duration, reps int) float64 {
 	f() // warm up (pools, caches)
 	n := 1
 	for {
-		t0 := time.Now()
+		t0 := clock()
 		for i := 0; i < n; i++ {
 			f()
 		}
-		if d := time.Since(t0); d >= minTime || n >= 1<<24 {
+		if d := clock() - t0; d >= minTime || n >= 1<<24 {
 			break
 		}
 		n *= 2
 	}
 	ts := make([]float64, max(reps, 1))
 	for r := range ts {
-		t0 := time.Now()
+		t0 := clock()
 		for i := 0; i < n; i++ {
 			f()
 		}
-		ts[r] = float64(time.Since(t0).Nanoseconds()) / float64(n)
+		ts[r] = float64((clock() - t0).Nanoseconds()) / float64(n)
 	}
 	slices.Sort(ts)
 	return ts[len(ts)/2]
