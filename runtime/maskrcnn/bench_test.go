@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/flbq/flbq/runtime/backend"
-	"github.com/flbq/flbq/runtime/imageio"
 	"github.com/flbq/flbq/runtime/cputime"
+	"github.com/flbq/flbq/runtime/imageio"
 	"github.com/flbq/flbq/runtime/model"
 )
 

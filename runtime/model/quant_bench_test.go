@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/flbq/flbq/runtime/backend"
-	"github.com/flbq/flbq/runtime/imageio"
 	"github.com/flbq/flbq/runtime/cputime"
+	"github.com/flbq/flbq/runtime/imageio"
 	"github.com/flbq/flbq/runtime/kernels"
 	"github.com/flbq/flbq/runtime/maskrcnn"
 	"github.com/flbq/flbq/runtime/model"
