@@ -65,6 +65,14 @@ func RateDistortion(path, title, yLabel string, pts []Point) error {
 	if err := plotutil.AddLinePoints(p, lines...); err != nil {
 		return fmt.Errorf("plot %s: %w", path, err)
 	}
+	// One distinct value gives a zero-height range, which gonum pads by ±1
+	// (below zero on a log axis); span a factor of 2 around it instead.
+	if p.Y.Min == p.Y.Max {
+		p.Y.Min, p.Y.Max = p.Y.Min/2, p.Y.Max*2
+	}
+	if p.X.Min == p.X.Max {
+		p.X.Min, p.X.Max = p.X.Min-0.5, p.X.Max+0.5
+	}
 	return save(p, path, 6*vg.Inch, 4*vg.Inch)
 }
 
@@ -78,8 +86,14 @@ func format(path string) (string, error) {
 	return "", fmt.Errorf("plot %s: want a .png, .svg or .pdf file", path)
 }
 
-// save renders p and writes it atomically.
-func save(p *plot.Plot, path string, w, h vg.Length) error {
+// save renders p and writes it atomically. gonum/plot panics on some
+// degenerate data (a non-positive log range); that becomes an error.
+func save(p *plot.Plot, path string, w, h vg.Length) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("plot %s: %v", path, r)
+		}
+	}()
 	ext, err := format(path)
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package plots
 
 import (
 	"bytes"
+	"fmt"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -37,5 +38,18 @@ func TestWriteRejects(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "rd.png")); err == nil {
 		t.Error("file written despite the error")
+	}
+}
+
+// TestWriteOnePoint: a single point (or one distinct value) used to make
+// gonum pad the log axis below zero and panic.
+func TestWriteOnePoint(t *testing.T) {
+	dir := t.TempDir()
+	for i, pts := range [][]Point{{{"dp", 3, 0.01}}, {{"lg", 2, 0.5}, {"dp", 3, 0.5}}} {
+		for _, ext := range []string{"png", "svg"} {
+			if err := RateDistortion(filepath.Join(dir, fmt.Sprintf("rd%d.%s", i, ext)), "one", "d", pts); err != nil {
+				t.Errorf("%v (%s): %v", pts, ext, err)
+			}
+		}
 	}
 }

@@ -10,7 +10,7 @@ import (
 // TestConvertedMMDetPipeline: a checkpoint converted from mmdetection's
 // layout goes through the rest of the pipeline unchanged: inspect,
 // features, detect, calibrate, allocate, eval with the allocation, generate,
-// and detect with the generated package's packed weights.
+// detect with the generated package's packed weights, and results.
 func TestConvertedMMDetPipeline(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "scale.json")
@@ -38,12 +38,17 @@ func TestConvertedMMDetPipeline(t *testing.T) {
 		[]string{"eval", "--model", model, "--alloc", alloc, "--val", data, "--images", imgs, "--out", filepath.Join(dir, "eval")},
 		[]string{"generate", "--model", model, "--alloc", alloc, "--rule", "minmax", "--pkg", "swinq", "--out", pkg},
 		[]string{"detect", "--model", filepath.Join(pkg, "weights.bin"), "--score-thresh", "0.05", "--out", filepath.Join(dir, "packed.json"), img},
+		[]string{"results", "--model", model, "--budgets", "3", "--methods", "dp", "--granularities", "group", "--shapes-train", "4",
+			"--shapes-val", "2", "--calib-size", "2", "--work", filepath.Join(dir, "study"), "--out", filepath.Join(dir, "RESULTS.md")},
 	)
 	for _, s := range steps {
 		out, err := runCLI(t, s...)
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", strings.Join(s, " "), err, out)
 		}
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "RESULTS.md")); err != nil || !strings.Contains(string(b), "| 3 | F-LBQ-DP group |") {
+		t.Errorf("results on the converted model: %v\n%s", err, b)
 	}
 	for _, f := range []string{"fp32.json", "packed.json", "eval/results.json"} {
 		b, err := os.ReadFile(filepath.Join(dir, f))

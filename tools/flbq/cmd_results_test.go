@@ -73,11 +73,11 @@ func TestResultsLibraryShardsMerge(t *testing.T) {
 	if len(rf.Models) != 1 || len(rf.Models[0].Rows) != 3 {
 		t.Fatalf("%+v", rf.Models)
 	}
+	// The library on the CLI's data, computing every row itself (no Work).
 	lib, err := pipeline.Study(context.Background(), pipeline.StudyOptions{
 		Model: model, Budgets: []float64{3}, Methods: []string{"lg", "dp"}, Granularities: []string{"group"}, CalibSize: 4, CalibMode: "fast",
 		Train: pipeline.Split{Instances: filepath.Join(work, "train", shapes.InstancesFile), Images: filepath.Join(work, "train", shapes.ImagesDir)},
 		Val:   pipeline.Split{Instances: filepath.Join(work, "val", shapes.InstancesFile), Images: filepath.Join(work, "val", shapes.ImagesDir)},
-		Work:  work,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +98,10 @@ func TestResultsLibraryShardsMerge(t *testing.T) {
 	var parts []string
 	for i := 0; i < 2; i++ {
 		p := filepath.Join(dir, fmt.Sprintf("shard%d.json", i))
-		if _, err := runCLI(t, append(args, "--shard", fmt.Sprintf("%d/2", i), "--json", p)...); err != nil {
+		// Each shard in a Work of its own, as on another machine.
+		sargs := append([]string(nil), args...)
+		sargs[4] = filepath.Join(dir, fmt.Sprintf("work%d", i))
+		if _, err := runCLI(t, append(sargs, "--shard", fmt.Sprintf("%d/2", i), "--json", p)...); err != nil {
 			t.Fatal(err)
 		}
 		parts = append(parts, p)

@@ -2,7 +2,9 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/flbq/flbq/gen/modelpkg"
+	"github.com/flbq/flbq/runtime/atomicfile"
 	"github.com/flbq/flbq/runtime/coco"
 	"github.com/flbq/flbq/runtime/imageio"
 	"github.com/flbq/flbq/runtime/maskrcnn"
@@ -184,7 +187,9 @@ type StudyOptions struct {
 	Methods, Granularities []string
 	CalibSize              int    // 64
 	CalibMode              string // "fast"
-	// Work keeps the curves (reused by a rerun of the same study).
+	// Work keeps the curves and every finished row: a rerun of the same
+	// study (same fingerprint) reuses them and computes only what is
+	// missing.
 	Work string
 	// Shard evaluates only the study's rows k with k % Count == Index
 	// (MergeStudies joins the shards).
@@ -221,6 +226,12 @@ type StudyResult struct {
 	Jobs        int               `json:"jobs"` // rows in the whole study
 	Shard       string            `json:"shard"`
 	Rows        []StudyRow        `json:"rows"`
+}
+
+// cachedRow is a finished row in Work.
+type cachedRow struct {
+	Fingerprint map[string]string `json:"fingerprint"`
+	Row         StudyRow          `json:"row"`
 }
 
 type studyJob struct {
@@ -342,6 +353,41 @@ func Study(ctx context.Context, o StudyOptions) (*StudyResult, error) {
 		}
 		logf("%s: calibrate %s: %d units %s", stem, g, len(c.Units), how)
 	}
+	// Finished rows are kept in Work/<stem>.rows/<job>.json under the
+	// study's fingerprint; a rerun takes them as they are.
+	rowFile := func(k int) string {
+		if o.Work == "" {
+			return ""
+		}
+		return filepath.Join(o.Work, stem+".rows", strconv.Itoa(k)+".json")
+	}
+	cached := func(k int, method string) (StudyRow, bool) {
+		var c cachedRow
+		p := rowFile(k)
+		if p == "" {
+			return StudyRow{}, false
+		}
+		b, err := os.ReadFile(p)
+		if err != nil || json.Unmarshal(b, &c) != nil || !maps.Equal(c.Fingerprint, res.Fingerprint) || c.Row.Job != k || c.Row.Method != method {
+			return StudyRow{}, false
+		}
+		logf("%s: %-20s reused from %s", stem, method, p)
+		return c.Row, true
+	}
+	keep := func(r StudyRow) error {
+		p := rowFile(r.Job)
+		if p == "" {
+			return nil
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		b, err := json.Marshal(cachedRow{Fingerprint: res.Fingerprint, Row: r})
+		if err != nil {
+			return err
+		}
+		return atomicfile.WriteBytes(p, b)
+	}
 	inputs, err := calib.LoadInputs(fp32.Model.Config, o.Val.Images, val.Images)
 	if err != nil {
 		return nil, err
@@ -349,16 +395,23 @@ func Study(ctx context.Context, o StudyOptions) (*StudyResult, error) {
 	batches := calib.MakeBatches(inputs, 8)
 	z := calib.NewQuantizer(qformat.MSE)
 	if o.Shard.take(0) {
-		fi, err := os.Stat(o.Model)
-		if err != nil {
-			return nil, err
+		row, ok := cached(0, "fp32")
+		if !ok {
+			fi, err := os.Stat(o.Model)
+			if err != nil {
+				return nil, err
+			}
+			s, err := Evaluate(fp32, val, o.Val.Images)
+			if err != nil {
+				return nil, err
+			}
+			row = StudyRow{Job: 0, Budget: "—", Method: "fp32", AvgBits: 32, Score: s, Bytes: fi.Size()}
+			if err := keep(row); err != nil {
+				return nil, err
+			}
+			logf("%s: fp32: box AP %.3f mask AP %.3f", stem, s.Box, s.Mask)
 		}
-		s, err := Evaluate(fp32, val, o.Val.Images)
-		if err != nil {
-			return nil, err
-		}
-		res.Rows = append(res.Rows, StudyRow{Job: 0, Budget: "—", Method: "fp32", AvgBits: 32, Score: s, Bytes: fi.Size()})
-		logf("%s: fp32: box AP %.3f mask AP %.3f", stem, s.Box, s.Mask)
+		res.Rows = append(res.Rows, row)
 	}
 	for i, j := range jobs {
 		k := i + 1
@@ -367,6 +420,10 @@ func Study(ctx context.Context, o StudyOptions) (*StudyResult, error) {
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if row, ok := cached(k, j.method); ok {
+			res.Rows = append(res.Rows, row)
+			continue
 		}
 		a, r, err := Allocate(curves[j.gran], j.solver, j.target)
 		if err != nil {
@@ -392,6 +449,9 @@ func Study(ctx context.Context, o StudyOptions) (*StudyResult, error) {
 			AvgBits: r.AvgBits, Distortion: d[0], Score: s, Bytes: int64(len(blob))}
 		if layerFigure(j) {
 			row.Alloc = a
+		}
+		if err := keep(row); err != nil {
+			return nil, err
 		}
 		res.Rows = append(res.Rows, row)
 		logf("%s: %-20s @%s: avg %.3f bits, distortion %.3g, box AP %.3f, mask AP %.3f", stem, j.method, j.budget, r.AvgBits, d[0], s.Box, s.Mask)

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -37,9 +38,9 @@ func withoutTimes(rows []StudyRow) []StudyRow {
 	return out
 }
 
-// TestStudyShards: the study in one run and in two shards (the second run
-// reusing the first's curves from Work) give the same rows, and a damaged
-// or foreign shard is refused naming it.
+// TestStudyShards: the study in one run and in two shards (reusing the
+// first run's curves) give the same rows, a rerun in the same Work reuses
+// everything, and a damaged or foreign shard is refused naming it.
 func TestStudyShards(t *testing.T) {
 	train, val := studySplits(t)
 	work := t.TempDir()
@@ -60,6 +61,28 @@ func TestStudyShards(t *testing.T) {
 			t.Errorf("row %s: bytes %d, distortion %v, %d/%d stats", r.Method, r.Bytes, r.Distortion, len(r.BoxStats), len(r.MaskStats))
 		}
 	}
+	// A rerun in the same Work reuses every row.
+	logs = nil
+	again, err := Study(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reused := strings.Count(strings.Join(logs, "\n"), "reused from"); reused != 2+7 || !reflect.DeepEqual(again.Rows, whole.Rows) {
+		t.Errorf("rerun: %d of 2 curves + 7 rows reused, rows equal: %v\n%s", reused, reflect.DeepEqual(again.Rows, whole.Rows), strings.Join(logs, "\n"))
+	}
+	// The shards compute their rows afresh (a Work holding the curves only).
+	shardWork := t.TempDir()
+	for _, g := range []string{"layer", "group"} {
+		f := "swin_maskrcnn." + g + ".curves.json"
+		b, err := os.ReadFile(filepath.Join(work, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(shardWork, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o.Work = shardWork
 	var shards []*StudyResult
 	logs = nil
 	for i := 0; i < 2; i++ {
@@ -71,7 +94,7 @@ func TestStudyShards(t *testing.T) {
 		shards = append(shards, s)
 	}
 	if reused := strings.Count(strings.Join(logs, "\n"), "reused from"); reused != 4 {
-		t.Errorf("the shards calibrated again (%d of 4 calibrations reused):\n%s", reused, strings.Join(logs, "\n"))
+		t.Errorf("the shards calibrated again or reused rows (%d reuses, want the 4 calibrations):\n%s", reused, strings.Join(logs, "\n"))
 	}
 	merged, err := MergeStudies(shards)
 	if err != nil {
