@@ -97,7 +97,7 @@ func TestGenerateIsDeterministicAndRefusesForeignFiles(t *testing.T) {
 func TestLoadRefusesMismatchedLayerTable(t *testing.T) {
 	f, m := load(t)
 	a := mixedAlloc(t, m)
-	blob, layers, err := Pack(f, a, qformat.MSE)
+	blob, layers, err := Pack(f, a, qformat.MSE, HeadsInt8)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestQuantizedMatchesFakeQuant(t *testing.T) {
 func quantizedMatchesFakeQuant(t *testing.T, fx string) {
 	f, m := loadFile(t, fx)
 	a := mixedAlloc(t, m)
-	blob, layers, err := Pack(f, a, qformat.MSE)
+	blob, layers, err := Pack(f, a, qformat.MSE, HeadsInt8)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,6 +186,58 @@ func quantizedMatchesFakeQuant(t *testing.T, fx string) {
 	}
 	imgs, _ := filepath.Glob("../../runtime/maskrcnn/testdata/images/*")
 	matchesFakeQuant(t, q.Detector, fakeQuantDetector(t, f, a), imgs, 0.9)
+}
+
+// TestFP32Heads: with --heads fp32 the blob keeps the source's pyramid and
+// head weights (no 8-bit copies) and the quantized detector matches the
+// fake-quant path with only the backbone quantized; the int8 heads' blob is
+// smaller.
+func TestFP32Heads(t *testing.T) {
+	f, m := load(t)
+	a := mixedAlloc(t, m)
+	blob, layers, err := Pack(f, a, qformat.MSE, HeadsFP32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := qmodel.PackedMeta(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta.HeadBits != 32 || len(meta.Heads) != 0 {
+		t.Errorf("fp32 heads: head_bits %d, %d quantized heads", meta.HeadBits, len(meta.Heads))
+	}
+	pf, err := safetensors.Parse(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"roi_heads.box_head.fc6.weight", "backbone.fpn.layer_blocks.0.0.weight"} {
+		got, _, err1 := pf.Float32(name)
+		want, _, err2 := f.Float32(name)
+		if err1 != nil || err2 != nil || len(got) != len(want) {
+			t.Fatalf("%s: %v %v", name, err1, err2)
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%s[%d] = %v, the source has %v", name, i, got[i], want[i])
+			}
+		}
+	}
+	q, err := qmodel.Load(blob, layers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imgs, _ := filepath.Glob("../../runtime/maskrcnn/testdata/images/*")
+	matchesFakeQuant(t, q.Detector, fakeQuantDetectorHeads(t, f, a, HeadsFP32), imgs, 0.9)
+	int8Blob, _, err := Pack(f, a, qformat.MSE, HeadsInt8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(int8Blob) >= len(blob) {
+		t.Errorf("int8 heads blob %d bytes, fp32 heads %d", len(int8Blob), len(blob))
+	}
+	if _, _, err := Pack(f, a, qformat.MSE, "fp16"); err == nil {
+		t.Error("heads fp16 accepted")
+	}
 }
 
 // The committed package of the bundled model (with its specialised entry
@@ -215,12 +267,20 @@ func TestBundledPackageMatchesFakeQuant(t *testing.T) {
 // the backbone layers as calibration runs them (dequantized weights,
 // int8-rounded activations).
 func fakeQuantDetector(t *testing.T, f *safetensors.File, a *solver.Allocation) *maskrcnn.Detector {
+	return fakeQuantDetectorHeads(t, f, a, HeadsInt8)
+}
+
+func fakeQuantDetectorHeads(t *testing.T, f *safetensors.File, a *solver.Allocation, h Heads) *maskrcnn.Detector {
 	t.Helper()
-	heads, err := calib.QuantizedHeadTensors(model.NewWeights(f), nil, HeadBits)
-	if err != nil {
-		t.Fatal(err)
+	src := f
+	if h == HeadsInt8 {
+		heads, err := calib.QuantizedHeadTensors(model.NewWeights(f), nil, HeadBits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src = replaced(t, f, heads)
 	}
-	fm, err := model.FromFile(replaced(t, f, heads))
+	fm, err := model.FromFile(src)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,8 +293,10 @@ func fakeQuantDetector(t *testing.T, f *safetensors.File, a *solver.Allocation) 
 			t.Fatal(err)
 		}
 	}
-	if _, err := calib.QuantizePyramid(fm, HeadBits); err != nil {
-		t.Fatal(err)
+	if h == HeadsInt8 {
+		if _, err := calib.QuantizePyramid(fm, HeadBits); err != nil {
+			t.Fatal(err)
+		}
 	}
 	fd, err := maskrcnn.New(fm)
 	if err != nil {

@@ -24,6 +24,31 @@ import (
 // HeadBits is the paper's uniform bit-width of the FPN and detection heads.
 const HeadBits = 8
 
+// Heads is the precision of the pyramid and detection heads in a packed
+// model (flag --heads).
+type Heads string
+
+const (
+	// HeadsInt8: head weights at HeadBits bits, uniform with vanilla
+	// per-output-channel scales (the paper's protocol; the default). They
+	// run in fp32 on the dequantized weights.
+	HeadsInt8 Heads = "int8"
+	// HeadsFP32: head weights as in the source model, as deployments that
+	// exclude the heads from quantization keep them.
+	HeadsFP32 Heads = "fp32"
+)
+
+// ParseHeads reads a --heads value ("" is int8).
+func ParseHeads(s string) (Heads, error) {
+	switch Heads(s) {
+	case "", HeadsInt8:
+		return HeadsInt8, nil
+	case HeadsFP32:
+		return HeadsFP32, nil
+	}
+	return "", fmt.Errorf("heads %q: want int8 or fp32", s)
+}
+
 // headPatterns select the head weights stored at HeadBits bits (tensors of
 // rank ≥ 2 only: weights, not biases or norms): the feature pyramid (FPN or
 // ViTDet's simple pyramid) and the Mask R-CNN RPN and RoI heads.
@@ -79,9 +104,13 @@ func Layers(m *model.Model, a *solver.Allocation) ([]qmodel.Layer, error) {
 }
 
 // Pack builds the weight blob: quantized backbone layers packed for the
-// kernels (scale rule rule), head weights at HeadBits bits, every other
-// tensor as in the source file.
-func Pack(src *safetensors.File, a *solver.Allocation, rule qformat.Rule) ([]byte, []qmodel.Layer, error) {
+// kernels (scale rule rule), head weights at HeadBits bits (heads int8) or
+// as in the source (fp32), every other tensor as in the source file.
+func Pack(src *safetensors.File, a *solver.Allocation, rule qformat.Rule, heads Heads) ([]byte, []qmodel.Layer, error) {
+	heads, err := ParseHeads(string(heads))
+	if err != nil {
+		return nil, nil, err
+	}
 	m, err := model.FromFile(src)
 	if err != nil {
 		return nil, nil, err
@@ -123,10 +152,14 @@ func Pack(src *safetensors.File, a *solver.Allocation, rule qformat.Rule) ([]byt
 		weightNames[l.Name] = wname
 	}
 	tconv := transposedConvs(m)
-	var heads []qmodel.HeadTensor
+	var qheads []qmodel.HeadTensor
+	headBits := HeadBits
+	if heads == HeadsFP32 {
+		headBits = 32
+	}
 	for _, name := range src.Names() {
 		info, _ := src.Info(name)
-		if done[name] || !matchAny(headPatterns, name) || len(info.Shape) < 2 || !info.DType.IsFloat() {
+		if heads == HeadsFP32 || done[name] || !matchAny(headPatterns, name) || len(info.Shape) < 2 || !info.DType.IsFloat() {
 			continue
 		}
 		h := qmodel.HeadTensor{Name: name}
@@ -145,7 +178,7 @@ func Pack(src *safetensors.File, a *solver.Allocation, rule qformat.Rule) ([]byt
 			safetensors.Tensor{Name: qmodel.Q8(name), DType: safetensors.U8, Shape: shape, Raw: q},
 			safetensors.Tensor{Name: qmodel.Q8Scale(name), Shape: []int{len(s)}, F32: s},
 			safetensors.Tensor{Name: qmodel.Q8Zero(name), DType: safetensors.I32, Shape: []int{len(z)}, Raw: int32Bytes(z)})
-		heads = append(heads, h)
+		qheads = append(qheads, h)
 		done[name] = true
 	}
 	for _, name := range src.Names() {
@@ -161,7 +194,7 @@ func Pack(src *safetensors.File, a *solver.Allocation, rule qformat.Rule) ([]byt
 	}
 	meta, err := json.Marshal(qmodel.Meta{
 		Format: qmodel.Format, Solver: a.Solver, TargetBits: a.TargetBits, AvgBits: a.AvgBits,
-		Rule: rule.String(), HeadBits: HeadBits, Layers: layers, Heads: heads, WeightNames: weightNames,
+		Rule: rule.String(), HeadBits: headBits, Layers: layers, Heads: qheads, WeightNames: weightNames,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -50,6 +50,7 @@ func init() {
 			&cli.IntFlag{Name: "calib-size", Value: 64},
 			&cli.StringFlag{Name: "calib-mode", Value: "fast", Usage: "fast or exact"},
 			&cli.Float64Flag{Name: "target-bits", Value: 4},
+			&cli.StringFlag{Name: "heads", Value: "int8", Usage: "pyramid and head weights of the quantized detectors: int8 or fp32"},
 		}, dataFlags()...),
 		Action: runDemo,
 	})
@@ -152,6 +153,10 @@ func runDemo(c *cli.Context) error {
 	step("calibrate: %d units × %d bit-widths %s", len(curves.Units), len(curves.Bits), how)
 
 	// 3. Allocation.
+	heads, err := modelpkg.ParseHeads(c.String("heads"))
+	if err != nil {
+		return fmt.Errorf("--heads: %w", err)
+	}
 	src, err := safetensors.Open(modelPath)
 	if err != nil {
 		return err
@@ -172,14 +177,14 @@ func runDemo(c *cli.Context) error {
 		}
 		step("allocate %-7s avg %.3f bits, predicted distortion %.4g", name, r.AvgBits, r.Distortion)
 		// 4. Pack as the generated package does, and load onto the kernels.
-		blob, det, err := pipeline.Quantize(src, a, qformat.MSE)
+		blob, det, err := pipeline.Quantize(src, a, qformat.MSE, heads)
 		if err != nil {
 			return err
 		}
 		variants = append(variants, &demoVariant{name: fmt.Sprintf("%s %.2f bits", name, r.AvgBits), alloc: a, det: det, bytes: int64(len(blob))})
 		if name == "dp" {
 			pkgDir := filepath.Join(work, "shapesswin")
-			files, err := modelpkg.Write(pkgDir, src, a, modelpkg.Options{Pkg: "shapesswin", ModelArg: modelPath, AllocArg: "../dp.alloc.json", Rule: qformat.MSE})
+			files, err := modelpkg.Write(pkgDir, src, a, modelpkg.Options{Pkg: "shapesswin", ModelArg: modelPath, AllocArg: "../dp.alloc.json", Rule: qformat.MSE, Heads: heads})
 			if err != nil {
 				return err
 			}

@@ -97,7 +97,7 @@ func runDetect(c *cli.Context) error {
 		return err
 	}
 	t0 := time.Now()
-	d, err := pipeline.LoadDetector(c.String("model"), "")
+	d, err := pipeline.LoadDetector(c.String("model"), "", "")
 	if err != nil {
 		return err
 	}

@@ -48,7 +48,7 @@ func TestDetectPackedModel(t *testing.T) {
 		}
 	}
 	// A packed model takes no allocation.
-	if _, err := pipeline.LoadDetector("../../generated/shapesswin/weights.bin", "../models/shapes-swin-t32.alloc.json"); err == nil {
+	if _, err := pipeline.LoadDetector("../../generated/shapesswin/weights.bin", "../models/shapes-swin-t32.alloc.json", ""); err == nil {
 		t.Error("an allocation was applied to a packed model")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/flbq/flbq/gen/modelpkg"
 	"github.com/flbq/flbq/runtime/backend"
 	"github.com/flbq/flbq/runtime/coco"
 	"github.com/flbq/flbq/runtime/maskrcnn"
@@ -47,6 +48,7 @@ func init() {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "model", Usage: "detector `FILE`: a model (.safetensors) or a packed quantized model (weights.bin)"},
 			&cli.StringFlag{Name: "alloc", Usage: "quantize --model with this allocation `FILE` first (packed as flbq generate packs it)"},
+			&cli.StringFlag{Name: "heads", Value: "int8", Usage: "with --alloc: pyramid and head weights int8 or fp32"},
 			&cli.StringFlag{Name: "val", Usage: "COCO instances `FILE` of the images to evaluate"},
 			&cli.StringFlag{Name: "images", Usage: "`DIR` the instances' file_name values are relative to"},
 			&cli.StringFlag{Name: "out", Usage: "output `DIR` (a rerun resumes there)"},
@@ -79,7 +81,7 @@ func runEvalDataset(c *cli.Context) error {
 		return fmt.Errorf("--shard: %w", err)
 	}
 	opt := pipeline.EvalOptions{
-		Model: c.String("model"), Alloc: c.String("alloc"), Val: c.String("val"), Images: c.String("images"), Out: c.String("out"),
+		Model: c.String("model"), Alloc: c.String("alloc"), Heads: modelpkg.Heads(c.String("heads")), Val: c.String("val"), Images: c.String("images"), Out: c.String("out"),
 		Shard: shard, ScoreThresh: c.Float64("score-thresh"), MaxDets: c.Int("max-dets"),
 		NoMasks: c.Bool("no-masks"), MaxPixels: c.Int64("max-pixels"),
 	}

@@ -28,6 +28,7 @@ func init() {
 			&cli.StringFlag{Name: "pkg", Usage: "Go package `NAME`", Required: true},
 			&cli.StringFlag{Name: "out", Usage: "package `DIR` (created; only files flbq generated there are replaced)", Required: true},
 			&cli.StringFlag{Name: "rule", Value: "mse", Usage: "weight scale rule of the backbone, as used to calibrate: mse or minmax"},
+			&cli.StringFlag{Name: "heads", Value: "int8", Usage: "pyramid and head weights: int8 (8-bit uniform, per-channel scales) or fp32 (as in --model)"},
 		},
 		Action: func(c *cli.Context) error {
 			rule, err := qformat.ParseRule(c.String("rule"))
@@ -52,7 +53,11 @@ func init() {
 				}
 				return p
 			}
-			o := modelpkg.Options{Pkg: c.String("pkg"), ModelArg: rel(c.String("model")), AllocArg: rel(c.String("alloc")), Rule: rule}
+			heads, err := modelpkg.ParseHeads(c.String("heads"))
+			if err != nil {
+				return fmt.Errorf("--heads: %w", err)
+			}
+			o := modelpkg.Options{Pkg: c.String("pkg"), ModelArg: rel(c.String("model")), AllocArg: rel(c.String("alloc")), Rule: rule, Heads: heads}
 			files, err := modelpkg.Write(out, src, a, o)
 			if err != nil {
 				return fmt.Errorf("generate %s from %s and %s: %w", out, c.String("model"), c.String("alloc"), err)

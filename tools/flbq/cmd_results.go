@@ -17,6 +17,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/flbq/flbq/gen/modelpkg"
 	"github.com/flbq/flbq/runtime/atomicfile"
 	"github.com/flbq/flbq/runtime/safetensors"
 	"github.com/flbq/flbq/solver/plots"
@@ -47,6 +48,7 @@ func init() {
 			&cli.StringFlag{Name: "budgets", Value: "2,2.5,3,4,6", Usage: "average bit budgets"},
 			&cli.StringFlag{Name: "methods", Value: "uniform,lg,dp", Usage: "allocations to compare"},
 			&cli.StringFlag{Name: "granularities", Value: "layer,group", Usage: "F-LBQ units: whole layers, 32-channel groups"},
+			&cli.StringFlag{Name: "heads", Value: "int8", Usage: "pyramid and head weights of the quantized rows: int8, fp32 or int8,fp32 (every row with each)"},
 			&cli.IntFlag{Name: "calib-size", Value: 64},
 			&cli.StringFlag{Name: "calib-mode", Value: "fast"},
 			&cli.StringFlag{Name: "shard", Value: "0/1", Usage: "evaluate shard `i/n` of the rows; writes --json only"},
@@ -117,6 +119,14 @@ func runResults(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("--shard: %w", err)
 	}
+	var heads []modelpkg.Heads
+	for _, h := range parseList("heads", c.String("heads")) {
+		v, err := modelpkg.ParseHeads(h)
+		if err != nil {
+			return fmt.Errorf("--heads: %w", err)
+		}
+		heads = append(heads, v)
+	}
 	models := c.StringSlice("model")
 	stems := map[string]bool{}
 	for _, m := range models {
@@ -146,7 +156,7 @@ func runResults(c *cli.Context) error {
 	for _, m := range models {
 		r, err := pipeline.Study(ctx, pipeline.StudyOptions{
 			Model: m, Train: train, Val: val, Budgets: budgets,
-			Methods: parseList("methods", c.String("methods")), Granularities: parseList("granularities", c.String("granularities")),
+			Methods: parseList("methods", c.String("methods")), Granularities: parseList("granularities", c.String("granularities")), Heads: heads,
 			CalibSize: c.Int("calib-size"), CalibMode: c.String("calib-mode"), Work: work, Shard: shard, Log: log,
 			Warn: func(m string) { fmt.Fprintf(errWriter(c), "flbq: warning: %s\n", m) },
 		})
@@ -307,7 +317,7 @@ func resultsMarkdown(rf *resultsFile, sections []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# F-LBQ results\n\nRegenerate with `go run ./tools/flbq results` (this file, RESULTS.json and `figures/`; %s of compute here).\n\n", (time.Duration(rf.Seconds) * time.Second).Round(time.Second))
 	fmt.Fprintf(&b, "Models: %d (tools/models/README.md for the bundled ones). Calibration set: %s. Evaluation set: %s. ", len(rf.Models), rf.Train, rf.Val)
-	fmt.Fprintf(&b, "Curves: %d training images, %s mode, MSE weight scales; floor target − 2; heads and pyramid at 8 bits in every quantized row. ", rf.CalibSize, rf.CalibMode)
+	fmt.Fprintf(&b, "Curves: %d training images, %s mode, MSE weight scales; floor target − 2; pyramid and heads at 8 bits in every quantized row unless it says fp32 heads. ", rf.CalibSize, rf.CalibMode)
 	b.WriteString("Distortion: mean squared error of the backbone's output maps (Swin: the four stage maps; ViT: the encoder map) against fp32 on the held-out images (per element). ")
 	b.WriteString("Size: fp32 row = the model file; quantized rows = the generated package's blob (packed backbone + 8-bit heads + fp32 norms/biases). ")
 	b.WriteString("Latency: median per image, this machine, all cores, int8 kernels. ")

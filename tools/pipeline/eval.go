@@ -89,7 +89,9 @@ type EvalOptions struct {
 	// Alloc, if set, is an allocation (alloc.json) to quantize Model with
 	// before detecting: packed exactly as flbq generate packs it, run on
 	// the integer kernels.
-	Alloc  string
+	Alloc string
+	// Heads is the precision of the heads when Alloc packs the model.
+	Heads  modelpkg.Heads
 	Val    string // COCO instances JSON of the images to evaluate
 	Images string // directory the instances' file_name values are relative to
 	Out    string // output directory (created; a rerun resumes there)
@@ -111,6 +113,7 @@ type EvalOptions struct {
 type Fingerprint struct {
 	ModelSHA256 string  `json:"model_sha256"`
 	AllocSHA256 string  `json:"alloc_sha256,omitempty"`
+	Heads       string  `json:"heads,omitempty"` // with an allocation: the heads' precision
 	ValSHA256   string  `json:"val_sha256"`
 	ValImages   int     `json:"val_images"`
 	ScoreThresh float64 `json:"score_thresh"`
@@ -232,6 +235,11 @@ func Eval(opt EvalOptions) (*EvalReport, error) {
 	if opt.Alloc != "" {
 		if _, err := solver.ReadAllocFile(opt.Alloc); err != nil {
 			return nil, err
+		}
+		if h, err := modelpkg.ParseHeads(string(opt.Heads)); err != nil {
+			return nil, err
+		} else {
+			fp.Heads = string(h)
 		}
 		if fp.AllocSHA256, err = fileSHA256(opt.Alloc); err != nil {
 			return nil, err
@@ -517,7 +525,7 @@ func resume(path string, fp Fingerprint, shard string, items []item) (map[int][]
 // detectAll detects todo's images on backend.Threads() workers and appends
 // each finished image to the progress file as it completes.
 func detectAll(opt EvalOptions, fp Fingerprint, shard, progress string, todo []item, done, total int) error {
-	d, err := LoadDetector(opt.Model, opt.Alloc)
+	d, err := LoadDetector(opt.Model, opt.Alloc, opt.Heads)
 	if err != nil {
 		return err
 	}
@@ -604,10 +612,10 @@ func detectAll(opt EvalOptions, fp Fingerprint, shard, progress string, todo []i
 
 // LoadDetector loads the detector at model: an fp32 model file, with alloc
 // its quantized form (the backbone packed per the allocation and the heads
-// at modelpkg.HeadBits, exactly as flbq generate packs them), or a packed
-// model file (a generated package's weights.bin), which runs as its Go
-// package does.
-func LoadDetector(model, alloc string) (*maskrcnn.Detector, error) {
+// as heads says, exactly as flbq generate packs them), or a packed model
+// file (a generated package's weights.bin), which runs as its Go package
+// does (its heads as packed).
+func LoadDetector(model, alloc string, heads modelpkg.Heads) (*maskrcnn.Detector, error) {
 	blob, err := os.ReadFile(model)
 	if err != nil {
 		return nil, err
@@ -633,7 +641,7 @@ func LoadDetector(model, alloc string) (*maskrcnn.Detector, error) {
 	if err != nil {
 		return nil, err
 	}
-	packed, layers, err := modelpkg.Pack(src, a, qformat.MSE)
+	packed, layers, err := modelpkg.Pack(src, a, qformat.MSE, heads)
 	if err != nil {
 		return nil, fmt.Errorf("%s with %s: %w", model, alloc, err)
 	}

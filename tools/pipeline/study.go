@@ -107,10 +107,10 @@ func Allocate(curves *solver.Curves, method string, target float64) (*solver.All
 }
 
 // Quantize packs an allocation of src's backbone as a generated package
-// embeds it (backbone at the allocated widths, heads at 8 bits) and loads
-// the quantized detector on the integer kernels.
-func Quantize(src *safetensors.File, a *solver.Allocation, rule qformat.Rule) (blob []byte, det *maskrcnn.Detector, err error) {
-	blob, layers, err := modelpkg.Pack(src, a, rule)
+// embeds it (backbone at the allocated widths, heads as heads says) and
+// loads the quantized detector on the integer kernels.
+func Quantize(src *safetensors.File, a *solver.Allocation, rule qformat.Rule, heads modelpkg.Heads) (blob []byte, det *maskrcnn.Detector, err error) {
+	blob, layers, err := modelpkg.Pack(src, a, rule, heads)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -185,8 +185,11 @@ type StudyOptions struct {
 	Budgets    []float64
 	// Methods are "uniform", "lg", "dp"; Granularities "layer", "group".
 	Methods, Granularities []string
-	CalibSize              int    // 64
-	CalibMode              string // "fast"
+	// Heads lists the heads' precisions of the quantized rows (int8 when
+	// empty); each quantized row is evaluated with each.
+	Heads     []modelpkg.Heads
+	CalibSize int    // 64
+	CalibMode string // "fast"
 	// Work keeps the curves and every finished row: a rerun of the same
 	// study (same fingerprint) reuses them and computes only what is
 	// missing.
@@ -205,6 +208,7 @@ type StudyRow struct {
 	Method      string  `json:"method"` // "fp32", "uniform 3-bit", "F-LBQ-DP group", ...
 	Solver      string  `json:"solver,omitempty"`
 	Granularity string  `json:"granularity,omitempty"`
+	Heads       string  `json:"heads,omitempty"` // quantized rows: the heads' precision
 	Target      float64 `json:"target_bits,omitempty"`
 	AvgBits     float64 `json:"avg_bits"`
 	// Distortion is the backbone's output MSE against fp32, measured on the
@@ -237,12 +241,35 @@ type cachedRow struct {
 type studyJob struct {
 	budget, method, gran, solver string
 	target                       float64
+	heads                        modelpkg.Heads
+}
+
+func (o *StudyOptions) heads() []modelpkg.Heads {
+	if len(o.Heads) == 0 {
+		return []modelpkg.Heads{modelpkg.HeadsInt8}
+	}
+	return o.Heads
 }
 
 // jobs lists the study's rows in their fixed order after fp32: each
 // uniform integer width once (under the first budget it is nearest to),
-// then per budget every granularity × F-LBQ solver.
+// then per budget every granularity × F-LBQ solver; each of those once per
+// heads precision.
 func (o *StudyOptions) jobs() []studyJob {
+	var out []studyJob
+	for _, j := range o.allocJobs() {
+		for _, h := range o.heads() {
+			j.heads = h
+			if len(o.heads()) > 1 || h != modelpkg.HeadsInt8 {
+				j.method = strings.SplitN(j.method, ",", 2)[0] + ", " + string(h) + " heads"
+			}
+			out = append(out, j)
+		}
+	}
+	return out
+}
+
+func (o *StudyOptions) allocJobs() []studyJob {
 	var out []studyJob
 	seen := map[int]bool{}
 	for _, b := range o.Budgets {
@@ -251,14 +278,14 @@ func (o *StudyOptions) jobs() []studyJob {
 			for _, u := range []int{int(math.Floor(b)), int(math.Ceil(b))} {
 				if !seen[u] {
 					seen[u] = true
-					out = append(out, studyJob{bs, fmt.Sprintf("uniform %d-bit", u), "layer", "uniform", float64(u)})
+					out = append(out, studyJob{bs, fmt.Sprintf("uniform %d-bit", u), "layer", "uniform", float64(u), ""})
 				}
 			}
 		}
 		for _, g := range o.Granularities {
 			for _, s := range []string{"lg", "dp"} {
 				if slices.Contains(o.Methods, s) {
-					out = append(out, studyJob{bs, fmt.Sprintf("F-LBQ-%s %s", strings.ToUpper(s), g), g, s, b})
+					out = append(out, studyJob{bs, fmt.Sprintf("F-LBQ-%s %s", strings.ToUpper(s), g), g, s, b, ""})
 				}
 			}
 		}
@@ -288,12 +315,17 @@ func (o *StudyOptions) check() error {
 	if len(o.Methods) == 0 || len(o.Granularities) == 0 {
 		return fmt.Errorf("study: no methods or granularities")
 	}
+	for _, h := range o.Heads {
+		if _, err := modelpkg.ParseHeads(string(h)); err != nil || h == "" {
+			return fmt.Errorf("study: heads %q: want int8 or fp32", h)
+		}
+	}
 	return nil
 }
 
 // layerFigure: the rows whose allocations the bits-per-layer figure draws.
-func layerFigure(j studyJob) bool {
-	return j.gran == "group" && j.target == 3 && j.solver != "uniform"
+func layerFigure(j studyJob, first modelpkg.Heads) bool {
+	return j.gran == "group" && j.target == 3 && j.solver != "uniform" && j.heads == first
 }
 
 // Study calibrates (reusing curves kept in Work), allocates, packs and
@@ -331,7 +363,7 @@ func Study(ctx context.Context, o StudyOptions) (*StudyResult, error) {
 	res := &StudyResult{Model: o.Model, Family: fp32.Model.Config.Family, Jobs: len(jobs) + 1, Shard: o.Shard.String(),
 		Fingerprint: map[string]string{"model_sha256": modelSHA, "val_sha256": valSHA, "budgets": fmt.Sprint(o.Budgets),
 			"methods": strings.Join(o.Methods, ","), "granularities": strings.Join(o.Granularities, ","),
-			"calib_size": strconv.Itoa(o.CalibSize), "calib_mode": o.CalibMode}}
+			"calib_size": strconv.Itoa(o.CalibSize), "calib_mode": o.CalibMode, "heads": fmt.Sprint(o.heads())}}
 	curves := map[string]*solver.Curves{}
 	for _, g := range o.Granularities {
 		copt := CalibrateOptions{Model: o.Model, Train: o.Train, Size: o.CalibSize, Mode: o.CalibMode, Granularity: g,
@@ -429,7 +461,7 @@ func Study(ctx context.Context, o StudyOptions) (*StudyResult, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s at %v bits: %w", j.method, j.target, err)
 		}
-		blob, det, err := Quantize(src, a, qformat.MSE)
+		blob, det, err := Quantize(src, a, qformat.MSE, j.heads)
 		if err != nil {
 			return nil, err
 		}
@@ -445,9 +477,9 @@ func Study(ctx context.Context, o StudyOptions) (*StudyResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		row := StudyRow{Job: k, Budget: j.budget, Method: j.method, Solver: j.solver, Granularity: j.gran, Target: j.target,
-			AvgBits: r.AvgBits, Distortion: d[0], Score: s, Bytes: int64(len(blob))}
-		if layerFigure(j) {
+		row := StudyRow{Job: k, Budget: j.budget, Method: j.method, Solver: j.solver, Granularity: j.gran, Heads: string(j.heads),
+			Target: j.target, AvgBits: r.AvgBits, Distortion: d[0], Score: s, Bytes: int64(len(blob))}
+		if layerFigure(j, o.heads()[0]) {
 			row.Alloc = a
 		}
 		if err := keep(row); err != nil {
