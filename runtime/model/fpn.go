@@ -100,6 +100,32 @@ func LoadSimpleFP(w *Weights, prefix string, dim, outC int) (*SimpleFP, error) {
 	return s, l.err
 }
 
+// LoadSimpleFPDetectron2 reads the same pyramid in detectron2's
+// SimpleFeaturePyramid names (modeling/backbone/vit.py): simfp_2.{0,1,3}
+// the upsampling, simfp_2.{4,5} the 1×1 and 3×3 convolutions with their
+// .norm; simfp_3.0 and simfp_3.{1,2}; simfp_4.{0,1}; simfp_5.{1,2} after
+// the max-pool (index 0).
+func LoadSimpleFPDetectron2(w *Weights, prefix string, dim, outC int) (*SimpleFP, error) {
+	l := &loader{w: w}
+	s := &SimpleFP{outC: outC}
+	d2, d4 := dim/2, dim/4
+	p2, p3 := prefix+".simfp_2", prefix+".simfp_3"
+	s.Up4a = &nn.ConvTranspose2d{Name: p2 + ".0", InC: dim, OutC: d2, K: 2, Weight: l.f(p2+".0.weight", dim, d2, 2, 2), Bias: l.f(p2+".0.bias", d2)}
+	s.Norm4 = loadLN(l, p2+".1", d2, ln2dEps)
+	s.Up4b = &nn.ConvTranspose2d{Name: p2 + ".3", InC: d2, OutC: d4, K: 2, Weight: l.f(p2+".3.weight", d2, d4, 2, 2), Bias: l.f(p2+".3.bias", d4)}
+	s.Up8 = &nn.ConvTranspose2d{Name: p3 + ".0", InC: dim, OutC: d2, K: 2, Weight: l.f(p3+".0.weight", dim, d2, 2, 2), Bias: l.f(p3+".0.bias", d2)}
+	for _, lvl := range []struct {
+		in       int
+		lat, out string
+	}{{d4, p2 + ".4", p2 + ".5"}, {d2, p3 + ".1", p3 + ".2"}, {dim, prefix + ".simfp_4.0", prefix + ".simfp_4.1"}, {dim, prefix + ".simfp_5.1", prefix + ".simfp_5.2"}} {
+		s.Lateral = append(s.Lateral, nn.NewConv2d(lvl.lat, lvl.in, outC, 1, 1, 0, l.f(lvl.lat+".weight", outC, lvl.in, 1, 1), nil))
+		s.LatNorm = append(s.LatNorm, loadLN(l, lvl.lat+".norm", outC, ln2dEps))
+		s.Output = append(s.Output, nn.NewConv2d(lvl.out, outC, outC, 3, 1, 1, l.f(lvl.out+".weight", outC, outC, 3, 3), nil))
+		s.OutNorm = append(s.OutNorm, loadLN(l, lvl.out+".norm", outC, ln2dEps))
+	}
+	return s, l.err
+}
+
 // OutChannels implements Pyramid.
 func (s *SimpleFP) OutChannels() int { return s.outC }
 

@@ -1,0 +1,350 @@
+package model
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/flbq/flbq/runtime/nn"
+	"github.com/flbq/flbq/runtime/tensor"
+)
+
+// ViTNet is detectron2's ViTDet backbone network (detectron2/modeling/
+// backbone/vit.py, class ViT): patch_embed.proj (conv, kernel = stride =
+// patch), the absolute pos_embed interpolated to the token grid, and
+// blocks whose attention is windowed (window_size, zero padding of the
+// grid after norm1, no mask) or global, each with decomposed relative
+// positions (rel_pos_h, rel_pos_w added through the unscaled q; tables of
+// another length are linearly interpolated). No final norm. Names are
+// detectron2's under prefix (e.g. "backbone.net").
+type ViTNet struct {
+	Prefix   string
+	Dim      int
+	Patch    int
+	grid     int // pos_embed grid (pretraining size / patch)
+	posCls   bool
+	posEmbed []float32
+	embed    *patchEmbed
+	blocks   []Block
+	quant    []LayerRef
+}
+
+// ViTNetConfig is the part of detectron2's ViT constructor ViTNet needs.
+type ViTNetConfig struct {
+	Patch, Dim, Depth, Heads, MLPDim int
+	// PretrainGrid is pretrain_img_size / patch (pos_embed's grid);
+	// PosCls: pos_embed has a class-token entry (pretrain_use_cls_token).
+	PretrainGrid int
+	PosCls       bool
+	// Window is window_size; WindowBlocks lists the blocks that use it
+	// (window_block_indexes); the others attend globally with rel-pos
+	// tables of 2·RelGrid-1 rows (RelGrid = img_size / patch).
+	Window       int
+	WindowBlocks []int
+	RelGrid      int
+	RelPos       bool
+	Eps          float32 // LayerNorm eps (1e-6)
+}
+
+// vitNetBlock is detectron2's vit.Block.
+type vitNetBlock struct {
+	name                string
+	dim, heads, window  int // window 0: global attention
+	norm1, norm2        *LayerNorm
+	qkv, proj, fc1, fc2 *nn.Linear
+	relH, relW          []float32 // [rows, dh] as stored
+	relRows             int
+}
+
+// LoadViTNet reads detectron2's ViT under prefix.
+func LoadViTNet(w *Weights, c ViTNetConfig, prefix string) (*ViTNet, error) {
+	l := &loader{w: w}
+	D, p := c.Dim, c.Patch
+	if D <= 0 || c.Heads <= 0 || D%c.Heads != 0 || p <= 0 || c.PretrainGrid <= 0 {
+		return nil, fmt.Errorf("vitnet: dim %d, heads %d, patch %d, pretrain grid %d", D, c.Heads, p, c.PretrainGrid)
+	}
+	v := &ViTNet{Prefix: prefix, Dim: D, Patch: p, grid: c.PretrainGrid, posCls: c.PosCls}
+	v.embed = &patchEmbed{name: prefix + ".patch_embed", ph: p, pw: p,
+		proj: nn.NewLinear(prefix+".patch_embed.proj", 3*p*p, D, l.f(prefix+".patch_embed.proj.weight", D, 3, p, p), l.f(prefix+".patch_embed.proj.bias", D))}
+	tokens := v.grid * v.grid
+	if v.posCls {
+		tokens++
+	}
+	pe := l.f(prefix+".pos_embed", 1, tokens, D)
+	if pe != nil && v.posCls {
+		pe = pe[D:]
+	}
+	v.posEmbed = pe
+	v.blocks = append(v.blocks, Block{Name: prefix + ".patch_embed", Forward: v.embedForward})
+	windowed := map[int]bool{}
+	for _, i := range c.WindowBlocks {
+		windowed[i] = true
+	}
+	dh := D / c.Heads
+	for i := 0; i < c.Depth; i++ {
+		name := fmt.Sprintf("%s.blocks.%d", prefix, i)
+		b := &vitNetBlock{name: name, dim: D, heads: c.Heads}
+		rel := c.RelGrid
+		if windowed[i] {
+			b.window, rel = c.Window, c.Window
+		}
+		b.norm1 = loadLN(l, name+".norm1", D, c.Eps)
+		b.qkv = loadLinear(l, name+".attn.qkv", D, 3*D, true)
+		b.proj = loadLinear(l, name+".attn.proj", D, D, true)
+		b.norm2 = loadLN(l, name+".norm2", D, c.Eps)
+		b.fc1 = loadLinear(l, name+".mlp.fc1", D, c.MLPDim, true)
+		b.fc2 = loadLinear(l, name+".mlp.fc2", c.MLPDim, D, true)
+		if c.RelPos {
+			b.relRows = 2*rel - 1
+			b.relH = l.f(name+".attn.rel_pos_h", b.relRows, dh)
+			b.relW = l.f(name+".attn.rel_pos_w", b.relRows, dh)
+		}
+		v.blocks = append(v.blocks, Block{Name: name, Forward: b.forward, Linears: []*nn.Linear{b.qkv, b.proj, b.fc1, b.fc2},
+			Attention: &Attention{QKV: b.qkv, Proj: b.proj, Heads: c.Heads, Attend: b.attend}})
+	}
+	if l.err != nil {
+		return nil, l.err
+	}
+	v.quant = quantLayers(v.blocks)
+	return v, nil
+}
+
+// embedForward is patch_embed then + get_abs_pos (bicubic, align_corners
+// False, from the pretraining grid to the token grid).
+func (v *ViTNet) embedForward(img *tensor.Tensor, ov nn.Overrides) *tensor.Tensor {
+	x := v.embed.forward(img, ov) // [N, gh, gw, D]
+	n, gh, gw, D := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
+	pos := v.posEmbed
+	if gh != v.grid || gw != v.grid {
+		chw := tensor.NHWCToNCHW(tensor.From(pos, 1, v.grid, v.grid, D))
+		r := nn.ResizeBicubic(chw.Data, D, v.grid, v.grid, gh, gw)
+		pos = tensor.NCHWToNHWC(tensor.From(r, 1, D, gh, gw)).Data
+	}
+	for b := 0; b < n; b++ {
+		d := x.Data[b*gh*gw*D : (b+1)*gh*gw*D]
+		for i := range d {
+			d[i] += pos[i]
+		}
+	}
+	return x
+}
+
+// Blocks implements Backbone.
+func (v *ViTNet) Blocks() []Block { return v.blocks }
+
+// NumOutputs implements Backbone.
+func (v *ViTNet) NumOutputs() int { return 1 }
+
+// QuantLayers implements Backbone.
+func (v *ViTNet) QuantLayers() []LayerRef { return v.quant }
+
+// Forward implements Backbone: the last block's map, NCHW.
+func (v *ViTNet) Forward(img *tensor.Tensor, ov nn.Overrides) []*tensor.Tensor {
+	return v.ForwardFrom(0, img, nil, ov, nil)
+}
+
+// ForwardFrom implements Backbone.
+func (v *ViTNet) ForwardFrom(start int, x *tensor.Tensor, _ []*tensor.Tensor, ov nn.Overrides, inputs []*tensor.Tensor) []*tensor.Tensor {
+	for i := start; i < len(v.blocks); i++ {
+		if inputs != nil {
+			inputs[i] = x
+		}
+		x = v.blocks[i].Forward(x, ov)
+	}
+	return []*tensor.Tensor{tensor.NHWCToNCHW(x)}
+}
+
+// grid is one block run's token layout: the attention runs on nw
+// sequences of th×tw tokens (windows of the zero-padded map, or the map).
+type vitGrid struct {
+	n, h, w   int
+	th, tw    int // tokens per sequence: window or map
+	nwh, nww  int // windows per image (1×1 for global attention)
+	sequences int
+}
+
+func (b *vitNetBlock) layout(x *tensor.Tensor) vitGrid {
+	g := vitGrid{n: x.Shape[0], h: x.Shape[1], w: x.Shape[2], th: x.Shape[1], tw: x.Shape[2], nwh: 1, nww: 1}
+	if b.window > 0 {
+		g.th, g.tw = b.window, b.window
+		g.nwh = (g.h + b.window - 1) / b.window
+		g.nww = (g.w + b.window - 1) / b.window
+	}
+	g.sequences = g.n * g.nwh * g.nww
+	return g
+}
+
+// src returns, for sequence token t, the flat (image, y, x) position in
+// the map, or -1 for window padding.
+func (g vitGrid) src(t int) int {
+	T := g.th * g.tw
+	s, r := t/T, t%T
+	img, wi := s/(g.nwh*g.nww), s%(g.nwh*g.nww)
+	y := (wi/g.nww)*g.th + r/g.tw
+	x := (wi%g.nww)*g.tw + r%g.tw
+	if y >= g.h || x >= g.w {
+		return -1
+	}
+	return (img*g.h+y)*g.w + x
+}
+
+// forward: x + proj(attention(norm1(x))), then x + mlp(norm2(x)).
+func (b *vitNetBlock) forward(x *tensor.Tensor, ov nn.Overrides) *tensor.Tensor {
+	D := b.dim
+	g := b.layout(x)
+	T := g.th * g.tw
+	M := g.sequences * T
+	// norm1, then window partition (zero tokens where the map is padded).
+	xnBuf := nn.GetScratch(M * D)
+	xn := (*xnBuf)[:M*D]
+	normed := nn.GetScratch(x.Numel())
+	b.norm1.Forward((*normed)[:x.Numel()], x.Data)
+	for t := 0; t < M; t++ {
+		if p := g.src(t); p >= 0 {
+			copy(xn[t*D:(t+1)*D], (*normed)[p*D:(p+1)*D])
+		} else {
+			clear(xn[t*D : (t+1)*D])
+		}
+	}
+	nn.PutScratch(normed)
+	qkvBuf := nn.GetScratch(M * 3 * D)
+	qkv := (*qkvBuf)[:M*3*D]
+	b.qkv.Run(ov, qkv, xn, M)
+	att := xn // reuse
+	b.attention(att, qkv, g)
+	prBuf := nn.GetScratch(M * D)
+	b.proj.Run(ov, *prBuf, att, M)
+	out := x.Clone()
+	for t := 0; t < M; t++ {
+		if p := g.src(t); p >= 0 {
+			o := out.Data[p*D : (p+1)*D]
+			for i, v := range (*prBuf)[t*D : (t+1)*D] {
+				o[i] += v
+			}
+		}
+	}
+	nn.PutScratch(prBuf)
+	nn.PutScratch(qkvBuf)
+	nn.PutScratch(xnBuf)
+	residualMLP(out.Data, g.n*g.h*g.w, D, b.norm2, b.fc1, b.fc2, ov)
+	return out
+}
+
+// attend implements Attention.Attend (qkv rows in the block's sequence order).
+func (b *vitNetBlock) attend(x *tensor.Tensor, qkv, out []float32) {
+	b.attention(out, qkv, b.layout(x))
+}
+
+// relTable is get_rel_pos for q_size = k_size = s: the table linearly
+// interpolated (align_corners False) to 2s-1 rows when its length
+// differs, then R[i][j] = table[i - j + s - 1] ([s, s, dh]).
+func relTable(table []float32, rows, dh, s int) []float32 {
+	want := 2*s - 1
+	t := table
+	if rows != want {
+		// F.interpolate(table.reshape(1, rows, dh).permute(0, 2, 1), size=want, mode="linear").
+		t = make([]float32, want*dh)
+		lin := linearIndices1D(rows, want)
+		for j, li := range lin {
+			for c := 0; c < dh; c++ {
+				t[j*dh+c] = table[li.i0*dh+c]*li.l0 + table[li.i1*dh+c]*li.l1
+			}
+		}
+	}
+	out := make([]float32, s*s*dh)
+	for i := 0; i < s; i++ {
+		for j := 0; j < s; j++ {
+			copy(out[(i*s+j)*dh:(i*s+j+1)*dh], t[(i-j+s-1)*dh:(i-j+s)*dh])
+		}
+	}
+	return out
+}
+
+type lerp struct {
+	i0, i1 int
+	l0, l1 float32
+}
+
+// linearIndices1D is torch's upsample_linear1d source indices and weights
+// (align_corners False, scale in → out computed as in/out).
+func linearIndices1D(in, out int) []lerp {
+	res := make([]lerp, out)
+	scale := float32(in) / float32(out)
+	for o := range res {
+		src := float32(float64(scale)*(float64(o)+0.5) - 0.5)
+		if src < 0 {
+			src = 0
+		}
+		i0 := int(src)
+		i1 := i0
+		if i0 < in-1 {
+			i1 = i0 + 1
+		}
+		l1 := src - float32(i0)
+		res[o] = lerp{i0: i0, i1: i1, l0: 1 - l1, l1: l1}
+	}
+	return res
+}
+
+// attention computes, per sequence and head, softmax(scale·q·kᵀ + rel)·v
+// into out ([M, D]): rel[(qy,qx),(ky,kx)] = q·Rh[qy,ky] + q·Rw[qx,kx] with
+// the unscaled q (add_decomposed_rel_pos).
+func (b *vitNetBlock) attention(out, qkv []float32, g vitGrid) {
+	D, H := b.dim, b.heads
+	dh := D / H
+	T := g.th * g.tw
+	scale := float32(1 / math.Sqrt(float64(dh)))
+	var rh, rw []float32
+	if b.relH != nil {
+		rh = relTable(b.relH, b.relRows, dh, g.th)
+		rw = relTable(b.relW, b.relRows, dh, g.tw)
+	}
+	nn.ParallelFor(g.sequences*H, 1, func(lo, hi int) {
+		sb := nn.GetScratch(T*T + T*dh + T*(g.th+g.tw))
+		S := (*sb)[:T*T]
+		qs := (*sb)[T*T : T*T+T*dh]
+		rel := (*sb)[T*T+T*dh:]
+		for job := lo; job < hi; job++ {
+			s, h := job/H, job%H
+			base := s * T * 3 * D
+			for r := 0; r < T; r++ {
+				q := qkv[base+r*3*D+h*dh : base+r*3*D+h*dh+dh]
+				d := qs[r*dh : r*dh+dh]
+				for i, v := range q {
+					d[i] = v * scale
+				}
+				if rh != nil {
+					qy, qx := r/g.tw, r%g.tw
+					relr := rel[r*(g.th+g.tw) : (r+1)*(g.th+g.tw)]
+					for ky := 0; ky < g.th; ky++ {
+						relr[ky] = dot(q, rh[(qy*g.th+ky)*dh:(qy*g.th+ky+1)*dh])
+					}
+					for kx := 0; kx < g.tw; kx++ {
+						relr[g.th+kx] = dot(q, rw[(qx*g.tw+kx)*dh:(qx*g.tw+kx+1)*dh])
+					}
+				}
+			}
+			// S = (q·scale)·kᵀ
+			nn.MatMul(true, T, T, dh, qs, dh, qkv[base+D+h*dh:], 3*D, S, T, false)
+			for r := 0; r < T; r++ {
+				row := S[r*T : (r+1)*T]
+				if rh != nil {
+					relr := rel[r*(g.th+g.tw) : (r+1)*(g.th+g.tw)]
+					for k := range row {
+						row[k] = row[k] + relr[k/g.tw] + relr[g.th+k%g.tw]
+					}
+				}
+				nn.SoftmaxRow(row)
+			}
+			nn.MatMul(false, T, dh, T, S, T, qkv[base+2*D+h*dh:], 3*D, out[s*T*D+h*dh:], D, false)
+		}
+		nn.PutScratch(sb)
+	})
+}
+
+func dot(a, b []float32) float32 {
+	var s float32
+	for i, v := range a {
+		s += v * b[i]
+	}
+	return s
+}

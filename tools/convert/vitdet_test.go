@@ -1,0 +1,137 @@
+package convert
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/flbq/flbq/runtime/model"
+	"github.com/flbq/flbq/runtime/safetensors"
+	"github.com/flbq/flbq/runtime/tensor"
+	"github.com/flbq/flbq/tools/torchckpt"
+)
+
+// The fixtures of tools/refgen/vitdet_fixtures.py: a random-weight small
+// ViTDet Mask R-CNN in detectron2's key names and .pkl format (patch 16,
+// embed 64, 4 blocks, windows of 3 in blocks 0 and 2 on an 8×8 grid, so
+// windows are padded; rel-pos tables of the global blocks sized for a 4×4
+// grid, so they are interpolated), and a PyTorch reference that follows
+// detectron2's code line by line.
+const vitdetDir = "testdata/vitdet"
+
+var vitdetNet = model.ViTNetConfig{Patch: 16, Dim: 64, Depth: 4, Heads: 4, MLPDim: 256, PretrainGrid: 4, PosCls: true,
+	Window: 3, WindowBlocks: []int{0, 2}, RelGrid: 4, RelPos: true, Eps: 1e-6}
+
+func vitdetWeights(t *testing.T) *model.Weights {
+	t.Helper()
+	ck, err := torchckpt.Read(filepath.Join(vitdetDir, "model_final_tiny.pkl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ts []safetensors.Tensor
+	for _, x := range ck.Tensors {
+		if strings.HasPrefix(x.Name, "backbone.") {
+			st, err := fromCheckpoint(x)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ts = append(ts, *st)
+		}
+	}
+	var buf bytes.Buffer
+	if err := safetensors.Encode(&buf, ts, nil); err != nil {
+		t.Fatal(err)
+	}
+	f, err := safetensors.Parse(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return model.NewWeights(f)
+}
+
+// TestViTNetParity: detectron2's ViT (windowed and global blocks,
+// decomposed relative positions, interpolated tables and absolute
+// positions) against the reference, block by block and at the output, and
+// its simple feature pyramid p2..p6.
+func TestViTNetParity(t *testing.T) {
+	w := vitdetWeights(t)
+	v, err := model.LoadViTNet(w, vitdetNet, "backbone.net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp, err := model.LoadSimpleFPDetectron2(w, "backbone", 64, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.CheckUnused("backbone"); err != nil {
+		t.Fatal(err)
+	}
+	maps, err := safetensors.Open(filepath.Join(vitdetDir, "maps.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"wide", "tall"} {
+		x := tensorOf(t, maps, c+".input")
+		blocks := v.Blocks()
+		x = blocks[0].Forward(x, nil)
+		for i := 1; i < len(blocks); i++ {
+			x = blocks[i].Forward(x, nil)
+			name := fmt.Sprintf("%s.block%d", c, i-1)
+			if _, ok := maps.Info(name); ok {
+				want := tensorOf(t, maps, name)
+				d := closeTo(t, name, x.Data, want.Data, 1e-4, 1e-4)
+				t.Logf("%s (%s attention): max |Δ| %.2g", name, map[bool]string{true: "window", false: "global"}[i-1 == 0 || i-1 == 2], d)
+			}
+		}
+		got := v.Forward(tensorOf(t, maps, c+".input"), nil)[0]
+		want := tensorOf(t, maps, c+".vit")
+		if fmt.Sprint(got.Shape) != fmt.Sprint(want.Shape) {
+			t.Fatalf("%s: output %v, want %v", c, got.Shape, want.Shape)
+		}
+		d := closeTo(t, c+".vit", got.Data, want.Data, 1e-4, 1e-4)
+		t.Logf("%s: backbone map max |Δ| %.2g (max |value| %.2g)", c, d, maxAbs(want.Data))
+		// The simple feature pyramid (LayerNorm2d, detectron2's names) and p6.
+		for i, p := range fp.Forward([]*tensor.Tensor{got}) {
+			name := fmt.Sprintf("%s.p%d", c, i+2)
+			want := tensorOf(t, maps, name)
+			if fmt.Sprint(p.Shape) != fmt.Sprint(want.Shape) {
+				t.Fatalf("%s: %v, want %v", name, p.Shape, want.Shape)
+			}
+			d := closeTo(t, name, p.Data, want.Data, 1e-4, 1e-4)
+			t.Logf("%s: max |Δ| %.2g", name, d)
+		}
+	}
+}
+
+func maxAbs(v []float32) float64 {
+	m := 0.0
+	for _, x := range v {
+		m = math.Max(m, math.Abs(float64(x)))
+	}
+	return m
+}
+
+// TestViTDetCheckpointFormats: detectron2's .pkl (a pickle of NumPy arrays
+// under "model") and the .pth of the same model hold the same tensors.
+func TestViTDetCheckpointFormats(t *testing.T) {
+	pkl, err := torchckpt.Read(filepath.Join(vitdetDir, "model_final_tiny.pkl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pth, err := torchckpt.Read(filepath.Join(vitdetDir, "model_final_tiny.pth"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pkl.Format != "pickle" || pkl.Root != "model" || pth.Format != "zip" || len(pkl.Tensors) != len(pth.Tensors) {
+		t.Fatalf(".pkl %s/%q %d tensors, .pth %s/%q %d", pkl.Format, pkl.Root, len(pkl.Tensors), pth.Format, pth.Root, len(pth.Tensors))
+	}
+	for _, a := range pkl.Tensors {
+		b, ok := pth.Lookup(a.Name)
+		if !ok || fmt.Sprint(a.Shape) != fmt.Sprint(b.Shape) || fmt.Sprint(a.Float32()) != fmt.Sprint(b.Float32()) {
+			t.Errorf("%s differs between the .pkl and the .pth", a.Name)
+		}
+	}
+}
