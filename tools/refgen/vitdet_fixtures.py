@@ -54,8 +54,6 @@ Outputs (tools/convert/testdata/vitdet/):
     model_final_tiny.pth   torch.save({"model": state_dict}), zip format, same tensors
     images/wide.png        150x230 RGB (resized 83x128: downscaled, 5.2 x 8 content tokens)
     images/tall.png        100x70 RGB  (resized 128x90: upscaled, 8 x 5.6 content tokens)
-    (about 5.4 MB in all: the two checkpoints are 2 MB each, 512k parameters, most of them in the
-    ViT (251k) and the box head's fc1 (100k); EMBED 32 + FPN_C 16 would bring the total near 2.5 MB)
     goldens.json           per case: sizes, proposals (+ objectness LOGITS), boxes, scores,
                            labels (0-based), masks (COCO RLE), margins
     maps.safetensors       float32, per case c: c.input (1,3,128,128: normalised, padded), c.patch_embed,
@@ -64,6 +62,8 @@ Outputs (tools/convert/testdata/vitdet/):
                            c.vit (1,64,8,8 NCHW), c.p2..c.p6; wide.probe_boxes / wide.probe_pooled
                            (box pooler on boxes that reach p2..p5); and the resized global-block
                            rel-pos tables rel_pos_h.block1/3, rel_pos_w.block1/3 (15 x 16)
+    About 5.4 MB in all: the two checkpoints are 2 MB each, 512k parameters, most of them in the
+    ViT (251k) and the box head's fc1 (100k); EMBED 32 + FPN_C 16 would bring it to about 3.2 MB.
 """
 import collections
 import hashlib
