@@ -272,6 +272,11 @@ type MultiScaleRoIAlign struct {
 	OutputSize     int  // 7 (box head) or 14 (mask head)
 	SamplingRatio  int  // 2 (torchvision); <= 0: adaptive (mmdetection)
 	Aligned        bool // half-pixel offset (mmdetection's aligned=True)
+	// Strides fixes each level's spatial scale at 1/stride (mmdetection's
+	// featmap_strides, detectron2's ROIPooler); nil infers it as
+	// torchvision does, 2^round(log2(feature height / image height)),
+	// which is wrong for images padded far beyond their size (a square pad).
+	Strides []int
 	CanonicalScale int  // 224
 	CanonicalLevel int  // 4
 }
@@ -291,12 +296,19 @@ func (m MultiScaleRoIAlign) Scales(features []FeatureMap, imageH, imageW int) ([
 	if imageH <= 0 || imageW <= 0 {
 		return nil, LevelMapper{}, fmt.Errorf("detection: multiscale roi_align: image size %dx%d", imageH, imageW)
 	}
+	if m.Strides != nil && len(m.Strides) != len(features) {
+		return nil, LevelMapper{}, fmt.Errorf("detection: multiscale roi_align: %d strides for %d levels", len(m.Strides), len(features))
+	}
 	scales := make([]float32, len(features))
 	for i, f := range features {
 		if f.H <= 0 {
 			return nil, LevelMapper{}, fmt.Errorf("detection: multiscale roi_align: level %d has height %d", i, f.H)
 		}
-		scales[i] = float32(InferScale(f.H, imageH))
+		if m.Strides != nil {
+			scales[i] = 1 / float32(m.Strides[i])
+		} else {
+			scales[i] = float32(InferScale(f.H, imageH))
+		}
 	}
 	lmin := -math.Log2(float64(scales[0]))
 	lmax := -math.Log2(float64(scales[len(scales)-1]))

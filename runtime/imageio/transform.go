@@ -51,6 +51,8 @@ type DetectionTransform struct {
 	MinSize, MaxSize int
 	Mean, Std        []float64
 	Resize           Resize
+	// SquarePad, when set, pads to SquarePad×SquarePad (ViTDet) instead.
+	SquarePad int
 }
 
 // Size returns the resized height and width of an h×w image.
@@ -76,6 +78,9 @@ func (t DetectionTransform) Apply(img *RGB) *DetectionInput {
 	}
 	hp := (oh + SizeDivisible - 1) / SizeDivisible * SizeDivisible
 	wp := (ow + SizeDivisible - 1) / SizeDivisible * SizeDivisible
+	if t.SquarePad >= max(oh, ow) {
+		hp, wp = t.SquarePad, t.SquarePad
+	}
 	batch := tensor.New(1, 3, hp, wp)
 	for c := 0; c < 3; c++ {
 		for y := 0; y < oh; y++ {

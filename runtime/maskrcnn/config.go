@@ -36,6 +36,7 @@ import (
 //	rpn_min_size_strict       false  ... with a side <= this (mmdetection 2.25 [true]; 2.11 false)
 //	roi_sampling_ratio        2      RoIAlign samples per bin; 0: adaptive [0]
 //	roi_aligned               false  RoIAlign half-pixel offset [true]
+//	roi_strides               none   fixed RoI pooling strides of the 4 levels; none: inferred [4,8,16,32]
 //	box_min_size              1e-2   detections with a side < this are dropped [0]
 //	box_delta_clamp           "upper" clamp of dw, dh at log(1000/16); "symmetric" clamps at ± ["symmetric"]
 //	mask_paste                "torchvision"  or "grid_sample" (mmdetection's _do_paste_mask, >= mask_thresh)
@@ -58,6 +59,7 @@ type Settings struct {
 	RPNMinSizeStrict bool     `json:"rpn_min_size_strict,omitempty"`
 	RoISamplingRatio *int     `json:"roi_sampling_ratio,omitempty"`
 	RoIAligned       *bool    `json:"roi_aligned,omitempty"`
+	RoIStrides       []int    `json:"roi_strides,omitempty"`
 	BoxMinSize       *float64 `json:"box_min_size,omitempty"`
 	BoxDeltaClamp    string   `json:"box_delta_clamp,omitempty"`
 	MaskPaste        string   `json:"mask_paste,omitempty"`
@@ -66,7 +68,7 @@ type Settings struct {
 var settingKeys = []string{"anchor_sizes", "aspect_ratios", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test",
 	"rpn_nms_thresh", "rpn_score_thresh", "box_score_thresh", "box_nms_thresh", "box_detections_per_img",
 	"mask_thresh", "category_ids", "anchor_round", "anchor_strides", "rpn_min_size", "rpn_min_size_strict", "roi_sampling_ratio",
-	"roi_aligned", "box_min_size", "box_delta_clamp", "mask_paste"}
+	"roi_aligned", "roi_strides", "box_min_size", "box_delta_clamp", "mask_paste"}
 
 // ParseSettings reads the Mask R-CNN keys from a model configuration's Extra.
 func ParseSettings(c *model.Config) (*Settings, error) {
@@ -188,6 +190,17 @@ func (s *Settings) DetectionConfig(numClasses int) (detection.Config, error) {
 	}
 	if s.RoIAligned != nil {
 		cfg.BoxPool.Aligned, cfg.MaskPool.Aligned = *s.RoIAligned, *s.RoIAligned
+	}
+	if s.RoIStrides != nil {
+		if len(s.RoIStrides) != 4 {
+			return bad("roi_strides: %d strides, want one per pooled level (4)", len(s.RoIStrides))
+		}
+		for _, v := range s.RoIStrides {
+			if v < 1 || v > 1<<12 {
+				return bad("roi_strides: stride %d out of range", v)
+			}
+		}
+		cfg.BoxPool.Strides, cfg.MaskPool.Strides = s.RoIStrides, s.RoIStrides
 	}
 	switch s.BoxDeltaClamp {
 	case "", "upper":

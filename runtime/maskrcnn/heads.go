@@ -9,21 +9,30 @@ import (
 	"github.com/flbq/flbq/runtime/nn"
 )
 
-// RPNHead is torchvision's RPNHead: a 3×3 convolution with ReLU shared by
-// every pyramid level (rpn.head.conv.0.0), then 1×1 convolutions to A
-// objectness logits (rpn.head.cls_logits) and 4A box deltas
-// (rpn.head.bbox_pred) per location.
+// RPNHead is torchvision's RPNHead: 3×3 convolutions with ReLU shared by
+// every pyramid level (rpn.head.conv.{i}.0; conv_depth 1 by default, 2 in
+// ViTDet), then 1×1 convolutions to A objectness logits
+// (rpn.head.cls_logits) and 4A box deltas (rpn.head.bbox_pred) per
+// location.
 type RPNHead struct {
-	Conv, Cls, BBox *nn.Conv2d
-	A               int // anchors per location
+	Convs     []*nn.Conv2d
+	Cls, BBox *nn.Conv2d
+	A         int // anchors per location
 }
 
-// BoxHead is TwoMLPHead (roi_heads.box_head.fc6, fc7, each followed by
-// ReLU) and FastRCNNPredictor (roi_heads.box_predictor.cls_score,
-// bbox_pred).
+// BoxHead is the box head and FastRCNNPredictor
+// (roi_heads.box_predictor.cls_score, bbox_pred): TwoMLPHead
+// (roi_heads.box_head.fc6, fc7, each followed by ReLU), or
+// FastRCNNConvFCHead (roi_heads.box_head.{i}.0 3×3 convolutions, each with
+// an optional LayerNorm2d .{i}.1 and ReLU, flattened, then Linear + ReLU
+// layers; ViTDet's 4conv1fc head with LayerNorm).
 type BoxHead struct {
-	FC6, FC7, ClsScore, BBoxPred *nn.Linear
-	InC, Pool                    int // pooled input: InC×Pool×Pool
+	Convs     []*nn.Conv2d
+	Norms     []*model.LayerNorm // per conv; nil entries: none
+	FCs       []*nn.Linear       // fc6, fc7 (TwoMLPHead) or the conv head's
+	ClsScore  *nn.Linear
+	BBoxPred  *nn.Linear
+	InC, Pool int // pooled input: InC×Pool×Pool
 }
 
 // MaskHead is MaskRCNNHeads (roi_heads.mask_head.{i}.0: 3×3 convolutions,
@@ -38,6 +47,7 @@ type BoxHead struct {
 // layout for inspection.
 type MaskHead struct {
 	Convs  []*nn.Conv2d
+	Norms  []*model.LayerNorm // LayerNorm2d after each conv (roi_heads.mask_head.{i}.1), or nil entries
 	Deconv *nn.ConvTranspose2d
 	Logits *nn.Conv2d
 	InC    int
@@ -144,6 +154,24 @@ func (l *hl) conv(name string, in, out, k, pad int) *nn.Conv2d {
 	return nn.NewConv2d(name, in, out, k, 1, pad, l.f(name+".weight", out, in, k, k), l.f(name+".bias", out))
 }
 
+// convMaybeBias is conv whose bias may be absent (a conv followed by a norm).
+func (l *hl) convMaybeBias(name string, in, out, k, pad int) *nn.Conv2d {
+	var b []float32
+	if l.w.Has(name + ".bias") {
+		b = l.f(name+".bias", out)
+	}
+	return nn.NewConv2d(name, in, out, k, 1, pad, l.f(name+".weight", out, in, k, k), b)
+}
+
+// norm2d reads the LayerNorm2d name when the file has it (eps 1e-6, as
+// detectron2's LayerNorm and ViTDet's heads use), else nil.
+func (l *hl) norm2d(name string, c int) *model.LayerNorm {
+	if !l.w.Has(name + ".weight") {
+		return nil
+	}
+	return &model.LayerNorm{Name: name, Weight: l.f(name+".weight", c), Bias: l.f(name+".bias", c), Eps: 1e-6}
+}
+
 func (l *hl) linear(name string, in, out int) *nn.Linear {
 	return nn.NewLinear(name, in, out, l.f(name+".weight", out, in), l.f(name+".bias", out))
 }
@@ -177,8 +205,21 @@ func InferHeadSizes(w *model.Weights) (HeadSizes, error) {
 	}
 	l := &hl{w: w}
 	var s HeadSizes
-	if sh := l.shape("roi_heads.box_head.fc6.weight", 2); sh != nil {
-		s.Representation = sh[0]
+	if w.Has("roi_heads.box_head.fc6.weight") || !w.Has("roi_heads.box_head.0.0.weight") {
+		if sh := l.shape("roi_heads.box_head.fc6.weight", 2); sh != nil {
+			s.Representation = sh[0]
+		}
+	} else {
+		// FastRCNNConvFCHead: the last Linear after the convs.
+		n := 0
+		for w.Has(fmt.Sprintf("roi_heads.box_head.%d.0.weight", n)) {
+			n++
+		}
+		for j := n + 1; w.Has(fmt.Sprintf("roi_heads.box_head.%d.weight", j)); j += 2 {
+			if sh := l.shape(fmt.Sprintf("roi_heads.box_head.%d.weight", j), 2); sh != nil {
+				s.Representation = sh[0]
+			}
+		}
 	}
 	for i := 0; w.Has(maskConvName(w, i) + ".weight"); i++ {
 		sh := l.shape(maskConvName(w, i)+".weight", 4)
@@ -223,19 +264,44 @@ func LoadHeadsSized(w *model.Weights, channels, anchors, numClasses, pool int, s
 	l := &hl{w: w}
 	h := &Heads{}
 	// RPN.
-	conv := l.first("rpn.head.conv.0.0.weight", "rpn.head.conv.weight")
-	conv = conv[:len(conv)-len(".weight")]
 	h.RPNHead = &RPNHead{
-		Conv: l.conv(conv, channels, channels, 3, 1),
 		Cls:  l.conv("rpn.head.cls_logits", channels, anchors, 1, 0),
 		BBox: l.conv("rpn.head.bbox_pred", channels, 4*anchors, 1, 0),
 		A:    anchors,
 	}
+	if !w.Has("rpn.head.conv.0.0.weight") && w.Has("rpn.head.conv.weight") {
+		h.RPNHead.Convs = []*nn.Conv2d{l.conv("rpn.head.conv", channels, channels, 3, 1)}
+	} else {
+		for i := 0; i == 0 || w.Has(fmt.Sprintf("rpn.head.conv.%d.0.weight", i)); i++ {
+			h.RPNHead.Convs = append(h.RPNHead.Convs, l.conv(fmt.Sprintf("rpn.head.conv.%d.0", i), channels, channels, 3, 1))
+		}
+	}
 	// Box head.
 	rep := s.Representation
 	bh := &BoxHead{InC: channels, Pool: pool}
-	bh.FC6 = l.linear("roi_heads.box_head.fc6", channels*pool*pool, rep)
-	bh.FC7 = l.linear("roi_heads.box_head.fc7", rep, rep)
+	if w.Has("roi_heads.box_head.fc6.weight") || !w.Has("roi_heads.box_head.0.0.weight") {
+		bh.FCs = []*nn.Linear{l.linear("roi_heads.box_head.fc6", channels*pool*pool, rep), l.linear("roi_heads.box_head.fc7", rep, rep)}
+	} else {
+		n := 0
+		for ; w.Has(fmt.Sprintf("roi_heads.box_head.%d.0.weight", n)); n++ {
+			name := fmt.Sprintf("roi_heads.box_head.%d", n)
+			bh.Convs = append(bh.Convs, l.convMaybeBias(name+".0", channels, channels, 3, 1))
+			bh.Norms = append(bh.Norms, l.norm2d(name+".1", channels))
+		}
+		in := channels * pool * pool
+		for j := n + 1; w.Has(fmt.Sprintf("roi_heads.box_head.%d.weight", j)); j += 2 {
+			sh := l.shape(fmt.Sprintf("roi_heads.box_head.%d.weight", j), 2)
+			if sh == nil {
+				break
+			}
+			bh.FCs = append(bh.FCs, l.linear(fmt.Sprintf("roi_heads.box_head.%d", j), in, sh[0]))
+			in = sh[0]
+		}
+		if len(bh.FCs) == 0 && l.err == nil {
+			l.err = fmt.Errorf("tensor %q: missing (the conv box head's first Linear)", fmt.Sprintf("roi_heads.box_head.%d.weight", n+1))
+		}
+		rep = in
+	}
 	bh.ClsScore = l.linear("roi_heads.box_predictor.cls_score", rep, numClasses)
 	bh.BBoxPred = l.linear("roi_heads.box_predictor.bbox_pred", rep, 4*numClasses)
 	h.BoxHead = bh
@@ -254,7 +320,8 @@ func LoadHeadsSized(w *model.Weights, channels, anchors, numClasses, pool int, s
 		if out <= 0 {
 			return nil, fmt.Errorf("maskrcnn heads: mask head layer %d has %d channels", i, out)
 		}
-		mh.Convs = append(mh.Convs, l.conv(maskConvName(w, i), c, out, 3, 1))
+		mh.Convs = append(mh.Convs, l.convMaybeBias(maskConvName(w, i), c, out, 3, 1))
+		mh.Norms = append(mh.Norms, l.norm2d(fmt.Sprintf("roi_heads.mask_head.%d.1", i), out))
 		c = out
 	}
 	d := s.MaskDim
@@ -271,20 +338,24 @@ func LoadHeadsSized(w *model.Weights, channels, anchors, numClasses, pool int, s
 // Linears lists the heads' linear layers (box head and predictor).
 func (h *Heads) Linears() []*nn.Linear {
 	b := h.BoxHead
-	return []*nn.Linear{b.FC6, b.FC7, b.ClsScore, b.BBoxPred}
+	return append(append([]*nn.Linear(nil), b.FCs...), b.ClsScore, b.BBoxPred)
 }
 
 // RPN implements detection.Heads.
 func (h *Heads) RPN(features []detection.FeatureMap) (obj, del []detection.FeatureMap, err error) {
 	r := h.RPNHead
 	for i, f := range features {
-		if f.C != r.Conv.InC || len(f.Data) != f.C*f.H*f.W {
-			return nil, nil, fmt.Errorf("maskrcnn: rpn head: level %d is %dx%dx%d (%d values), want %d channels", i, f.C, f.H, f.W, len(f.Data), r.Conv.InC)
+		if f.C != r.Convs[0].InC || len(f.Data) != f.C*f.H*f.W {
+			return nil, nil, fmt.Errorf("maskrcnn: rpn head: level %d is %dx%dx%d (%d values), want %d channels", i, f.C, f.H, f.W, len(f.Data), r.Convs[0].InC)
 		}
 		hw := f.H * f.W
-		t := make([]float32, r.Conv.OutC*hw)
-		r.Conv.ForwardInto(t, f.Data, 1, f.H, f.W)
-		nn.ReLU(t)
+		t := f.Data
+		for _, cv := range r.Convs {
+			u := make([]float32, cv.OutC*hw)
+			cv.ForwardInto(u, t, 1, f.H, f.W)
+			nn.ReLU(u)
+			t = u
+		}
 		o := make([]float32, r.A*hw)
 		d := make([]float32, 4*r.A*hw)
 		r.Cls.ForwardInto(o, t, 1, f.H, f.W)
@@ -298,15 +369,30 @@ func (h *Heads) RPN(features []detection.FeatureMap) (obj, del []detection.Featu
 // Box implements detection.Heads.
 func (h *Heads) Box(pooled []float32, n int) (classLogits, boxRegression []float32, err error) {
 	b := h.BoxHead
-	if len(pooled) != n*b.FC6.In {
-		return nil, nil, fmt.Errorf("maskrcnn: box head: %d values for %d RoIs of %d", len(pooled), n, b.FC6.In)
+	in := b.InC * b.Pool * b.Pool
+	if len(pooled) != n*in {
+		return nil, nil, fmt.Errorf("maskrcnn: box head: %d values for %d RoIs of %d", len(pooled), n, in)
 	}
-	x := make([]float32, n*b.FC6.Out)
-	b.FC6.Forward(x, pooled, n)
-	nn.ReLU(x)
-	y := make([]float32, n*b.FC7.Out)
-	b.FC7.Forward(y, x, n)
-	nn.ReLU(y)
+	y := pooled
+	if len(b.Convs) > 0 {
+		// Conv → LayerNorm2d → ReLU per RoI (NCHW), then flatten.
+		y = append([]float32(nil), pooled...)
+		for i, cv := range b.Convs {
+			t := make([]float32, n*cv.OutC*b.Pool*b.Pool)
+			cv.ForwardInto(t, y, n, b.Pool, b.Pool)
+			if nrm := b.Norms[i]; nrm != nil {
+				nn.LayerNorm2d(t, t, n, cv.OutC, b.Pool*b.Pool, nrm.Weight, nrm.Bias, nrm.Eps)
+			}
+			nn.ReLU(t)
+			y = t
+		}
+	}
+	for _, fc := range b.FCs {
+		x := make([]float32, n*fc.Out)
+		fc.Forward(x, y, n)
+		nn.ReLU(x)
+		y = x
+	}
 	classLogits = make([]float32, n*b.ClsScore.Out)
 	boxRegression = make([]float32, n*b.BBoxPred.Out)
 	b.ClsScore.Forward(classLogits, y, n)
@@ -422,7 +508,7 @@ func (h *Heads) maskTrunk(pooled []float32, n int) ([]float32, int, error) {
 		}
 	})
 	var cols []float32
-	for _, l := range m.lin {
+	for li, l := range m.lin {
 		k := l.In
 		if need := maskGroup * hw * k; cap(cols) < need {
 			cols = make([]float32, need)
@@ -436,6 +522,10 @@ func (h *Heads) maskTrunk(pooled []float32, n int) ([]float32, int, error) {
 				}
 			})
 			l.Forward(y[i0*hw*l.Out:i1*hw*l.Out], cols[:(i1-i0)*hw*k], (i1-i0)*hw)
+		}
+		if nrm := m.Norms[li]; nrm != nil {
+			// Channels-last: LayerNorm2d is a LayerNorm over each pixel's channels.
+			nn.LayerNorm(y, y, n*hw, l.Out, nrm.Weight, nrm.Bias, nrm.Eps)
 		}
 		nn.ReLU(y)
 		x, c = y, l.Out

@@ -37,6 +37,13 @@ type Config struct {
 	RepresentationSize int   `json:"representation_size,omitempty"`
 	PosEmbedClsToken   *bool `json:"pos_embed_cls_token,omitempty"` // detection: backbone.pos_embed has a leading class-token entry (default true, as ViTDet)
 
+	// detectron2's ViTDet (family "vitdet"; image_size is its img_size, the
+	// grid the global blocks' rel-pos tables are sized for; window_size its
+	// window).
+	PretrainImageSize  int   `json:"pretrain_image_size,omitempty"`  // pos_embed grid × patch (224)
+	WindowBlockIndexes Ints  `json:"window_block_indexes,omitempty"` // blocks with windowed attention
+	UseRelPos          *bool `json:"use_rel_pos,omitempty"`          // decomposed relative positions (default true)
+
 	// Pyramid (FeaturePyramidNetwork / simple feature pyramid).
 	OutChannels int `json:"out_channels,omitempty"` // 256
 
@@ -46,7 +53,10 @@ type Config struct {
 	MaxSize    int `json:"max_size,omitempty"` // (1333)
 	// Resize is the resizing convention: "torchvision" (default) or "mmcv"
 	// (mmdetection's test pipeline; see imageio.Resize).
-	Resize     string    `json:"resize,omitempty"`
+	Resize string `json:"resize,omitempty"`
+	// SquarePad pads the batch to SquarePad×SquarePad (ViTDet's
+	// square_pad) instead of to a multiple of 32.
+	SquarePad  int       `json:"square_pad,omitempty"`
 	ImageMean  []float64 `json:"image_mean,omitempty"`
 	ImageStd   []float64 `json:"image_std,omitempty"`
 	ResizeSize int       `json:"resize_size,omitempty"` // classifier transform (256)
@@ -137,9 +147,18 @@ func (c *Config) setDefaults() {
 			c.ResizeSize = c.CropSize * 256 / 224
 		}
 	}
-	if c.Family == "vit" && c.PosEmbedClsToken == nil {
+	if (c.Family == "vit" || c.Family == "vitdet") && c.PosEmbedClsToken == nil {
 		t := true
 		c.PosEmbedClsToken = &t
+	}
+	if c.Family == "vitdet" {
+		if c.UseRelPos == nil {
+			t := true
+			c.UseRelPos = &t
+		}
+		if c.PretrainImageSize == 0 {
+			c.PretrainImageSize = 224
+		}
 	}
 }
 
@@ -225,8 +244,43 @@ func (c *Config) Validate() error {
 				return bad("out_channels %d out of range", c.OutChannels)
 			}
 		}
+	case "vitdet":
+		if c.Task != "detection" {
+			return bad("family vitdet supports task detection only")
+		}
+		if len(c.NumHeads) != 1 || len(c.PatchSize) != 1 || c.PatchSize[0] <= 0 || c.PatchSize[0] > 64 {
+			return bad("vitdet: num_heads and patch_size want one int each (patch 1..64)")
+		}
+		if c.HiddenDim <= 0 || c.HiddenDim > maxDim || c.HiddenDim%c.NumHeads[0] != 0 || c.HiddenDim%4 != 0 || c.MLPDim <= 0 || c.MLPDim > 4*maxDim || c.NumLayers <= 0 || c.NumLayers > 1024 {
+			return bad("vitdet: hidden_dim (a multiple of num_heads and 4), mlp_dim or num_layers out of range")
+		}
+		p := c.PatchSize[0]
+		for _, v := range []struct {
+			name string
+			n    int
+		}{{"image_size", c.ImageSize}, {"pretrain_image_size", c.PretrainImageSize}} {
+			if v.n <= 0 || v.n%p != 0 || v.n > maxDim {
+				return bad("vitdet: %s %d must be a positive multiple of patch_size %d", v.name, v.n, p)
+			}
+		}
+		if len(c.WindowBlockIndexes) > 0 {
+			if w, _, ok := c.WindowSize.pair(); !ok || w <= 0 || w > 256 {
+				return bad("vitdet: window_size: want one int in 1..256")
+			}
+		}
+		for _, i := range c.WindowBlockIndexes {
+			if i < 0 || i >= c.NumLayers {
+				return bad("vitdet: window_block_indexes: block %d of %d", i, c.NumLayers)
+			}
+		}
+		if c.OutChannels <= 0 || c.OutChannels > maxDim {
+			return bad("out_channels %d out of range", c.OutChannels)
+		}
 	default:
-		return bad("family %q: want \"swin\" or \"vit\"", c.Family)
+		return bad("family %q: want \"swin\", \"vit\" or \"vitdet\"", c.Family)
+	}
+	if c.SquarePad != 0 && (c.SquarePad < 32 || c.SquarePad%32 != 0 || c.SquarePad > 1<<14) {
+		return bad("square_pad %d: want a multiple of 32", c.SquarePad)
 	}
 	if len(c.Categories) > 0 && c.NumClasses > 0 && len(c.Categories) != c.NumClasses {
 		return bad("%d categories for num_classes %d", len(c.Categories), c.NumClasses)
@@ -237,7 +291,16 @@ func (c *Config) Validate() error {
 // Transform returns the detection preprocessing the config describes.
 func (c *Config) Transform() imageio.DetectionTransform {
 	r, _ := imageio.ParseResize(c.Resize) // checked by Validate
-	return imageio.DetectionTransform{MinSize: c.MinSize, MaxSize: c.MaxSize, Mean: c.ImageMean, Std: c.ImageStd, Resize: r}
+	return imageio.DetectionTransform{MinSize: c.MinSize, MaxSize: c.MaxSize, Mean: c.ImageMean, Std: c.ImageStd, Resize: r, SquarePad: c.SquarePad}
+}
+
+// viTNet is the family vitdet backbone's configuration.
+func (c *Config) viTNet() ViTNetConfig {
+	w, _, _ := c.WindowSize.pair()
+	p := c.PatchSize[0]
+	return ViTNetConfig{Patch: p, Dim: c.HiddenDim, Depth: c.NumLayers, Heads: c.NumHeads[0], MLPDim: c.MLPDim,
+		PretrainGrid: c.PretrainImageSize / p, PosCls: *c.PosEmbedClsToken, Window: w, WindowBlocks: c.WindowBlockIndexes,
+		RelGrid: c.ImageSize / p, RelPos: *c.UseRelPos, Eps: vitEps}
 }
 
 // JSON returns the canonical JSON encoding (Extra keys included).

@@ -124,6 +124,13 @@ func Build(cfg *Config, w *Weights) (*Model, error) {
 		}
 	case cfg.Family == "vit" && cfg.Task == "classification":
 		m.Classifier, err = LoadViTClassifier(w, cfg)
+	case cfg.Family == "vitdet":
+		var v *ViTNet
+		v, err = LoadViTNet(w, cfg.viTNet(), "backbone.net")
+		if err == nil {
+			m.Backbone = v
+			m.Pyramid, err = LoadSimpleFPDetectron2(w, "backbone", cfg.HiddenDim, cfg.OutChannels)
+		}
 	}
 	if err != nil {
 		return nil, err

@@ -13,6 +13,8 @@
 //   - "mmdet": mmdetection 2.x's Swin Mask R-CNN (configs/swin).
 //   - "swin-official": the official Swin-Transformer-Object-Detection
 //     repository's Mask R-CNN (an mmdetection 2.11 fork).
+//   - "detectron2": detectron2's ViTDet Mask R-CNN (model_final_*.pkl or
+//     .pth).
 //
 // For the mmdetection sources the architecture is read from the tensors'
 // shapes and the settings are those of the published configs (docs/CHECKPOINTS.md).
@@ -38,10 +40,11 @@ const (
 	Torchvision  Source = "torchvision"   // torchvision's MaskRCNN state-dict names (flbq's own)
 	MMDet        Source = "mmdet"         // mmdetection 2.x
 	SwinOfficial Source = "swin-official" // Swin-Transformer-Object-Detection
+	Detectron2   Source = "detectron2"    // detectron2's ViTDet (projects/ViTDet)
 )
 
 // Sources lists the accepted sources.
-var Sources = []Source{Torchvision, MMDet, SwinOfficial}
+var Sources = []Source{Torchvision, MMDet, SwinOfficial, Detectron2}
 
 // ParseSource returns the source named s.
 func ParseSource(s string) (Source, error) {
@@ -110,6 +113,16 @@ func Convert(ck *torchckpt.Checkpoint, o Options) ([]byte, error) {
 		var cfg map[string]any
 		var err error
 		if ts, cfg, srcOf, err = convertSwin(l, ck, o.Config, warn); err != nil {
+			return nil, fmt.Errorf("convert: %w", err)
+		}
+		cfg["source"] = map[string]string{"from": string(o.From), "file": o.Origin}
+		if cfgJSON, err = json.Marshal(cfg); err != nil {
+			return nil, err
+		}
+	case Detectron2:
+		var cfg map[string]any
+		var err error
+		if ts, cfg, srcOf, err = convertViTDet(ck, o.Config, warn); err != nil {
 			return nil, fmt.Errorf("convert: %w", err)
 		}
 		cfg["source"] = map[string]string{"from": string(o.From), "file": o.Origin}

@@ -146,8 +146,8 @@ func TestConvertRefuses(t *testing.T) {
 			t.Errorf("%s: error %v, want %q", c.name, err, c.want)
 		}
 	}
-	if _, err := ParseSource("detectron2"); err == nil || !strings.Contains(err.Error(), "accepted: torchvision, mmdet, swin-official") {
-		t.Errorf("ParseSource(detectron2): %v", err)
+	if _, err := ParseSource("timm"); err == nil || !strings.Contains(err.Error(), "accepted: torchvision, mmdet, swin-official, detectron2") {
+		t.Errorf("ParseSource(timm): %v", err)
 	}
 	// A torchvision ViT state dict is not an mmdetection Swin.
 	if _, err := Convert(read(), Options{From: MMDet}); err == nil || !strings.Contains(err.Error(), `missing key "backbone.patch_embed.projection.weight"`) {

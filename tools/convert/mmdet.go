@@ -385,7 +385,7 @@ func mmdetSettings(src Source) map[string]any {
 		"rpn_pre_nms_top_n_test": 1000, "rpn_post_nms_top_n_test": 1000, "rpn_nms_thresh": 0.7,
 		"rpn_score_thresh": 0.0, "rpn_min_size": 0.0, "rpn_min_size_strict": src == MMDet,
 		// RoIAlign(output_size=7 / 14, sampling_ratio=0), aligned=True (mmcv's default).
-		"roi_sampling_ratio": 0, "roi_aligned": true,
+		"roi_sampling_ratio": 0, "roi_aligned": true, "roi_strides": []int{4, 8, 16, 32},
 		// rcnn=dict(score_thr=0.05, nms=dict(iou_threshold=0.5), max_per_img=100, mask_thr_binary=0.5).
 		"box_score_thresh": 0.05, "box_nms_thresh": 0.5, "box_detections_per_img": 100, "box_min_size": 0.0,
 		"box_delta_clamp": "symmetric", "mask_thresh": 0.5, "mask_paste": "grid_sample",

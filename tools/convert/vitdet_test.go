@@ -2,12 +2,15 @@ package convert
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/flbq/flbq/runtime/imageio"
 	"github.com/flbq/flbq/runtime/model"
 	"github.com/flbq/flbq/runtime/safetensors"
 	"github.com/flbq/flbq/runtime/tensor"
@@ -133,5 +136,58 @@ func TestViTDetCheckpointFormats(t *testing.T) {
 		if !ok || fmt.Sprint(a.Shape) != fmt.Sprint(b.Shape) || fmt.Sprint(a.Float32()) != fmt.Sprint(b.Float32()) {
 			t.Errorf("%s differs between the .pkl and the .pth", a.Name)
 		}
+	}
+}
+
+type vitdetCase struct {
+	Image                 string
+	Orig, Resized, Padded [2]int
+	Proposals             []float32
+	ProposalScores        []float32 `json:"proposal_scores"` // objectness logits
+	Boxes, Scores         []float32
+	Labels                []int
+	Masks                 [][]uint32
+}
+
+// TestViTDetDetectorParity: convert --from detectron2 and the whole
+// detector on the reference's preprocessed input: proposals, detections
+// and masks as detectron2 gives them.
+func TestViTDetDetectorParity(t *testing.T) {
+	ck, err := torchckpt.Read(filepath.Join(vitdetDir, "model_final_tiny.pkl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, err := Convert(ck, Options{From: Detectron2, Config: []byte(`{"min_size": 128, "max_size": 128, "square_pad": 128}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := detectorOf(t, blob)
+	b, err := os.ReadFile(filepath.Join(vitdetDir, "goldens.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g struct{ Cases map[string]vitdetCase }
+	if err := json.Unmarshal(b, &g); err != nil {
+		t.Fatal(err)
+	}
+	maps, err := safetensors.Open(filepath.Join(vitdetDir, "maps.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"wide", "tall"} {
+		c := g.Cases[name]
+		t.Run(name, func(t *testing.T) {
+			in := &imageio.DetectionInput{Batch: tensorOf(t, maps, name+".input"), Height: c.Resized[0], Width: c.Resized[1], OrigHeight: c.Orig[0], OrigWidth: c.Orig[1]}
+			out, err := d.DetectInput(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			probs := make([]float32, len(c.ProposalScores))
+			for i, l := range c.ProposalScores {
+				probs[i] = float32(1 / (1 + math.Exp(-float64(l))))
+			}
+			checkDetections(t, out, mmdetCase{Image: c.Image, Orig: c.Orig, Resized: c.Resized, Padded: c.Padded,
+				Proposals: c.Proposals, ProposalScores: probs, Boxes: c.Boxes, Scores: c.Scores, Labels: c.Labels, Masks: c.Masks})
+		})
 	}
 }
