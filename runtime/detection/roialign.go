@@ -269,16 +269,16 @@ func (m LevelMapper) Levels(boxes []float32) ([]int, error) {
 // (the feature maps named in featmap_names, finest first; Mask R-CNN uses
 // '0'..'3', not 'pool').
 type MultiScaleRoIAlign struct {
-	OutputSize     int  // 7 (box head) or 14 (mask head)
-	SamplingRatio  int  // 2 (torchvision); <= 0: adaptive (mmdetection)
-	Aligned        bool // half-pixel offset (mmdetection's aligned=True)
+	OutputSize    int  // 7 (box head) or 14 (mask head)
+	SamplingRatio int  // 2 (torchvision); <= 0: adaptive (mmdetection)
+	Aligned       bool // half-pixel offset (mmdetection's aligned=True)
 	// Strides fixes each level's spatial scale at 1/stride (mmdetection's
 	// featmap_strides, detectron2's ROIPooler); nil infers it as
 	// torchvision does, 2^round(log2(feature height / image height)),
 	// which is wrong for images padded far beyond their size (a square pad).
-	Strides []int
-	CanonicalScale int  // 224
-	CanonicalLevel int  // 4
+	Strides        []int
+	CanonicalScale int // 224
+	CanonicalLevel int // 4
 }
 
 // BoxRoIPool and MaskRoIPool are torchvision MaskRCNN's poolers.

@@ -22,7 +22,7 @@ func TestConvertCLI(t *testing.T) {
 		want string
 	}{
 		{[]string{"--from", "mmdet", "--config", td + "vit_maskrcnn.config.json", "--out", bad, td + "vit_maskrcnn.pth"}, `missing key "backbone.patch_embed.projection.weight"`},
-		{[]string{"--from", "detectron2", "--out", bad, td + "vit_maskrcnn.pth"}, "accepted: torchvision, mmdet, swin-official"},
+		{[]string{"--from", "timm", "--out", bad, td + "vit_maskrcnn.pth"}, "accepted: torchvision, mmdet, swin-official, detectron2"},
 		{[]string{"--from", "torchvision", "--out", bad, td + "vit_maskrcnn.pth"}, "needs --config"},
 		{[]string{"--from", "torchvision", "--config", td + "vit_maskrcnn.config.json", "--out", bad, "../torchckpt/testdata/evil.pth"}, "posix.system is not allowed"},
 		{[]string{"--from", "torchvision", "--config", td + "vit_maskrcnn.config.json", "--out", bad, "../torchckpt/testdata/zip_state_dict.pth"}, "zip_state_dict.pth"},
