@@ -20,6 +20,12 @@ const (
 	// the 8-bit image with its 11-bit fixed-point weights and 8-bit
 	// result, then normalise.
 	ResizeMMCV
+	// ResizePIL is detectron2's test pipeline: ResizeShortestEdge's size
+	// (the short side scaled, then capped, each in float64, rounded with
+	// int(x + 0.5)), Pillow's BILINEAR resample of the 8-bit image (its
+	// antialiasing support, 22-bit fixed-point weights, horizontal then
+	// vertical pass, each rounded to 8 bits), then normalise.
+	ResizePIL
 )
 
 // String names the convention as flbq.config does.
@@ -29,6 +35,8 @@ func (r Resize) String() string {
 		return "torchvision"
 	case ResizeMMCV:
 		return "mmcv"
+	case ResizePIL:
+		return "pil"
 	}
 	return fmt.Sprintf("Resize(%d)", int(r))
 }
@@ -40,8 +48,10 @@ func ParseResize(s string) (Resize, error) {
 		return ResizeTorchvision, nil
 	case "mmcv":
 		return ResizeMMCV, nil
+	case "pil":
+		return ResizePIL, nil
 	}
-	return 0, fmt.Errorf("resize %q: want \"torchvision\" or \"mmcv\"", s)
+	return 0, fmt.Errorf("resize %q: want \"torchvision\", \"mmcv\" or \"pil\"", s)
 }
 
 // DetectionTransform is a detector's preprocessing: resize so the short
@@ -64,6 +74,20 @@ func (t DetectionTransform) Size(h, w int) (int, int) {
 		s := math.Min(long/float64(max(h, w)), short/float64(min(h, w)))
 		return int(float64(h)*s + 0.5), int(float64(w)*s + 0.5)
 	}
+	if t.Resize == ResizePIL {
+		// detectron2 ResizeShortestEdge.get_output_shape.
+		size := float64(t.MinSize)
+		scale := size / float64(min(h, w))
+		nh, nw := scale*float64(h), size
+		if h < w {
+			nh, nw = size, scale*float64(w)
+		}
+		if m := math.Max(nh, nw); m > float64(t.MaxSize) {
+			s := float64(t.MaxSize) / m
+			nh, nw = nh*s, nw*s
+		}
+		return int(nh + 0.5), int(nw + 0.5)
+	}
 	return DetectionSize(h, w, t.MinSize, t.MaxSize)
 }
 
@@ -71,9 +95,12 @@ func (t DetectionTransform) Size(h, w int) (int, int) {
 func (t DetectionTransform) Apply(img *RGB) *DetectionInput {
 	oh, ow := t.Size(img.H, img.W)
 	var r []float32
-	if t.Resize == ResizeMMCV {
+	switch t.Resize {
+	case ResizeMMCV:
 		r = normalize255(ResizeLinear8(img, oh, ow), t.Mean, t.Std)
-	} else {
+	case ResizePIL:
+		r = normalize255(ResizeBilinearPIL(img, oh, ow), t.Mean, t.Std)
+	default:
 		r = nn.ResizeBilinear(Normalize(img, t.Mean, t.Std), 3, img.H, img.W, oh, ow)
 	}
 	hp := (oh + SizeDivisible - 1) / SizeDivisible * SizeDivisible
@@ -188,4 +215,107 @@ func hpass(dst []int32, src []uint8, xs []linearTaps) {
 	for x, t := range xs {
 		dst[x] = int32(src[t.i0])*t.a0 + int32(src[t.i1])*t.a1
 	}
+}
+
+// Pillow's fixed point for 8-bit resampling (libImaging/Resample.c).
+const pilPrecisionBits = 32 - 8 - 2
+
+// pilTaps is precompute_coeffs + normalize_coeffs_8bpc for the bilinear
+// filter (support 1, widened by the downscaling factor): per output
+// sample, the first input index and the fixed-point weights.
+func pilTaps(in, out int) ([]int, [][]int32) {
+	scale := float64(in) / float64(out)
+	filterscale := math.Max(scale, 1)
+	support := 1 * filterscale
+	first := make([]int, out)
+	ks := make([][]int32, out)
+	for xx := 0; xx < out; xx++ {
+		center := (float64(xx) + 0.5) * scale
+		ss := 1 / filterscale
+		xmin := max(int(center-support+0.5), 0)
+		xmax := min(int(center+support+0.5), in) - xmin
+		w := make([]float64, max(xmax, 0))
+		ww := 0.0
+		for x := range w {
+			v := math.Abs((float64(x+xmin) - center + 0.5) * ss)
+			if v < 1 {
+				w[x] = 1 - v
+			}
+			ww += w[x]
+		}
+		k := make([]int32, len(w))
+		for x := range w {
+			if ww != 0 {
+				w[x] /= ww
+			}
+			if w[x] < 0 {
+				k[x] = int32(-0.5 + w[x]*(1<<pilPrecisionBits))
+			} else {
+				k[x] = int32(0.5 + w[x]*(1<<pilPrecisionBits))
+			}
+		}
+		first[xx], ks[xx] = xmin, k
+	}
+	return first, ks
+}
+
+func pilClip8(v int64) uint8 {
+	if v >= 1<<pilPrecisionBits<<8 {
+		return 255
+	}
+	if v <= 0 {
+		return 0
+	}
+	return uint8(v >> pilPrecisionBits)
+}
+
+// ResizeBilinearPIL resizes an 8-bit image to oh×ow as Pillow's
+// Image.resize(BILINEAR) does (as detectron2's ResizeTransform calls it):
+// a horizontal pass rounded to 8 bits, then a vertical one; an image of
+// the same size is copied.
+func ResizeBilinearPIL(img *RGB, oh, ow int) *RGB {
+	out := &RGB{W: ow, H: oh, Pix: make([]uint8, 3*oh*ow)}
+	if oh == img.H && ow == img.W {
+		copy(out.Pix, img.Pix)
+		return out
+	}
+	hw := img.W * img.H
+	xf, xk := pilTaps(img.W, ow)
+	yf, yk := pilTaps(img.H, oh)
+	for c := 0; c < 3; c++ {
+		src := img.Pix[c*hw : (c+1)*hw]
+		// Horizontal pass (every input row; Pillow skips rows the vertical
+		// pass never reads, which changes nothing).
+		tmp := src
+		tw := img.W
+		if ow != img.W {
+			tw = ow
+			tmp = make([]uint8, img.H*ow)
+			for y := 0; y < img.H; y++ {
+				row := src[y*img.W : (y+1)*img.W]
+				for x := 0; x < ow; x++ {
+					acc := int64(1) << (pilPrecisionBits - 1)
+					for i, k := range xk[x] {
+						acc += int64(row[xf[x]+i]) * int64(k)
+					}
+					tmp[y*ow+x] = pilClip8(acc)
+				}
+			}
+		}
+		dst := out.Pix[c*oh*ow : (c+1)*oh*ow]
+		if oh == img.H {
+			copy(dst, tmp)
+			continue
+		}
+		for y := 0; y < oh; y++ {
+			for x := 0; x < tw; x++ {
+				acc := int64(1) << (pilPrecisionBits - 1)
+				for i, k := range yk[y] {
+					acc += int64(tmp[(yf[y]+i)*tw+x]) * int64(k)
+				}
+				dst[y*ow+x] = pilClip8(acc)
+			}
+		}
+	}
+	return out
 }

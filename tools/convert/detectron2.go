@@ -201,7 +201,7 @@ func d2Name(name string, a *vitdetArch) (string, transform, bool) {
 // pasting (grid_sample, >= 0.5).
 func detectron2Settings() map[string]any {
 	return map[string]any{
-		"min_size": 1024, "max_size": 1024, "square_pad": 1024, "resize": "mmcv",
+		"min_size": 1024, "max_size": 1024, "square_pad": 1024, "resize": "pil",
 		"image_mean":             []float64{123.675 / 255, 116.28 / 255, 103.53 / 255},
 		"image_std":              []float64{58.395 / 255, 57.12 / 255, 57.375 / 255},
 		"anchor_sizes":           [][]float64{{32}, {64}, {128}, {256}, {512}},

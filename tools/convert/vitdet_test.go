@@ -162,6 +162,67 @@ func TestViTDetDetectorParity(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := detectorOf(t, blob)
+	gold := vitdetGoldens(t)
+	maps, err := safetensors.Open(filepath.Join(vitdetDir, "maps.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"wide", "tall"} {
+		c := gold[name]
+		t.Run(name, func(t *testing.T) {
+			in := &imageio.DetectionInput{Batch: tensorOf(t, maps, name+".input"), Height: c.Resized[0], Width: c.Resized[1], OrigHeight: c.Orig[0], OrigWidth: c.Orig[1]}
+			out, err := d.DetectInput(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkDetections(t, out, c)
+		})
+	}
+}
+
+// TestViTDetPreprocessing: resize "pil" (ResizeShortestEdge's size,
+// Pillow's BILINEAR resample), detectron2's mean/std and the square pad
+// give the reference's input from the PNG files, and DetectRGB then the
+// reference's detections.
+func TestViTDetPreprocessing(t *testing.T) {
+	ck, err := torchckpt.Read(filepath.Join(vitdetDir, "model_final_tiny.pkl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, err := Convert(ck, Options{From: Detectron2, Config: []byte(`{"min_size": 128, "max_size": 128, "square_pad": 128}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := detectorOf(t, blob)
+	maps, err := safetensors.Open(filepath.Join(vitdetDir, "maps.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"wide", "tall"} {
+		img, err := imageio.Load(filepath.Join(vitdetDir, "images", name+".png"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := d.Model.Config.Transform().Apply(img)
+		want := tensorOf(t, maps, name+".input")
+		if fmt.Sprint(in.Batch.Shape) != fmt.Sprint(want.Shape) {
+			t.Fatalf("%s: input %v, want %v", name, in.Batch.Shape, want.Shape)
+		}
+		dd := closeTo(t, name+" input", in.Batch.Data, want.Data, 1e-5, 0)
+		t.Logf("%s: preprocessed input max |Δ| %.2g", name, dd)
+		out, err := d.DetectRGB(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := vitdetGoldens(t)[name]
+		checkDetections(t, out, c)
+	}
+}
+
+// vitdetGoldens reads the reference's outputs, objectness logits turned
+// into flbq's probabilities.
+func vitdetGoldens(t *testing.T) map[string]mmdetCase {
+	t.Helper()
 	b, err := os.ReadFile(filepath.Join(vitdetDir, "goldens.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -170,24 +231,14 @@ func TestViTDetDetectorParity(t *testing.T) {
 	if err := json.Unmarshal(b, &g); err != nil {
 		t.Fatal(err)
 	}
-	maps, err := safetensors.Open(filepath.Join(vitdetDir, "maps.safetensors"))
-	if err != nil {
-		t.Fatal(err)
+	out := map[string]mmdetCase{}
+	for name, c := range g.Cases {
+		probs := make([]float32, len(c.ProposalScores))
+		for i, l := range c.ProposalScores {
+			probs[i] = float32(1 / (1 + math.Exp(-float64(l))))
+		}
+		out[name] = mmdetCase{Image: c.Image, Orig: c.Orig, Resized: c.Resized, Padded: c.Padded,
+			Proposals: c.Proposals, ProposalScores: probs, Boxes: c.Boxes, Scores: c.Scores, Labels: c.Labels, Masks: c.Masks}
 	}
-	for _, name := range []string{"wide", "tall"} {
-		c := g.Cases[name]
-		t.Run(name, func(t *testing.T) {
-			in := &imageio.DetectionInput{Batch: tensorOf(t, maps, name+".input"), Height: c.Resized[0], Width: c.Resized[1], OrigHeight: c.Orig[0], OrigWidth: c.Orig[1]}
-			out, err := d.DetectInput(in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			probs := make([]float32, len(c.ProposalScores))
-			for i, l := range c.ProposalScores {
-				probs[i] = float32(1 / (1 + math.Exp(-float64(l))))
-			}
-			checkDetections(t, out, mmdetCase{Image: c.Image, Orig: c.Orig, Resized: c.Resized, Padded: c.Padded,
-				Proposals: c.Proposals, ProposalScores: probs, Boxes: c.Boxes, Scores: c.Scores, Labels: c.Labels, Masks: c.Masks})
-		})
-	}
+	return out
 }
