@@ -12,17 +12,24 @@ import (
 // features, detect, calibrate, allocate, eval with the allocation, generate,
 // detect with the generated package's packed weights, and results.
 func TestConvertedMMDetPipeline(t *testing.T) {
+	convertedPipeline(t, "mmdet", `{"min_size": 128, "max_size": 192}`, "../convert/testdata/mmdet/mask_rcnn_swin_tiny_mmdet.pth", "../convert/testdata/mmdet/images/wide.png")
+}
+
+// TestConvertedViTDetPipeline: the same for detectron2's ViTDet.
+func TestConvertedViTDetPipeline(t *testing.T) {
+	convertedPipeline(t, "detectron2", `{"min_size": 128, "max_size": 128, "square_pad": 128}`, "../convert/testdata/vitdet/model_final_tiny.pkl", "../convert/testdata/vitdet/images/wide.png")
+}
+
+func convertedPipeline(t *testing.T, from, scale, ckpt, img string) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "scale.json")
-	if err := os.WriteFile(cfg, []byte(`{"min_size": 128, "max_size": 192}`), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(scale), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	model := filepath.Join(dir, "swin.safetensors")
-	ckpt := "../convert/testdata/mmdet/mask_rcnn_swin_tiny_mmdet.pth"
-	if out, err := runCLI(t, "convert", "--from", "mmdet", "--config", cfg, "--out", model, ckpt); err != nil {
+	model := filepath.Join(dir, "model.safetensors")
+	if out, err := runCLI(t, "convert", "--from", from, "--config", cfg, "--out", model, ckpt); err != nil {
 		t.Fatalf("convert: %v\n%s", err, out)
 	}
-	img := "../convert/testdata/mmdet/images/wide.png"
 	steps := [][]string{
 		{"inspect", "--model", model},
 		{"features", "--model", model, "--out", filepath.Join(dir, "feats.safetensors"), img},
