@@ -2,6 +2,7 @@ package plots
 
 import (
 	"fmt"
+	"image/color"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -40,10 +41,18 @@ func LayerAverages(a *solver.Allocation) (layers []string, bits []float64) {
 	return layers, bits
 }
 
+// Highlight shades the layers Match selects (e.g. ViTDet's global-attention
+// blocks among the windowed ones), with Label in the legend.
+type Highlight struct {
+	Label string
+	Match func(layer string) bool
+}
+
 // LayerBits draws each allocation's per-layer average bit-width along the
 // backbone (x: layer index in forward order, as listed in the first
-// allocation). All allocations must cover the same layers.
-func LayerBits(path, title string, series []LayerBitsSeries) error {
+// allocation), shading the layers of each highlight. All allocations must
+// cover the same layers.
+func LayerBits(path, title string, series []LayerBitsSeries, highlights ...Highlight) error {
 	if _, err := format(path); err != nil {
 		return err
 	}
@@ -61,6 +70,28 @@ func LayerBits(path, title string, series []LayerBitsSeries) error {
 	p.Y.Label.Text = "average bits of the layer"
 	p.Add(plotter.NewGrid())
 	p.Legend.Top = true
+	for hi, h := range highlights {
+		var vals plotter.Values
+		any := false
+		for _, l := range ref {
+			v := 0.0
+			if h.Match(l) {
+				v, any = solver.MaxBits+0.5, true
+			}
+			vals = append(vals, v)
+		}
+		if !any {
+			continue
+		}
+		bars, err := plotter.NewBarChart(vals, vg.Points(4))
+		if err != nil {
+			return fmt.Errorf("plot %s: %w", path, err)
+		}
+		bars.LineStyle.Width = 0
+		bars.Color = color.Gray{Y: uint8(225 - 20*hi)}
+		p.Add(bars)
+		p.Legend.Add(h.Label, bars)
+	}
 	var lines []any
 	for _, s := range series {
 		layers, bits := LayerAverages(s.Alloc)

@@ -1,6 +1,7 @@
 package plots
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,6 +40,20 @@ func TestLayerBitsFiles(t *testing.T) {
 		if st, err := os.Stat(p); err != nil || st.Size() < 500 {
 			t.Fatalf("%s not written: %v", name, err)
 		}
+	}
+	// A highlight adds shaded bars and a legend entry: the SVG grows.
+	plain, shaded := filepath.Join(dir, "plain.svg"), filepath.Join(dir, "shaded.svg")
+	series := []LayerBitsSeries{{"dp", alloc(2, 6, 3)}}
+	if err := LayerBits(plain, "t", series); err != nil {
+		t.Fatal(err)
+	}
+	if err := LayerBits(shaded, "t", series, Highlight{Label: "global attention", Match: func(l string) bool { return l == "b" }}); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(plain)
+	b, _ := os.ReadFile(shaded)
+	if !bytes.Contains(b, []byte("global attention")) || len(b) <= len(a) {
+		t.Errorf("highlighted figure: %d bytes (plain %d), legend present: %v", len(b), len(a), bytes.Contains(b, []byte("global attention")))
 	}
 	mismatch := alloc(2, 6, 3)
 	mismatch.Units[2].Layer = "c"

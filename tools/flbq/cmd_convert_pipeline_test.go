@@ -57,6 +57,11 @@ func convertedPipeline(t *testing.T, from, scale, ckpt, img string) {
 	if b, err := os.ReadFile(filepath.Join(dir, "RESULTS.md")); err != nil || !strings.Contains(string(b), "| 3 | F-LBQ-DP group |") {
 		t.Errorf("results on the converted model: %v\n%s", err, b)
 	}
+	// A ViTDet's bits-per-layer figure shades its global-attention blocks.
+	fig, err := os.ReadFile(filepath.Join(dir, "figures", "model-layer-bits.svg"))
+	if err != nil || strings.Contains(string(fig), "global-attention blocks") != (from == "detectron2") {
+		t.Errorf("layer-bits figure (%v): global blocks shaded %v, want %v", err, strings.Contains(string(fig), "global-attention blocks"), from == "detectron2")
+	}
 	for _, f := range []string{"fp32.json", "packed.json", "eval/results.json"} {
 		b, err := os.ReadFile(filepath.Join(dir, f))
 		if err != nil || !strings.Contains(string(b), `"category_id"`) {

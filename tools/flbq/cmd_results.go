@@ -19,6 +19,7 @@ import (
 
 	"github.com/flbq/flbq/gen/modelpkg"
 	"github.com/flbq/flbq/runtime/atomicfile"
+	"github.com/flbq/flbq/runtime/model"
 	"github.com/flbq/flbq/runtime/safetensors"
 	"github.com/flbq/flbq/solver/plots"
 	"github.com/flbq/flbq/tools/pipeline"
@@ -301,12 +302,38 @@ func studyFigures(r *pipeline.StudyResult, figDir string) (string, error) {
 			}
 		}
 		if len(series) > 0 {
-			if err := plots.LayerBits(filepath.Join(figDir, stem+"-layer-bits."+ext), stem+": bits per layer at 3 bits (32-channel groups)", series); err != nil {
+			if err := plots.LayerBits(filepath.Join(figDir, stem+"-layer-bits."+ext), stem+": bits per layer at 3 bits (32-channel groups)", series, globalBlocks(r.Model)...); err != nil {
 				return "", err
 			}
 		}
 	}
 	return modelSection(r, len(pts) > 0, len(series) > 0), nil
+}
+
+// globalBlocks shades a ViTDet's global-attention blocks in the
+// bits-per-layer figure (none for other families, or when the model file
+// is not at hand, as after merging shards from other machines).
+func globalBlocks(modelPath string) []plots.Highlight {
+	f, err := safetensors.Open(modelPath)
+	if err != nil {
+		return nil
+	}
+	cfg, err := model.ParseConfig([]byte(f.Metadata[safetensors.ConfigKey]))
+	if err != nil || cfg.Family != "vitdet" {
+		return nil
+	}
+	windowed := map[string]bool{}
+	for _, i := range cfg.WindowBlockIndexes {
+		windowed[fmt.Sprintf("backbone.net.blocks.%d.", i)] = true
+	}
+	return []plots.Highlight{{Label: "global-attention blocks", Match: func(layer string) bool {
+		if !strings.HasPrefix(layer, "backbone.net.blocks.") {
+			return false
+		}
+		rest := strings.TrimPrefix(layer, "backbone.net.blocks.")
+		i := strings.Index(rest, ".")
+		return i > 0 && !windowed["backbone.net.blocks."+rest[:i+1]]
+	}}}
 }
 
 // findingsMarker starts the hand-written part of RESULTS.md, which
