@@ -223,7 +223,7 @@ func (c *Config) Validate() error {
 		if c.HiddenDim <= 0 || c.HiddenDim > maxDim || c.MLPDim <= 0 || c.MLPDim > 4*maxDim || c.NumLayers < 0 || c.NumLayers > 1024 {
 			return bad("hidden_dim, mlp_dim or num_layers out of range")
 		}
-		if c.HiddenDim%c.NumHeads[0] != 0 {
+		if c.NumHeads[0] <= 0 || c.HiddenDim%c.NumHeads[0] != 0 {
 			return bad("hidden_dim %d not divisible by num_heads %d", c.HiddenDim, c.NumHeads[0])
 		}
 		if c.ImageSize <= 0 || c.ImageSize%c.PatchSize[0] != 0 || c.ImageSize > maxDim {
@@ -248,8 +248,8 @@ func (c *Config) Validate() error {
 		if c.Task != "detection" {
 			return bad("family vitdet supports task detection only")
 		}
-		if len(c.NumHeads) != 1 || len(c.PatchSize) != 1 || c.PatchSize[0] <= 0 || c.PatchSize[0] > 64 {
-			return bad("vitdet: num_heads and patch_size want one int each (patch 1..64)")
+		if len(c.NumHeads) != 1 || c.NumHeads[0] <= 0 || len(c.PatchSize) != 1 || c.PatchSize[0] <= 0 || c.PatchSize[0] > 64 {
+			return bad("vitdet: num_heads (positive) and patch_size (1..64) want one int each")
 		}
 		if c.HiddenDim <= 0 || c.HiddenDim > maxDim || c.HiddenDim%c.NumHeads[0] != 0 || c.HiddenDim%4 != 0 || c.MLPDim <= 0 || c.MLPDim > 4*maxDim || c.NumLayers <= 0 || c.NumLayers > 1024 {
 			return bad("vitdet: hidden_dim (a multiple of num_heads and 4), mlp_dim or num_layers out of range")

@@ -494,7 +494,16 @@ func TestMMDetRefuses(t *testing.T) {
 // panics and, when it succeeds, yields a model file that loads. (The
 // reader's own fuzzing is torchckpt's FuzzDecode.)
 func FuzzConvertMMDet(f *testing.F) {
-	base, err := torchckpt.Read(filepath.Join(mmdetDir, mmdetSources[0].file))
+	fuzzConvert(f, filepath.Join(mmdetDir, mmdetSources[0].file), MMDet, smallScale)
+}
+
+// FuzzConvertViTDet is FuzzConvertMMDet on detectron2's ViTDet.
+func FuzzConvertViTDet(f *testing.F) {
+	fuzzConvert(f, filepath.Join(vitdetDir, "model_final_tiny.pkl"), Detectron2, []byte(`{"min_size": 128, "max_size": 128, "square_pad": 128}`))
+}
+
+func fuzzConvert(f *testing.F, file string, from Source, cfg []byte) {
+	base, err := torchckpt.Read(file)
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -531,7 +540,7 @@ func FuzzConvertMMDet(f *testing.F) {
 		case 3: // another dtype of the same bytes
 			x.DType = []safetensors.DType{safetensors.F16, safetensors.I64, safetensors.U8, safetensors.BF16}[a%4]
 		}
-		blob, err := Convert(ck, Options{From: MMDet, Config: smallScale})
+		blob, err := Convert(ck, Options{From: from, Config: cfg})
 		if err != nil {
 			return
 		}

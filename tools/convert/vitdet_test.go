@@ -242,3 +242,65 @@ func vitdetGoldens(t *testing.T) map[string]mmdetCase {
 	}
 	return out
 }
+
+// TestViTDetRefuses: a damaged detectron2 checkpoint fails naming the key.
+func TestViTDetRefuses(t *testing.T) {
+	read := func() *torchckpt.Checkpoint {
+		ck, err := torchckpt.Read(filepath.Join(vitdetDir, "model_final_tiny.pkl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ck
+	}
+	edit := func(name string, f func(ck *torchckpt.Checkpoint, i int)) func(*torchckpt.Checkpoint) {
+		return func(ck *torchckpt.Checkpoint) {
+			for i, x := range ck.Tensors {
+				if x.Name == name {
+					f(ck, i)
+					return
+				}
+			}
+			t.Fatalf("no tensor %q in the fixture", name)
+		}
+	}
+	drop := func(ck *torchckpt.Checkpoint, i int) { ck.Tensors = append(ck.Tensors[:i], ck.Tensors[i+1:]...) }
+	for _, c := range []struct {
+		name string
+		edit func(*torchckpt.Checkpoint)
+		want string
+	}{
+		{"missing qkv", edit("backbone.net.blocks.2.attn.qkv.bias", drop), `"backbone.net.blocks.2.attn.qkv.bias"`},
+		{"missing pos_embed", edit("backbone.net.pos_embed", drop), `missing key "backbone.net.pos_embed"`},
+		{"missing predictor", edit("roi_heads.box_predictor.cls_score.weight", drop), `missing key "roi_heads.box_predictor.cls_score.weight"`},
+		{"missing rpn conv", edit("proposal_generator.rpn_head.conv.conv1.weight", drop), `"proposal_generator.rpn_head.conv.conv1.bias"`},
+		{"extra key", edit("roi_heads.box_head.fc1.bias", func(ck *torchckpt.Checkpoint, i int) {
+			c := *ck.Tensors[i]
+			c.Name = "roi_heads.keypoint_head.fc1.bias"
+			ck.Tensors = append(ck.Tensors, &c)
+		}), `unexpected key "roi_heads.keypoint_head.fc1.bias"`},
+		{"wrong shape", edit("roi_heads.mask_head.mask_fcn2.weight", func(ck *torchckpt.Checkpoint, i int) {
+			x := ck.Tensors[i]
+			x.Shape = []int{x.Shape[1], x.Shape[0], 9, 1}
+		}), `mask_fcn2.weight`},
+		{"rel-pos table of a third size", edit("backbone.net.blocks.1.attn.rel_pos_h", func(ck *torchckpt.Checkpoint, i int) {
+			x := ck.Tensors[i]
+			x.Raw = x.Raw[:len(x.Raw)-4*x.Shape[1]]
+			x.Shape = []int{x.Shape[0] - 1, x.Shape[1]} // 6 rows: neither 5 (window) nor 7 (global)
+		}), `backbone.net.blocks.1.attn.rel_pos_h`},
+	} {
+		ck := read()
+		c.edit(ck)
+		_, err := Convert(ck, Options{From: Detectron2, Config: []byte(`{"min_size": 128, "max_size": 128, "square_pad": 128}`)})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want %q", c.name, err, c.want)
+		}
+	}
+	// A Swin checkpoint is not a ViTDet.
+	ck, err := torchckpt.Read(filepath.Join(mmdetDir, mmdetSources[0].file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Convert(ck, Options{From: Detectron2}); err == nil || !strings.Contains(err.Error(), `missing key "backbone.net.patch_embed.proj.weight"`) {
+		t.Errorf("an mmdetection Swin as detectron2: %v", err)
+	}
+}
