@@ -2,6 +2,7 @@ package detection
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"testing"
@@ -145,5 +146,20 @@ func TestMMDetPaste(t *testing.T) {
 	}
 	if _, err := ParseMaskPaste("mmdet"); err == nil {
 		t.Error("ParseMaskPaste(mmdet) accepted")
+	}
+}
+
+// TestDropEmpty: detectron2's detector_postprocess clips the final boxes
+// and drops the empty ones with their masks, keeping the order.
+func TestDropEmpty(t *testing.T) {
+	det := Detections{
+		Boxes:  []float32{10, 10, 50, 40, 240, 5, 260, 30, 20, 30, 20, 60, -5, 2, 8, 9},
+		Scores: []float32{0.9, 0.8, 0.7, 0.6},
+		Labels: []int{1, 2, 3, 4},
+	}
+	probs := []float32{1, 1, 2, 2, 3, 3, 4, 4}
+	got, p := dropEmpty(det, probs, 2, 100, 230)
+	if fmt.Sprint(got.Labels) != "[1 4]" || fmt.Sprint(p) != "[1 1 4 4]" || fmt.Sprint(got.Boxes) != "[10 10 50 40 0 2 8 9]" {
+		t.Errorf("kept %v %v, probs %v", got.Labels, got.Boxes, p)
 	}
 }

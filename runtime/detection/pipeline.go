@@ -224,6 +224,9 @@ func Run(features []FeatureMap, g ImageGeometry, heads Heads, cfg Config) (*Resu
 	if err := ResizeBoxes(det.Boxes, g.ResizedH, g.ResizedW, g.OrigH, g.OrigW); err != nil {
 		return nil, err
 	}
+	if cfg.RoI.DropEmpty {
+		det, probs = dropEmpty(det, probs, cfg.MaskSize*cfg.MaskSize, g.OrigH, g.OrigW)
+	}
 	res.Detections = det
 	if !cfg.NoMasks {
 		var full []uint8
@@ -267,4 +270,29 @@ func Run(features []FeatureMap, g ImageGeometry, heads Heads, cfg Config) (*Resu
 	}
 	cfg.trace(StageDone)
 	return res, nil
+}
+
+// dropEmpty clips boxes to the image and keeps the detections (and their
+// mask probabilities, per values each) whose boxes have an area, as
+// detectron2's detector_postprocess does.
+func dropEmpty(det Detections, probs []float32, per, h, w int) (Detections, []float32) {
+	_ = ClipBoxesToImage(det.Boxes, h, w) // 4-aligned by construction
+	var keep []int
+	for i := 0; i < det.Len(); i++ {
+		b := det.Boxes[4*i : 4*i+4]
+		if b[2] > b[0] && b[3] > b[1] {
+			keep = append(keep, i)
+		}
+	}
+	if len(keep) == det.Len() {
+		return det, probs
+	}
+	var p []float32
+	if probs != nil {
+		p = make([]float32, 0, len(keep)*per)
+		for _, i := range keep {
+			p = append(p, probs[i*per:(i+1)*per]...)
+		}
+	}
+	return Detections{Boxes: GatherBoxes(det.Boxes, keep), Scores: gather32(det.Scores, keep), Labels: gatherInt(det.Labels, keep)}, p
 }

@@ -11,6 +11,9 @@ type RoIHeadsConfig struct {
 	NMSThresh        float64 // box_nms_thresh = 0.5
 	DetectionsPerImg int     // box_detections_per_img = 100
 	MinSize          float64 // boxes with a side < MinSize are dropped (torchvision: 1e-2; mmdetection: 0)
+	// DropEmpty clips the final boxes to the original image and drops
+	// those with no area, after the top-k (detectron2's detector_postprocess).
+	DropEmpty bool
 }
 
 // DefaultRoIHeadsConfig is torchvision MaskRCNN's default.

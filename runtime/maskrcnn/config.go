@@ -38,6 +38,7 @@ import (
 //	roi_aligned               false  RoIAlign half-pixel offset [true]
 //	roi_strides               none   fixed RoI pooling strides of the 4 levels; none: inferred [4,8,16,32]
 //	box_min_size              1e-2   detections with a side < this are dropped [0]
+//	box_drop_empty            false  clip final boxes to the image, drop empty ones (detectron2 [false; detectron2 true])
 //	box_delta_clamp           "upper" clamp of dw, dh at log(1000/16); "symmetric" clamps at ± ["symmetric"]
 //	mask_paste                "torchvision"  or "grid_sample" (mmdetection's _do_paste_mask, >= mask_thresh)
 type Settings struct {
@@ -61,6 +62,7 @@ type Settings struct {
 	RoIAligned       *bool    `json:"roi_aligned,omitempty"`
 	RoIStrides       []int    `json:"roi_strides,omitempty"`
 	BoxMinSize       *float64 `json:"box_min_size,omitempty"`
+	BoxDropEmpty     bool     `json:"box_drop_empty,omitempty"`
 	BoxDeltaClamp    string   `json:"box_delta_clamp,omitempty"`
 	MaskPaste        string   `json:"mask_paste,omitempty"`
 }
@@ -68,7 +70,7 @@ type Settings struct {
 var settingKeys = []string{"anchor_sizes", "aspect_ratios", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test",
 	"rpn_nms_thresh", "rpn_score_thresh", "box_score_thresh", "box_nms_thresh", "box_detections_per_img",
 	"mask_thresh", "category_ids", "anchor_round", "anchor_strides", "rpn_min_size", "rpn_min_size_strict", "roi_sampling_ratio",
-	"roi_aligned", "roi_strides", "box_min_size", "box_delta_clamp", "mask_paste"}
+	"roi_aligned", "roi_strides", "box_min_size", "box_drop_empty", "box_delta_clamp", "mask_paste"}
 
 // ParseSettings reads the Mask R-CNN keys from a model configuration's Extra.
 func ParseSettings(c *model.Config) (*Settings, error) {
@@ -182,6 +184,7 @@ func (s *Settings) DetectionConfig(numClasses int) (detection.Config, error) {
 		}
 	}
 	cfg.RPN.MinSizeStrict = s.RPNMinSizeStrict
+	cfg.RoI.DropEmpty = s.BoxDropEmpty
 	if v := s.RoISamplingRatio; v != nil {
 		if *v < 0 || *v > 64 {
 			return bad("roi_sampling_ratio = %d must be in 0..64 (0: adaptive)", *v)

@@ -211,7 +211,7 @@ func detectron2Settings() map[string]any {
 		"rpn_pre_nms_top_n_test": 1000, "rpn_post_nms_top_n_test": 1000, "rpn_nms_thresh": 0.7,
 		"rpn_score_thresh": 0.0, "rpn_min_size": 0.0, "rpn_min_size_strict": true,
 		"roi_sampling_ratio": 0, "roi_aligned": true, "roi_strides": []int{4, 8, 16, 32},
-		"box_score_thresh": 0.05, "box_nms_thresh": 0.5, "box_detections_per_img": 100, "box_min_size": 0.0,
+		"box_score_thresh": 0.05, "box_nms_thresh": 0.5, "box_detections_per_img": 100, "box_min_size": 0.0, "box_drop_empty": true,
 		"box_delta_clamp": "upper", "mask_thresh": 0.5, "mask_paste": "grid_sample",
 	}
 }
