@@ -172,12 +172,19 @@ func LoadViTDet(w *Weights, cfg *Config, prefix string) (*ViTDet, error) {
 
 func (v *ViTDet) embedForward(img *tensor.Tensor, ov nn.Overrides) *tensor.Tensor {
 	x := v.embed.forward(img, ov) // [N, gh, gw, D]
+	addAbsPos(x, v.posEmbed, v.grid)
+	return x
+}
+
+// addAbsPos adds a grid×grid position embedding ([grid·grid, D]) to the
+// NHWC token map x, bicubic-interpolated (align_corners False) to x's grid
+// when it differs (ViTDet's get_abs_pos).
+func addAbsPos(x *tensor.Tensor, pos []float32, grid int) {
 	n, gh, gw, D := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
-	pos := v.posEmbed
-	if gh != v.grid || gw != v.grid {
+	if gh != grid || gw != grid {
 		// [G*G, D] → [D, G, G] → bicubic → [gh*gw, D]
-		chw := tensor.NHWCToNCHW(tensor.From(pos, 1, v.grid, v.grid, D))
-		r := nn.ResizeBicubic(chw.Data, D, v.grid, v.grid, gh, gw)
+		chw := tensor.NHWCToNCHW(tensor.From(pos, 1, grid, grid, D))
+		r := nn.ResizeBicubic(chw.Data, D, grid, grid, gh, gw)
 		pos = tensor.NCHWToNHWC(tensor.From(r, 1, D, gh, gw)).Data
 	}
 	for b := 0; b < n; b++ {
@@ -186,7 +193,6 @@ func (v *ViTDet) embedForward(img *tensor.Tensor, ov nn.Overrides) *tensor.Tenso
 			d[i] += pos[i]
 		}
 	}
-	return x
 }
 
 // Blocks implements Backbone.

@@ -112,19 +112,7 @@ func LoadViTNet(w *Weights, c ViTNetConfig, prefix string) (*ViTNet, error) {
 // False, from the pretraining grid to the token grid).
 func (v *ViTNet) embedForward(img *tensor.Tensor, ov nn.Overrides) *tensor.Tensor {
 	x := v.embed.forward(img, ov) // [N, gh, gw, D]
-	n, gh, gw, D := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
-	pos := v.posEmbed
-	if gh != v.grid || gw != v.grid {
-		chw := tensor.NHWCToNCHW(tensor.From(pos, 1, v.grid, v.grid, D))
-		r := nn.ResizeBicubic(chw.Data, D, v.grid, v.grid, gh, gw)
-		pos = tensor.NCHWToNHWC(tensor.From(r, 1, D, gh, gw)).Data
-	}
-	for b := 0; b < n; b++ {
-		d := x.Data[b*gh*gw*D : (b+1)*gh*gw*D]
-		for i := range d {
-			d[i] += pos[i]
-		}
-	}
+	addAbsPos(x, v.posEmbed, v.grid)
 	return x
 }
 
@@ -243,10 +231,10 @@ func relTable(table []float32, rows, dh, s int) []float32 {
 	if rows != want {
 		// F.interpolate(table.reshape(1, rows, dh).permute(0, 2, 1), size=want, mode="linear").
 		t = make([]float32, want*dh)
-		lin := linearIndices1D(rows, want)
-		for j, li := range lin {
+		i0, i1, l0, l1 := nn.LinearIndices(rows, want)
+		for j := range i0 {
 			for c := 0; c < dh; c++ {
-				t[j*dh+c] = table[li.i0*dh+c]*li.l0 + table[li.i1*dh+c]*li.l1
+				t[j*dh+c] = table[i0[j]*dh+c]*l0[j] + table[i1[j]*dh+c]*l1[j]
 			}
 		}
 	}
@@ -257,32 +245,6 @@ func relTable(table []float32, rows, dh, s int) []float32 {
 		}
 	}
 	return out
-}
-
-type lerp struct {
-	i0, i1 int
-	l0, l1 float32
-}
-
-// linearIndices1D is torch's upsample_linear1d source indices and weights
-// (align_corners False, scale in → out computed as in/out).
-func linearIndices1D(in, out int) []lerp {
-	res := make([]lerp, out)
-	scale := float32(in) / float32(out)
-	for o := range res {
-		src := float32(float64(scale)*(float64(o)+0.5) - 0.5)
-		if src < 0 {
-			src = 0
-		}
-		i0 := int(src)
-		i1 := i0
-		if i0 < in-1 {
-			i1 = i0 + 1
-		}
-		l1 := src - float32(i0)
-		res[o] = lerp{i0: i0, i1: i1, l0: 1 - l1, l1: l1}
-	}
-	return res
 }
 
 // attention computes, per sequence and head, softmax(scale·q·kᵀ + rel)·v

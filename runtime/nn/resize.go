@@ -12,8 +12,8 @@ func areaScale(in, out int) float32 { return float32(in) / float32(out) }
 
 // ResizeBilinear is interpolate(mode="bilinear", align_corners=False).
 func ResizeBilinear(x []float32, nc, h, w, oh, ow int) []float32 {
-	y0, y1, wy0, wy1 := linearIndices(h, oh)
-	x0, x1, wx0, wx1 := linearIndices(w, ow)
+	y0, y1, wy0, wy1 := LinearIndices(h, oh)
+	x0, x1, wx0, wx1 := LinearIndices(w, ow)
 	out := make([]float32, nc*oh*ow)
 	ParallelFor(nc*oh, 8, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
@@ -34,7 +34,10 @@ func ResizeBilinear(x []float32, nc, h, w, oh, ow int) []float32 {
 	return out
 }
 
-func linearIndices(in, out int) (i0, i1 []int, l0, l1 []float32) {
+// LinearIndices returns, for a linear interpolation from in to out samples
+// (align_corners=False), each output's two source indices and weights as
+// torch's area_pixel_compute_source_index computes them.
+func LinearIndices(in, out int) (i0, i1 []int, l0, l1 []float32) {
 	i0, i1 = make([]int, out), make([]int, out)
 	l0, l1 = make([]float32, out), make([]float32, out)
 	scale := areaScale(in, out)

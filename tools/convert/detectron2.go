@@ -1,7 +1,6 @@
 package convert
 
 import (
-	"encoding/json"
 	"fmt"
 	"regexp"
 	"sort"
@@ -42,14 +41,7 @@ type vitdetArch struct {
 
 func inferViTDet(ts map[string]*safetensors.Tensor) (*vitdetArch, error) {
 	need := func(name string, rank int) (*safetensors.Tensor, error) {
-		t, ok := ts[name]
-		if !ok {
-			return nil, fmt.Errorf("missing key %q (a detectron2 ViTDet Mask R-CNN has it)", name)
-		}
-		if len(t.Shape) != rank {
-			return nil, fmt.Errorf("key %q: shape %v, want %d dimensions", name, t.Shape, rank)
-		}
-		return t, nil
+		return needTensor(ts, name, rank, "a detectron2 ViTDet Mask R-CNN")
 	}
 	a := &vitdetArch{}
 	pe, err := need("backbone.net.patch_embed.proj.weight", 4)
@@ -218,13 +210,9 @@ func detectron2Settings() map[string]any {
 
 // convertViTDet maps a detectron2 ViTDet checkpoint.
 func convertViTDet(ck *torchckpt.Checkpoint, overrides []byte, warn func(string)) ([]safetensors.Tensor, map[string]any, map[string]string, error) {
-	byName := map[string]*safetensors.Tensor{}
-	for _, t := range ck.Tensors {
-		st, err := fromCheckpoint(t)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		byName[t.Name] = st
+	byName, err := checkpointTensors(ck)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	a, err := inferViTDet(byName)
 	if err != nil {
@@ -267,14 +255,8 @@ func convertViTDet(ck *torchckpt.Checkpoint, overrides []byte, warn func(string)
 	}
 	names, ids := classNames(ck.Classes, a.numClasses, warn)
 	cfg["categories"], cfg["category_ids"] = names, ids
-	if len(overrides) > 0 {
-		var ov map[string]any
-		if err := json.Unmarshal(overrides, &ov); err != nil {
-			return nil, nil, nil, fmt.Errorf("--config: %w", err)
-		}
-		for k, v := range ov {
-			cfg[k] = v
-		}
+	if err := mergeOverrides(cfg, overrides); err != nil {
+		return nil, nil, nil, err
 	}
 	return out, cfg, srcOf, nil
 }

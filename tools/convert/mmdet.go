@@ -92,14 +92,7 @@ var stageBlockRe = regexp.MustCompile(`^(backbone\.(?:stages|layers))\.(\d+)\.bl
 // inferSwin reads the architecture from the tensors' names and shapes.
 func (l swinLayout) inferSwin(ts map[string]*safetensors.Tensor) (*swinArch, error) {
 	need := func(name string, rank int) (*safetensors.Tensor, error) {
-		t, ok := ts[name]
-		if !ok {
-			return nil, fmt.Errorf("missing key %q (a %s Swin Mask R-CNN has it)", name, l.source)
-		}
-		if len(t.Shape) != rank {
-			return nil, fmt.Errorf("key %q: shape %v, want %d dimensions", name, t.Shape, rank)
-		}
-		return t, nil
+		return needTensor(ts, name, rank, fmt.Sprintf("a %s Swin Mask R-CNN", l.source))
 	}
 	a := &swinArch{maskConvs: -1}
 	pe, err := need(l.patchEmbed+".weight", 4)
@@ -395,13 +388,9 @@ func mmdetSettings(src Source) map[string]any {
 // convertSwin maps an mmdetection-layout checkpoint to flbq's tensors and
 // configuration. overrides (JSON object, may be nil) replaces config keys.
 func convertSwin(l swinLayout, ck *torchckpt.Checkpoint, overrides []byte, warn func(string)) ([]safetensors.Tensor, map[string]any, map[string]string, error) {
-	byName := map[string]*safetensors.Tensor{}
-	for _, t := range ck.Tensors {
-		st, err := fromCheckpoint(t)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		byName[t.Name] = st
+	byName, err := checkpointTensors(ck)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	a, err := l.inferSwin(byName)
 	if err != nil {
@@ -457,14 +446,8 @@ func convertSwin(l swinLayout, ck *torchckpt.Checkpoint, overrides []byte, warn 
 	names, ids := classNames(ck.Classes, a.numClasses, warn)
 	cfg["categories"] = names
 	cfg["category_ids"] = ids
-	if len(overrides) > 0 {
-		var ov map[string]any
-		if err := json.Unmarshal(overrides, &ov); err != nil {
-			return nil, nil, nil, fmt.Errorf("--config: %w", err)
-		}
-		for k, v := range ov {
-			cfg[k] = v
-		}
+	if err := mergeOverrides(cfg, overrides); err != nil {
+		return nil, nil, nil, err
 	}
 	return out, cfg, srcOf, nil
 }
@@ -495,6 +478,47 @@ func classNames(classes []string, k int, warn func(string)) ([]string, []int64) 
 		ids = append(ids, int64(i))
 	}
 	return names, ids
+}
+
+// needTensor returns ts[name], which a model of kind what must have with
+// rank dimensions.
+func needTensor(ts map[string]*safetensors.Tensor, name string, rank int, what string) (*safetensors.Tensor, error) {
+	t, ok := ts[name]
+	if !ok {
+		return nil, fmt.Errorf("missing key %q (%s has it)", name, what)
+	}
+	if len(t.Shape) != rank {
+		return nil, fmt.Errorf("key %q: shape %v, want %d dimensions", name, t.Shape, rank)
+	}
+	return t, nil
+}
+
+// checkpointTensors copies every tensor of ck, by name.
+func checkpointTensors(ck *torchckpt.Checkpoint) (map[string]*safetensors.Tensor, error) {
+	byName := map[string]*safetensors.Tensor{}
+	for _, t := range ck.Tensors {
+		st, err := fromCheckpoint(t)
+		if err != nil {
+			return nil, err
+		}
+		byName[t.Name] = st
+	}
+	return byName, nil
+}
+
+// mergeOverrides replaces cfg's keys by those of the --config JSON object.
+func mergeOverrides(cfg map[string]any, overrides []byte) error {
+	if len(overrides) == 0 {
+		return nil
+	}
+	var ov map[string]any
+	if err := json.Unmarshal(overrides, &ov); err != nil {
+		return fmt.Errorf("--config: %w", err)
+	}
+	for k, v := range ov {
+		cfg[k] = v
+	}
+	return nil
 }
 
 // fromCheckpoint copies a checkpoint tensor as a model-file tensor.

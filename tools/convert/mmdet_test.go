@@ -499,7 +499,7 @@ func FuzzConvertMMDet(f *testing.F) {
 
 // FuzzConvertViTDet is FuzzConvertMMDet on detectron2's ViTDet.
 func FuzzConvertViTDet(f *testing.F) {
-	fuzzConvert(f, filepath.Join(vitdetDir, "model_final_tiny.pkl"), Detectron2, []byte(`{"min_size": 128, "max_size": 128, "square_pad": 128}`))
+	fuzzConvert(f, filepath.Join(vitdetDir, "model_final_tiny.pkl"), Detectron2, vitdetScale)
 }
 
 func fuzzConvert(f *testing.F, file string, from Source, cfg []byte) {

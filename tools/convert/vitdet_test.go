@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/flbq/flbq/runtime/imageio"
+	"github.com/flbq/flbq/runtime/maskrcnn"
 	"github.com/flbq/flbq/runtime/model"
 	"github.com/flbq/flbq/runtime/safetensors"
 	"github.com/flbq/flbq/runtime/tensor"
@@ -153,15 +154,7 @@ type vitdetCase struct {
 // detector on the reference's preprocessed input: proposals, detections
 // and masks as detectron2 gives them.
 func TestViTDetDetectorParity(t *testing.T) {
-	ck, err := torchckpt.Read(filepath.Join(vitdetDir, "model_final_tiny.pkl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	blob, err := Convert(ck, Options{From: Detectron2, Config: []byte(`{"min_size": 128, "max_size": 128, "square_pad": 128}`)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := detectorOf(t, blob)
+	d := vitdetDetector(t)
 	gold := vitdetGoldens(t)
 	maps, err := safetensors.Open(filepath.Join(vitdetDir, "maps.safetensors"))
 	if err != nil {
@@ -185,15 +178,7 @@ func TestViTDetDetectorParity(t *testing.T) {
 // give the reference's input from the PNG files, and DetectRGB then the
 // reference's detections.
 func TestViTDetPreprocessing(t *testing.T) {
-	ck, err := torchckpt.Read(filepath.Join(vitdetDir, "model_final_tiny.pkl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	blob, err := Convert(ck, Options{From: Detectron2, Config: []byte(`{"min_size": 128, "max_size": 128, "square_pad": 128}`)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := detectorOf(t, blob)
+	d := vitdetDetector(t)
 	maps, err := safetensors.Open(filepath.Join(vitdetDir, "maps.safetensors"))
 	if err != nil {
 		t.Fatal(err)
@@ -217,6 +202,23 @@ func TestViTDetPreprocessing(t *testing.T) {
 		c := vitdetGoldens(t)[name]
 		checkDetections(t, out, c)
 	}
+}
+
+// vitdetScale is the fixtures' test scale (ViTDet's 1024 scaled down).
+var vitdetScale = []byte(`{"min_size": 128, "max_size": 128, "square_pad": 128}`)
+
+// vitdetDetector converts the fixture's .pkl and builds the detector.
+func vitdetDetector(t *testing.T) *maskrcnn.Detector {
+	t.Helper()
+	ck, err := torchckpt.Read(filepath.Join(vitdetDir, "model_final_tiny.pkl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, err := Convert(ck, Options{From: Detectron2, Config: vitdetScale})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return detectorOf(t, blob)
 }
 
 // vitdetGoldens reads the reference's outputs, objectness logits turned
@@ -290,7 +292,7 @@ func TestViTDetRefuses(t *testing.T) {
 	} {
 		ck := read()
 		c.edit(ck)
-		_, err := Convert(ck, Options{From: Detectron2, Config: []byte(`{"min_size": 128, "max_size": 128, "square_pad": 128}`)})
+		_, err := Convert(ck, Options{From: Detectron2, Config: vitdetScale})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v, want %q", c.name, err, c.want)
 		}
