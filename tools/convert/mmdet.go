@@ -59,6 +59,16 @@ var (
 	}
 )
 
+// srcKey is the layout's block suffix for torchvision's suffix dst.
+func (l swinLayout) srcKey(dst string) string {
+	for _, k := range l.blockKeys {
+		if k[1] == dst {
+			return k[0]
+		}
+	}
+	panic("convert: no block key for " + dst) // blockKeys is fixed above
+}
+
 // relIndexSuffix is the block's constant relative_position_index buffer,
 // which flbq computes itself when a checkpoint leaves it out.
 const relIndexSuffix = "attn.relative_position_index"
@@ -137,7 +147,8 @@ func (l swinLayout) inferSwin(ts map[string]*safetensors.Tensor) (*swinArch, err
 		}
 		a.depths = append(a.depths, d)
 		blk := fmt.Sprintf("%s.%d.blocks.0.", l.stages, i)
-		tab, err := need(blk+l.blockKeys[6][0], 2)
+		tabKey, fc1Key := blk+l.srcKey("attn.relative_position_bias_table"), blk+l.srcKey("mlp.0.weight")
+		tab, err := need(tabKey, 2)
 		if err != nil {
 			return nil, err
 		}
@@ -147,26 +158,26 @@ func (l swinLayout) inferSwin(ts map[string]*safetensors.Tensor) (*swinArch, err
 			w++
 		}
 		if (2*w-1)*(2*w-1) != tab.Shape[0] {
-			return nil, fmt.Errorf("key %q: %d rows is not (2w-1)² for a square window", blk+l.blockKeys[6][0], tab.Shape[0])
+			return nil, fmt.Errorf("key %q: %d rows is not (2w-1)² for a square window", tabKey, tab.Shape[0])
 		}
 		if i == 0 {
 			a.window = w
 		} else if w != a.window {
-			return nil, fmt.Errorf("key %q: window %d, stage 0 has %d", blk+l.blockKeys[6][0], w, a.window)
+			return nil, fmt.Errorf("key %q: window %d, stage 0 has %d", tabKey, w, a.window)
 		}
-		fc1, err := need(blk+l.blockKeys[10][0], 2)
+		fc1, err := need(fc1Key, 2)
 		if err != nil {
 			return nil, err
 		}
 		dim := a.embed << i
 		if fc1.Shape[1] != dim || fc1.Shape[0]%dim != 0 {
-			return nil, fmt.Errorf("key %q: shape %v does not fit stage %d's width %d", blk+l.blockKeys[10][0], fc1.Shape, i, dim)
+			return nil, fmt.Errorf("key %q: shape %v does not fit stage %d's width %d", fc1Key, fc1.Shape, i, dim)
 		}
 		r := float64(fc1.Shape[0]) / float64(dim)
 		if i == 0 {
 			a.mlpRatio = r
 		} else if r != a.mlpRatio {
-			return nil, fmt.Errorf("key %q: MLP ratio %v, stage 0 has %v", blk+l.blockKeys[10][0], r, a.mlpRatio)
+			return nil, fmt.Errorf("key %q: MLP ratio %v, stage 0 has %v", fc1Key, r, a.mlpRatio)
 		}
 	}
 	_, a.outNorms = ts["backbone.norm0.weight"]

@@ -345,8 +345,8 @@ func TestMMDetSettingsMatter(t *testing.T) {
 		{"mask_paste", `"torchvision"`, true, ""},
 		{"shift_single_window", `false`, true, ""},
 		{"rpn_min_size_strict", `false`, true, ""},
-		// Not reached by this model (RPN dw, dh >= -1.7; detection sides >=
-		// 0.1 px; proposal sides 0 or >= 0.014 px): runtime/detection's
+		// Not reached by this model (no delta beyond the clamp, no box side
+		// in (0, 1e-2)), which these rows assert: runtime/detection's
 		// mmdetection goldens and RemoveSmallBoxes' tests cover them.
 		{"box_delta_clamp", `"upper"`, false, ""},
 		{"box_min_size", `0.01`, false, ""},

@@ -92,7 +92,8 @@ func jsonPath(c *cli.Context) string {
 	return strings.TrimSuffix(c.String("out"), filepath.Ext(c.String("out"))) + ".json"
 }
 
-func parseList(flag, s string) []string {
+// parseList splits a comma-separated flag value, dropping empty items.
+func parseList(s string) []string {
 	var out []string
 	for _, v := range strings.Split(s, ",") {
 		if v = strings.TrimSpace(v); v != "" {
@@ -121,7 +122,7 @@ func runResults(c *cli.Context) error {
 		return fmt.Errorf("--shard: %w", err)
 	}
 	var heads []modelpkg.Heads
-	for _, h := range parseList("heads", c.String("heads")) {
+	for _, h := range parseList(c.String("heads")) {
 		v, err := modelpkg.ParseHeads(h)
 		if err != nil {
 			return fmt.Errorf("--heads: %w", err)
@@ -157,7 +158,7 @@ func runResults(c *cli.Context) error {
 	for _, m := range models {
 		r, err := pipeline.Study(ctx, pipeline.StudyOptions{
 			Model: m, Train: train, Val: val, Budgets: budgets,
-			Methods: parseList("methods", c.String("methods")), Granularities: parseList("granularities", c.String("granularities")), Heads: heads,
+			Methods: parseList(c.String("methods")), Granularities: parseList(c.String("granularities")), Heads: heads,
 			CalibSize: c.Int("calib-size"), CalibMode: c.String("calib-mode"), Work: work, Shard: shard, Log: log,
 			Warn: func(m string) { fmt.Fprintf(errWriter(c), "flbq: warning: %s\n", m) },
 		})

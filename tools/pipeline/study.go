@@ -257,13 +257,15 @@ func (o *StudyOptions) heads() []modelpkg.Heads {
 // heads precision.
 func (o *StudyOptions) jobs() []studyJob {
 	var out []studyJob
+	labelled := len(o.heads()) > 1 || o.heads()[0] != modelpkg.HeadsInt8
 	for _, j := range o.allocJobs() {
 		for _, h := range o.heads() {
-			j.heads = h
-			if len(o.heads()) > 1 || h != modelpkg.HeadsInt8 {
-				j.method = strings.SplitN(j.method, ",", 2)[0] + ", " + string(h) + " heads"
+			jh := j
+			jh.heads = h
+			if labelled {
+				jh.method += ", " + string(h) + " heads"
 			}
-			out = append(out, j)
+			out = append(out, jh)
 		}
 	}
 	return out
@@ -445,6 +447,16 @@ func Study(ctx context.Context, o StudyOptions) (*StudyResult, error) {
 		}
 		res.Rows = append(res.Rows, row)
 	}
+	type allocKey struct {
+		gran, solver string
+		target       float64
+	}
+	type measuredAlloc struct {
+		alloc      *solver.Allocation
+		avgBits    float64
+		distortion float64
+	}
+	allocs := map[allocKey]measuredAlloc{}
 	for i, j := range jobs {
 		k := i + 1
 		if !o.Shard.take(k) {
@@ -457,11 +469,27 @@ func Study(ctx context.Context, o StudyOptions) (*StudyResult, error) {
 			res.Rows = append(res.Rows, row)
 			continue
 		}
-		a, r, err := Allocate(curves[j.gran], j.solver, j.target)
-		if err != nil {
-			return nil, fmt.Errorf("%s at %v bits: %w", j.method, j.target, err)
+		// The allocation and its backbone distortion do not depend on the
+		// heads: rows of one allocation with other heads reuse them.
+		ak := allocKey{j.gran, j.solver, j.target}
+		m, ok := allocs[ak]
+		if !ok {
+			a, r, err := Allocate(curves[j.gran], j.solver, j.target)
+			if err != nil {
+				return nil, fmt.Errorf("%s at %v bits: %w", j.method, j.target, err)
+			}
+			ov, err := z.AllocationOverrides(fp32.Model.Backbone, a.Units)
+			if err != nil {
+				return nil, err
+			}
+			d, err := calib.MeasureOverrides(ctx, fp32.Model.Backbone, batches, []nn.Overrides{ov}, nil)
+			if err != nil {
+				return nil, err
+			}
+			m = measuredAlloc{a, r.AvgBits, d[0]}
+			allocs[ak] = m
 		}
-		blob, det, err := Quantize(src, a, qformat.MSE, j.heads)
+		blob, det, err := Quantize(src, m.alloc, qformat.MSE, j.heads)
 		if err != nil {
 			return nil, err
 		}
@@ -469,16 +497,9 @@ func Study(ctx context.Context, o StudyOptions) (*StudyResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		ov, err := z.AllocationOverrides(fp32.Model.Backbone, a.Units)
-		if err != nil {
-			return nil, err
-		}
-		d, err := calib.MeasureOverrides(ctx, fp32.Model.Backbone, batches, []nn.Overrides{ov}, nil)
-		if err != nil {
-			return nil, err
-		}
+		a := m.alloc
 		row := StudyRow{Job: k, Budget: j.budget, Method: j.method, Solver: j.solver, Granularity: j.gran, Heads: string(j.heads),
-			Target: j.target, AvgBits: r.AvgBits, Distortion: d[0], Score: s, Bytes: int64(len(blob))}
+			Target: j.target, AvgBits: m.avgBits, Distortion: m.distortion, Score: s, Bytes: int64(len(blob))}
 		if layerFigure(j, o.heads()[0]) {
 			row.Alloc = a
 		}
@@ -486,7 +507,7 @@ func Study(ctx context.Context, o StudyOptions) (*StudyResult, error) {
 			return nil, err
 		}
 		res.Rows = append(res.Rows, row)
-		logf("%s: %-20s @%s: avg %.3f bits, distortion %.3g, box AP %.3f, mask AP %.3f", stem, j.method, j.budget, r.AvgBits, d[0], s.Box, s.Mask)
+		logf("%s: %-20s @%s: avg %.3f bits, distortion %.3g, box AP %.3f, mask AP %.3f", stem, j.method, j.budget, m.avgBits, m.distortion, s.Box, s.Mask)
 	}
 	return res, nil
 }
