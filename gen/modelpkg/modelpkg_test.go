@@ -262,25 +262,17 @@ func TestBundledPackageMatchesFakeQuant(t *testing.T) {
 	matchesFakeQuant(t, q.Detector, fakeQuantDetector(t, f, a), imgs, 1)
 }
 
-// fakeQuantDetector is the calibration's view of allocation a: the heads'
-// 8-bit values in place of their fp32 tensors, the pyramid fake-quantized,
-// the backbone layers as calibration runs them (dequantized weights,
-// int8-rounded activations).
+// fakeQuantDetector is the calibration's view of allocation a: the
+// backbone layers as calibration runs them (dequantized weights,
+// int8-rounded activations) and, with integer heads, the heads' float twin
+// (calib.FakeQuantHeads: 8-bit weights, int8-rounded activations).
 func fakeQuantDetector(t *testing.T, f *safetensors.File, a *solver.Allocation) *maskrcnn.Detector {
 	return fakeQuantDetectorHeads(t, f, a, HeadsInt8)
 }
 
 func fakeQuantDetectorHeads(t *testing.T, f *safetensors.File, a *solver.Allocation, h Heads) *maskrcnn.Detector {
 	t.Helper()
-	src := f
-	if h == HeadsInt8 {
-		heads, err := calib.QuantizedHeadTensors(model.NewWeights(f), nil, HeadBits)
-		if err != nil {
-			t.Fatal(err)
-		}
-		src = replaced(t, f, heads)
-	}
-	fm, err := model.FromFile(src)
+	fm, err := model.FromFile(f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,14 +285,14 @@ func fakeQuantDetectorHeads(t *testing.T, f *safetensors.File, a *solver.Allocat
 			t.Fatal(err)
 		}
 	}
-	if h == HeadsInt8 {
-		if _, err := calib.QuantizePyramid(fm, HeadBits); err != nil {
-			t.Fatal(err)
-		}
-	}
 	fd, err := maskrcnn.New(fm)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if h == HeadsInt8 {
+		if err := calib.FakeQuantHeads(fd, HeadBits); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return fd
 }
@@ -352,28 +344,4 @@ func iou(a, b [4]float32) float64 {
 	inter := ix * iy
 	area := func(r [4]float32) float64 { return float64(r[2]-r[0]) * float64(r[3]-r[1]) }
 	return inter / (area(a) + area(b) - inter)
-}
-
-// replaced re-encodes f with some float tensors replaced.
-func replaced(t *testing.T, f *safetensors.File, repl map[string][]float32) *safetensors.File {
-	t.Helper()
-	var ts []safetensors.Tensor
-	for _, n := range f.Names() {
-		info, _ := f.Info(n)
-		if v, ok := repl[n]; ok {
-			ts = append(ts, safetensors.Tensor{Name: n, Shape: info.Shape, F32: v})
-			continue
-		}
-		raw, _ := f.Raw(n)
-		ts = append(ts, safetensors.Tensor{Name: n, DType: info.DType, Shape: info.Shape, Raw: raw})
-	}
-	var buf bytes.Buffer
-	if err := safetensors.Encode(&buf, ts, f.Metadata); err != nil {
-		t.Fatal(err)
-	}
-	out, err := safetensors.Parse(buf.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }

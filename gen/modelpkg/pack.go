@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"path"
 	"sort"
 
 	"github.com/flbq/flbq/runtime/maskrcnn"
@@ -29,9 +28,9 @@ const HeadBits = 8
 type Heads string
 
 const (
-	// HeadsInt8: head weights at HeadBits bits, uniform with vanilla
-	// per-output-channel scales (the paper's protocol; the default). They
-	// run in fp32 on the dequantized weights.
+	// HeadsInt8: pyramid and head weights at HeadBits bits, uniform with
+	// vanilla per-output-channel scales (the paper's protocol; the
+	// default), run on the integer kernels (runtime/qmodel).
 	HeadsInt8 Heads = "int8"
 	// HeadsFP32: head weights as in the source model, as deployments that
 	// exclude the heads from quantization keep them.
@@ -48,11 +47,6 @@ func ParseHeads(s string) (Heads, error) {
 	}
 	return "", fmt.Errorf("heads %q: want int8 or fp32", s)
 }
-
-// headPatterns select the head weights stored at HeadBits bits (tensors of
-// rank ≥ 2 only: weights, not biases or norms): the feature pyramid (FPN or
-// ViTDet's simple pyramid) and the Mask R-CNN RPN and RoI heads.
-var headPatterns = []string{"backbone.fpn.*", "backbone.simfp_*", "backbone.lateral.*", "backbone.output.*", "rpn.*", "roi_heads.*"}
 
 // Layers checks the allocation against the model's quantizable layers and
 // returns each layer's runs of equal bit-widths, in the model's order.
@@ -115,7 +109,8 @@ func Pack(src *safetensors.File, a *solver.Allocation, rule qformat.Rule, heads 
 	if err != nil {
 		return nil, nil, err
 	}
-	if _, err := maskrcnn.New(m); err != nil {
+	det, err := maskrcnn.New(m)
+	if err != nil {
 		return nil, nil, err
 	}
 	layers, err := Layers(m, a)
@@ -151,21 +146,21 @@ func Pack(src *safetensors.File, a *solver.Allocation, rule qformat.Rule, heads 
 		done[wname] = true
 		weightNames[l.Name] = wname
 	}
-	tconv := transposedConvs(m)
+	headAxis := map[string]int{} // the pyramid and head weights, by tensor
+	for _, l := range det.HeadLayers() {
+		headAxis[l.WeightName()] = l.Axis()
+	}
 	var qheads []qmodel.HeadTensor
 	headBits := HeadBits
 	if heads == HeadsFP32 {
 		headBits = 32
 	}
 	for _, name := range src.Names() {
-		info, _ := src.Info(name)
-		if heads == HeadsFP32 || done[name] || !matchAny(headPatterns, name) || len(info.Shape) < 2 || !info.DType.IsFloat() {
+		axis, ok := headAxis[name]
+		if heads == HeadsFP32 || !ok {
 			continue
 		}
-		h := qmodel.HeadTensor{Name: name}
-		if tconv[name] {
-			h.Axis = 1 // ConvTranspose2d weights are [in, out, k, k]
-		}
+		h := qmodel.HeadTensor{Name: name, Axis: axis}
 		w, shape, err := src.Float32(name)
 		if err != nil {
 			return nil, nil, err
@@ -205,28 +200,6 @@ func Pack(src *safetensors.File, a *solver.Allocation, rule qformat.Rule, heads 
 		return nil, nil, err
 	}
 	return buf.Bytes(), layers, nil
-}
-
-// transposedConvs names the ConvTranspose2d weights, whose output channels
-// are on axis 1: the simple pyramid's deconvolutions and torchvision's
-// MaskRCNNPredictor.conv5_mask.
-func transposedConvs(m *model.Model) map[string]bool {
-	out := map[string]bool{"roi_heads.mask_predictor.conv5_mask.weight": true}
-	if s, ok := m.Pyramid.(*model.SimpleFP); ok {
-		for _, c := range []string{s.Up4a.Name, s.Up4b.Name, s.Up8.Name} {
-			out[c+".weight"] = true
-		}
-	}
-	return out
-}
-
-func matchAny(patterns []string, name string) bool {
-	for _, p := range patterns {
-		if ok, _ := path.Match(p, name); ok {
-			return true
-		}
-	}
-	return false
 }
 
 func int32Bytes(v []int32) []byte {

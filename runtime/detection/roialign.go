@@ -7,10 +7,13 @@ import (
 	"github.com/flbq/flbq/runtime/nn"
 )
 
-// FeatureMap is one image's C×H×W float32 feature map (row-major).
+// FeatureMap is one image's C×H×W float32 feature map, row-major in
+// C×H×W order, or H×W×C when ChannelsLast (the layout the pyramid and the
+// heads compute in; RoIAlign reads it without a transposed copy).
 type FeatureMap struct {
-	C, H, W int
-	Data    []float32
+	C, H, W      int
+	Data         []float32
+	ChannelsLast bool
 }
 
 func (f FeatureMap) check() error {
@@ -153,6 +156,9 @@ func roiAlignOne(out []float32, feat FeatureMap, hwc []float32, box []float32, p
 
 // channelLast returns the map's values as H×W×C.
 func (f FeatureMap) channelLast() []float32 {
+	if f.ChannelsLast {
+		return f.Data
+	}
 	hw := f.H * f.W
 	t := make([]float32, len(f.Data))
 	for c := 0; c < f.C; c++ {

@@ -30,7 +30,8 @@ func sigmoid32(x float32) float32 {
 
 // FlattenRPNHead converts one image's RPN head outputs to torchvision's
 // concat_box_prediction_layers order: for each level l, objectness[l] is
-// A×H×W and deltas[l] is (4A)×H×W (CHW); the results are concatenated over
+// A×H×W and deltas[l] is (4A)×H×W (CHW, or HWC when ChannelsLast, which
+// is already the flattened order); the results are concatenated over
 // levels in (y, x, anchor) order — objectness of length ΣH·W·A and deltas of
 // 4 times that — together with the number of anchors per level.
 func FlattenRPNHead(objectness, deltas []FeatureMap) (obj, del []float32, perLevel []int, err error) {
@@ -50,6 +51,14 @@ func FlattenRPNHead(objectness, deltas []FeatureMap) (obj, del []float32, perLev
 			return nil, nil, nil, fmt.Errorf("detection: rpn level %d: deltas %dx%dx%d do not match objectness %dx%dx%d", l, d.C, d.H, d.W, o.C, o.H, o.W)
 		}
 		hw := o.H * o.W
+		if o.ChannelsLast && d.ChannelsLast {
+			obj, del = append(obj, o.Data...), append(del, d.Data...)
+			perLevel = append(perLevel, hw*a)
+			continue
+		}
+		if o.ChannelsLast || d.ChannelsLast {
+			return nil, nil, nil, fmt.Errorf("detection: rpn level %d: objectness and deltas differ in layout", l)
+		}
 		for p := 0; p < hw; p++ {
 			for k := 0; k < a; k++ {
 				obj = append(obj, o.Data[k*hw+p])

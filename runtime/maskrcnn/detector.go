@@ -327,7 +327,7 @@ func (d *Detector) DetectInput(in *imageio.DetectionInput) (*Output, error) {
 	bb := d.Model.Backbone.Forward(in.Batch, nil)
 	t2 := time.Now()
 	tm.Backbone = t2.Sub(t1)
-	pyr := d.Model.Pyramid.Forward(bb)
+	pyr := d.Model.Pyramid.ForwardNHWC(bb)
 	t3 := time.Now()
 	tm.Pyramid = t3.Sub(t2)
 	feats := make([]detection.FeatureMap, len(pyr))
@@ -382,8 +382,9 @@ func (d *Detector) DetectInput(in *imageio.DetectionInput) (*Output, error) {
 	return out, nil
 }
 
-// featureMap views image 0 of an NCHW tensor as a detection.FeatureMap.
+// featureMap views image 0 of a channels-last pyramid level as a
+// detection.FeatureMap.
 func featureMap(t *tensor.Tensor) detection.FeatureMap {
-	c, h, w := t.Shape[1], t.Shape[2], t.Shape[3]
-	return detection.FeatureMap{C: c, H: h, W: w, Data: t.Data[:c*h*w]}
+	h, w, c := t.Shape[1], t.Shape[2], t.Shape[3]
+	return detection.FeatureMap{C: c, H: h, W: w, Data: t.Data[:c*h*w], ChannelsLast: true}
 }

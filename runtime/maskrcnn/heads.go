@@ -2,7 +2,6 @@ package maskrcnn
 
 import (
 	"fmt"
-	"sync"
 
 	"github.com/flbq/flbq/runtime/detection"
 	"github.com/flbq/flbq/runtime/model"
@@ -38,56 +37,14 @@ type BoxHead struct {
 // MaskHead is MaskRCNNHeads (roi_heads.mask_head.{i}.0: 3×3 convolutions,
 // padding 1, each followed by ReLU) and MaskRCNNPredictor
 // (roi_heads.mask_predictor.conv5_mask: ConvTranspose2d 2×2 stride 2 +
-// ReLU; mask_fcn_logits: 1×1 convolution to one map per class).
-//
-// It runs channels-last: each 3×3 convolution is an im2col of whole
-// channel vectors (copies) times a Linear holding the weight as
-// [out, (ky, kx, in)], and the transposed convolution a Linear to
-// (dy, dx, out) per input pixel; Convs, Deconv and Logits keep torch's
-// layout for inspection.
+// ReLU; mask_fcn_logits: 1×1 convolution to one map per class). It runs
+// channels-last, on the layers' GEMMs.
 type MaskHead struct {
 	Convs  []*nn.Conv2d
 	Norms  []*model.LayerNorm // LayerNorm2d after each conv (roi_heads.mask_head.{i}.1), or nil entries
 	Deconv *nn.ConvTranspose2d
 	Logits *nn.Conv2d
 	InC    int
-
-	once   sync.Once
-	lin    []*nn.Linear // Convs as channels-last Linears
-	deconv *nn.Linear   // Deconv: [(dy, dx, out), in]
-}
-
-// linears builds the channels-last Linears once.
-func (m *MaskHead) linears() {
-	m.once.Do(func() {
-		for _, c := range m.Convs {
-			in, kk := c.InC, c.KH*c.KW
-			w := make([]float32, c.OutC*kk*in)
-			for o := 0; o < c.OutC; o++ {
-				for ci := 0; ci < in; ci++ {
-					for k := 0; k < kk; k++ {
-						w[(o*kk+k)*in+ci] = c.Weight[(o*in+ci)*kk+k]
-					}
-				}
-			}
-			m.lin = append(m.lin, nn.NewLinear(c.Name, kk*in, c.OutC, w, c.Bias))
-		}
-		d := m.Deconv
-		kk := d.K * d.K
-		w := make([]float32, kk*d.OutC*d.InC)
-		b := make([]float32, kk*d.OutC)
-		for k := 0; k < kk; k++ {
-			for o := 0; o < d.OutC; o++ {
-				for ci := 0; ci < d.InC; ci++ {
-					w[(k*d.OutC+o)*d.InC+ci] = d.Weight[(ci*d.OutC+o)*kk+k]
-				}
-				if d.Bias != nil {
-					b[k*d.OutC+o] = d.Bias[o]
-				}
-			}
-		}
-		m.deconv = nn.NewLinear(d.Name, d.InC, kk*d.OutC, w, b)
-	})
 }
 
 // Heads are a Mask R-CNN's learned heads; they implement detection.Heads
@@ -341,7 +298,8 @@ func (h *Heads) Linears() []*nn.Linear {
 	return append(append([]*nn.Linear(nil), b.FCs...), b.ClsScore, b.BBoxPred)
 }
 
-// RPN implements detection.Heads.
+// RPN implements detection.Heads. It computes channels-last (an NCHW
+// level is transposed first) and returns channels-last maps.
 func (h *Heads) RPN(features []detection.FeatureMap) (obj, del []detection.FeatureMap, err error) {
 	r := h.RPNHead
 	for i, f := range features {
@@ -350,18 +308,22 @@ func (h *Heads) RPN(features []detection.FeatureMap) (obj, del []detection.Featu
 		}
 		hw := f.H * f.W
 		t := f.Data
+		if !f.ChannelsLast {
+			t = make([]float32, len(f.Data))
+			nn.ToNHWC(t, f.Data, 1, f.C, hw)
+		}
 		for _, cv := range r.Convs {
 			u := make([]float32, cv.OutC*hw)
-			cv.ForwardInto(u, t, 1, f.H, f.W)
+			cv.ForwardNHWC(u, t, 1, f.H, f.W)
 			nn.ReLU(u)
 			t = u
 		}
 		o := make([]float32, r.A*hw)
 		d := make([]float32, 4*r.A*hw)
-		r.Cls.ForwardInto(o, t, 1, f.H, f.W)
-		r.BBox.ForwardInto(d, t, 1, f.H, f.W)
-		obj = append(obj, detection.FeatureMap{C: r.A, H: f.H, W: f.W, Data: o})
-		del = append(del, detection.FeatureMap{C: 4 * r.A, H: f.H, W: f.W, Data: d})
+		r.Cls.ForwardNHWC(o, t, 1, f.H, f.W)
+		r.BBox.ForwardNHWC(d, t, 1, f.H, f.W)
+		obj = append(obj, detection.FeatureMap{C: r.A, H: f.H, W: f.W, Data: o, ChannelsLast: true})
+		del = append(del, detection.FeatureMap{C: 4 * r.A, H: f.H, W: f.W, Data: d, ChannelsLast: true})
 	}
 	return obj, del, nil
 }
@@ -375,17 +337,23 @@ func (h *Heads) Box(pooled []float32, n int) (classLogits, boxRegression []float
 	}
 	y := pooled
 	if len(b.Convs) > 0 {
-		// Conv → LayerNorm2d → ReLU per RoI (NCHW), then flatten.
-		y = append([]float32(nil), pooled...)
+		// Conv → LayerNorm2d → ReLU, channels-last over all RoIs, then
+		// back to (C, H, W) per RoI for the flatten.
+		pp := b.Pool * b.Pool
+		y = make([]float32, len(pooled))
+		nn.ToNHWC(y, pooled, n, b.InC, pp)
 		for i, cv := range b.Convs {
-			t := make([]float32, n*cv.OutC*b.Pool*b.Pool)
-			cv.ForwardInto(t, y, n, b.Pool, b.Pool)
+			t := make([]float32, n*cv.OutC*pp)
+			cv.ForwardNHWC(t, y, n, b.Pool, b.Pool)
 			if nrm := b.Norms[i]; nrm != nil {
-				nn.LayerNorm2d(t, t, n, cv.OutC, b.Pool*b.Pool, nrm.Weight, nrm.Bias, nrm.Eps)
+				nn.LayerNorm(t, t, n*pp, cv.OutC, nrm.Weight, nrm.Bias, nrm.Eps)
 			}
 			nn.ReLU(t)
 			y = t
 		}
+		t := make([]float32, len(y))
+		nn.ToNCHW(t, y, n, b.Convs[len(b.Convs)-1].OutC, pp)
+		y = t
 	}
 	for _, fc := range b.FCs {
 		x := make([]float32, n*fc.Out)
@@ -468,9 +436,6 @@ func maskLogit(o, x []float32, lg *nn.Conv2d, l, d int) {
 	}
 }
 
-// maskGroup is the number of RoIs per im2col block of the mask head.
-const maskGroup = 4
-
 // maskTrunk runs MaskRCNNHeads and conv5_mask (with their ReLUs) and
 // returns the n RoIs' features channels-last (n × 2s × 2s × D) and 2s;
 // nil for no RoIs.
@@ -492,89 +457,24 @@ func (h *Heads) maskTrunk(pooled []float32, n int) ([]float32, int, error) {
 	if n*m.InC*s*s != len(pooled) {
 		return nil, 0, fmt.Errorf("maskrcnn: mask head: %d values for %d RoIs of %d channels is not square", len(pooled), n, m.InC)
 	}
-	m.linears()
 	hw := s * s
 	// CHW → HWC per RoI.
-	c := m.InC
 	x := make([]float32, len(pooled))
-	nn.ParallelFor(n, 1, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			src, dst := pooled[i*c*hw:(i+1)*c*hw], x[i*c*hw:(i+1)*c*hw]
-			for ch := 0; ch < c; ch++ {
-				for p, v := range src[ch*hw : (ch+1)*hw] {
-					dst[p*c+ch] = v
-				}
-			}
-		}
-	})
-	var cols []float32
-	for li, l := range m.lin {
-		k := l.In
-		if need := maskGroup * hw * k; cap(cols) < need {
-			cols = make([]float32, need)
-		}
-		y := make([]float32, n*hw*l.Out)
-		for i0 := 0; i0 < n; i0 += maskGroup {
-			i1 := min(i0+maskGroup, n)
-			nn.ParallelFor(i1-i0, 1, func(lo, hi int) {
-				for i := i0 + lo; i < i0+hi; i++ {
-					im2col3x3HWC(cols[(i-i0)*hw*k:(i-i0+1)*hw*k], x[i*hw*c:(i+1)*hw*c], s, c)
-				}
-			})
-			l.Forward(y[i0*hw*l.Out:i1*hw*l.Out], cols[:(i1-i0)*hw*k], (i1-i0)*hw)
-		}
+	nn.ToNHWC(x, pooled, n, m.InC, hw)
+	for li, cv := range m.Convs {
+		y := make([]float32, n*hw*cv.OutC)
+		cv.ForwardNHWC(y, x, n, s, s)
 		if nrm := m.Norms[li]; nrm != nil {
 			// Channels-last: LayerNorm2d is a LayerNorm over each pixel's channels.
-			nn.LayerNorm(y, y, n*hw, l.Out, nrm.Weight, nrm.Bias, nrm.Eps)
+			nn.LayerNorm(y, y, n*hw, cv.OutC, nrm.Weight, nrm.Bias, nrm.Eps)
 		}
 		nn.ReLU(y)
-		x, c = y, l.Out
+		x = y
 	}
 	// conv5_mask: each input pixel gives a 2×2 block of outputs.
-	dc := m.deconv
-	od := m.Deconv.OutC
-	t := make([]float32, n*hw*dc.Out)
-	dc.Forward(t, x, n*hw)
 	s2 := 2 * s
-	out := make([]float32, n*s2*s2*od)
-	nn.ParallelFor(n, 1, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			for p := 0; p < hw; p++ {
-				y, xx := p/s, p%s
-				src := t[(i*hw+p)*dc.Out : (i*hw+p+1)*dc.Out]
-				for k := 0; k < 4; k++ {
-					dy, dx := k/2, k%2
-					q := (i*s2+2*y+dy)*s2 + 2*xx + dx
-					dst := out[q*od : (q+1)*od]
-					for o, v := range src[k*od : (k+1)*od] {
-						dst[o] = max(v, 0) // ReLU
-					}
-				}
-			}
-		}
-	})
+	out := make([]float32, n*s2*s2*m.Deconv.OutC)
+	m.Deconv.ForwardNHWC(out, x, n, s, s)
+	nn.ReLU(out)
 	return out, s2, nil
-}
-
-// im2col3x3HWC writes the s·s rows of 9·c values (ky, kx, channel) of a
-// 3×3, padding-1 convolution over one channels-last s×s image.
-func im2col3x3HWC(dst, x []float32, s, c int) {
-	for y := 0; y < s; y++ {
-		for xx := 0; xx < s; xx++ {
-			row := dst[(y*s+xx)*9*c : (y*s+xx+1)*9*c]
-			k := 0
-			for ky := -1; ky <= 1; ky++ {
-				for kx := -1; kx <= 1; kx++ {
-					iy, ix := y+ky, xx+kx
-					d := row[k*c : (k+1)*c]
-					if iy < 0 || iy >= s || ix < 0 || ix >= s {
-						clear(d)
-					} else {
-						copy(d, x[(iy*s+ix)*c:(iy*s+ix+1)*c])
-					}
-					k++
-				}
-			}
-		}
-	}
 }

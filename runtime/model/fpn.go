@@ -10,8 +10,64 @@ import (
 // Pyramid turns backbone outputs into the detector's feature pyramid: four
 // levels ("fpn.0".."fpn.3", strides 4..32) plus "fpn.pool" (stride 64).
 type Pyramid interface {
+	// Forward returns the levels as NCHW tensors.
 	Forward(feats []*tensor.Tensor) []*tensor.Tensor
+	// ForwardNHWC returns the levels channels-last ([n, h, w, c]), as the
+	// pyramid computes them (Forward transposes these).
+	ForwardNHWC(feats []*tensor.Tensor) []*tensor.Tensor
 	OutChannels() int
+	// Layers lists the pyramid's convolutions and transposed convolutions.
+	Layers() ([]*nn.Conv2d, []*nn.ConvTranspose2d)
+}
+
+// toNCHW transposes channels-last levels to NCHW.
+func toNCHW(levels []*tensor.Tensor) []*tensor.Tensor {
+	out := make([]*tensor.Tensor, len(levels))
+	for i, t := range levels {
+		n, h, w, c := t.Shape[0], t.Shape[1], t.Shape[2], t.Shape[3]
+		out[i] = tensor.New(n, c, h, w)
+		nn.ToNCHW(out[i].Data, t.Data, n, c, h*w)
+	}
+	return out
+}
+
+// nhwc returns the channels-last copy of an NCHW tensor.
+func nhwc(x *tensor.Tensor) *tensor.Tensor {
+	n, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
+	t := tensor.New(n, h, w, c)
+	nn.ToNHWC(t.Data, x.Data, n, c, h*w)
+	return t
+}
+
+// conv runs c on a channels-last tensor.
+func conv(c *nn.Conv2d, x *tensor.Tensor) *tensor.Tensor {
+	n, h, w := x.Shape[0], x.Shape[1], x.Shape[2]
+	oh, ow := c.OutSize(h, w)
+	y := tensor.New(n, oh, ow, c.OutC)
+	c.ForwardNHWC(y.Data, x.Data, n, h, w)
+	return y
+}
+
+// deconv runs c on a channels-last tensor.
+func deconv(c *nn.ConvTranspose2d, x *tensor.Tensor) *tensor.Tensor {
+	n, h, w := x.Shape[0], x.Shape[1], x.Shape[2]
+	y := tensor.New(n, h*c.K, w*c.K, c.OutC)
+	c.ForwardNHWC(y.Data, x.Data, n, h, w)
+	return y
+}
+
+// maxPoolNHWC is MaxPool2d on a channels-last tensor.
+func maxPoolNHWC(x *tensor.Tensor, kernel, stride int) *tensor.Tensor {
+	n, h, w, c := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
+	d, oh, ow := nn.MaxPool2dNHWC(x.Data, n, c, h, w, kernel, stride, 0)
+	return tensor.From(d, n, oh, ow, c)
+}
+
+// normNHWC is LayerNorm2d on a channels-last tensor (a LayerNorm of each
+// pixel's channels), in place.
+func normNHWC(l *LayerNorm, x *tensor.Tensor) {
+	c := x.Shape[3]
+	nn.LayerNorm(x.Data, x.Data, len(x.Data)/c, c, l.Weight, l.Bias, l.Eps)
 }
 
 // FPN is torchvision's FeaturePyramidNetwork with LastLevelMaxPool:
@@ -38,31 +94,29 @@ func LoadFPN(w *Weights, prefix string, inChannels []int, outC int) (*FPN, error
 // OutChannels implements Pyramid.
 func (f *FPN) OutChannels() int { return f.outC }
 
-// Forward implements Pyramid.
-func (f *FPN) Forward(feats []*tensor.Tensor) []*tensor.Tensor {
-	L := len(feats)
-	res := make([]*tensor.Tensor, L+1)
-	last := f.Inner[L-1].Forward(feats[L-1])
-	res[L-1] = f.Layer[L-1].Forward(last)
-	for i := L - 2; i >= 0; i-- {
-		lat := f.Inner[i].Forward(feats[i])
-		n, c, h, w := lat.Shape[0], lat.Shape[1], lat.Shape[2], lat.Shape[3]
-		up := nn.ResizeNearest(last.Data, n*c, last.Shape[2], last.Shape[3], h, w)
-		for k, v := range up {
-			lat.Data[k] += v
-		}
-		last = lat
-		res[i] = f.Layer[i].Forward(last)
-	}
-	res[L] = maxPoolK1S2(res[L-1])
-	return res
+// Layers implements Pyramid.
+func (f *FPN) Layers() ([]*nn.Conv2d, []*nn.ConvTranspose2d) {
+	return append(append([]*nn.Conv2d(nil), f.Inner...), f.Layer...), nil
 }
 
-// maxPoolK1S2 is F.max_pool2d(x, 1, 2, 0) (LastLevelMaxPool): every other pixel.
-func maxPoolK1S2(x *tensor.Tensor) *tensor.Tensor {
-	n, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
-	d, oh, ow := nn.MaxPool2d(x.Data, n*c, h, w, 1, 2, 0)
-	return tensor.From(d, n, c, oh, ow)
+// Forward implements Pyramid.
+func (f *FPN) Forward(feats []*tensor.Tensor) []*tensor.Tensor { return toNCHW(f.ForwardNHWC(feats)) }
+
+// ForwardNHWC implements Pyramid.
+func (f *FPN) ForwardNHWC(feats []*tensor.Tensor) []*tensor.Tensor {
+	L := len(feats)
+	res := make([]*tensor.Tensor, L+1)
+	last := conv(f.Inner[L-1], nhwc(feats[L-1]))
+	res[L-1] = conv(f.Layer[L-1], last)
+	for i := L - 2; i >= 0; i-- {
+		lat := conv(f.Inner[i], nhwc(feats[i]))
+		n, h, w, c := lat.Shape[0], lat.Shape[1], lat.Shape[2], lat.Shape[3]
+		nn.ResizeNearestAddNHWC(lat.Data, last.Data, n, c, last.Shape[1], last.Shape[2], h, w)
+		last = lat
+		res[i] = conv(f.Layer[i], last)
+	}
+	res[L] = maxPoolNHWC(res[L-1], 1, 2) // LastLevelMaxPool: every other pixel
+	return res
 }
 
 // SimpleFP is the ViTDet simple feature pyramid on a stride-16 map:
@@ -129,25 +183,31 @@ func LoadSimpleFPDetectron2(w *Weights, prefix string, dim, outC int) (*SimpleFP
 // OutChannels implements Pyramid.
 func (s *SimpleFP) OutChannels() int { return s.outC }
 
+// Layers implements Pyramid.
+func (s *SimpleFP) Layers() ([]*nn.Conv2d, []*nn.ConvTranspose2d) {
+	return append(append([]*nn.Conv2d(nil), s.Lateral...), s.Output...), []*nn.ConvTranspose2d{s.Up4a, s.Up4b, s.Up8}
+}
+
 // Forward implements Pyramid; feats[0] is the encoder map (NCHW, stride 16).
-func (s *SimpleFP) Forward(feats []*tensor.Tensor) []*tensor.Tensor {
-	x := feats[0]
-	p4 := s.Up4a.Forward(x)
-	s.Norm4.Forward2d(p4)
+func (s *SimpleFP) Forward(feats []*tensor.Tensor) []*tensor.Tensor { return toNCHW(s.ForwardNHWC(feats)) }
+
+// ForwardNHWC implements Pyramid.
+func (s *SimpleFP) ForwardNHWC(feats []*tensor.Tensor) []*tensor.Tensor {
+	x := nhwc(feats[0])
+	p4 := deconv(s.Up4a, x)
+	normNHWC(s.Norm4, p4)
 	nn.GELU(p4.Data)
-	p4 = s.Up4b.Forward(p4)
-	p8 := s.Up8.Forward(x)
-	n, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
-	d, oh, ow := nn.MaxPool2d(x.Data, n*c, h, w, 2, 2, 0)
-	p32 := tensor.From(d, n, c, oh, ow)
+	p4 = deconv(s.Up4b, p4)
+	p8 := deconv(s.Up8, x)
+	p32 := maxPoolNHWC(x, 2, 2)
 	res := make([]*tensor.Tensor, 5)
 	for i, in := range []*tensor.Tensor{p4, p8, x, p32} {
-		y := s.Lateral[i].Forward(in)
-		s.LatNorm[i].Forward2d(y)
-		y = s.Output[i].Forward(y)
-		s.OutNorm[i].Forward2d(y)
+		y := conv(s.Lateral[i], in)
+		normNHWC(s.LatNorm[i], y)
+		y = conv(s.Output[i], y)
+		normNHWC(s.OutNorm[i], y)
 		res[i] = y
 	}
-	res[4] = maxPoolK1S2(res[3])
+	res[4] = maxPoolNHWC(res[3], 1, 2)
 	return res
 }

@@ -8,15 +8,22 @@ import (
 )
 
 // Conv2d is torch.nn.Conv2d with groups=1 and dilation 1: Weight is
-// [OutC, InC, KH, KW] (torch layout), Bias [OutC] or nil. It runs as
-// im2col (written directly into the GEMM's packed panel layout, one block
-// of output pixels at a time) times the weight matrix, split over pixel
-// blocks across backend.Threads() goroutines.
+// [OutC, InC, KH, KW] (torch layout), Bias [OutC] or nil.
+//
+// Every convolution runs channels-last as one product (GEMM): each output
+// pixel's patch, whole input-channel vectors in (ky, kx, ci) order, is a
+// row of an im2col block, multiplied by the weight as a Linear. Setting
+// that Linear's Impl (an integer kernel, a fake-quant twin) changes every
+// later Forward, so the fp32 and the quantized convolutions share this one
+// path.
 type Conv2d struct {
 	Name                         string
 	InC, OutC, KH, KW            int
 	StrideH, StrideW, PadH, PadW int
 	Weight, Bias                 []float32
+
+	once sync.Once
+	gemm *Linear
 }
 
 // NewConv2d returns a square-kernel convolution with the given stride and padding.
@@ -40,8 +47,43 @@ func (c *Conv2d) Check() error {
 	return nil
 }
 
-// pixBlock is the number of output pixels per im2col block (a multiple of NR).
-const pixBlock = 16 * NR
+// GEMMOrder returns, for each element of the GEMM weight ([OutC, KH·KW·InC],
+// (ky, kx, ci) order), the index of the torch weight element it holds.
+func (c *Conv2d) GEMMOrder() []int {
+	kk := c.KH * c.KW
+	order := make([]int, c.OutC*kk*c.InC)
+	for o := 0; o < c.OutC; o++ {
+		for k := 0; k < kk; k++ {
+			for ci := 0; ci < c.InC; ci++ {
+				order[(o*kk+k)*c.InC+ci] = (o*c.InC+ci)*kk + k
+			}
+		}
+	}
+	return order
+}
+
+// GEMM returns the convolution's product: a Linear from KH·KW·InC patch
+// values (ky, kx, ci) to OutC, named like the convolution. It is built on
+// the first call; Weight must not change afterwards.
+func (c *Conv2d) GEMM() *Linear {
+	c.once.Do(func() {
+		c.gemm = NewLinear(c.Name, c.KH*c.KW*c.InC, c.OutC, Reorder(c.Weight, c.GEMMOrder()), c.Bias)
+	})
+	return c.gemm
+}
+
+// Reorder returns src permuted: out[i] = src[order[i]].
+func Reorder[T any](src []T, order []int) []T {
+	out := make([]T, len(order))
+	for i, j := range order {
+		out[i] = src[j]
+	}
+	return out
+}
+
+// im2colFloats is the size of one im2col block (8 MB): large enough that
+// every block is a well-parallelised GEMM, small enough to stay cheap.
+const im2colFloats = 1 << 21
 
 // Forward computes the convolution of an NCHW tensor.
 func (c *Conv2d) Forward(x *tensor.Tensor) *tensor.Tensor {
@@ -55,84 +97,69 @@ func (c *Conv2d) Forward(x *tensor.Tensor) *tensor.Tensor {
 	return out
 }
 
-// ForwardInto writes the convolution of x ([n, InC, h, w]) into dst ([n, OutC, oh, ow]).
+// ForwardInto writes the convolution of x ([n, InC, h, w]) into dst
+// ([n, OutC, oh, ow]), through channels-last copies of both.
 func (c *Conv2d) ForwardInto(dst, x []float32, n, h, w int) {
 	oh, ow := c.OutSize(h, w)
-	if oh <= 0 || ow <= 0 {
+	if oh <= 0 || ow <= 0 || n == 0 {
 		return
 	}
-	npix := oh * ow
-	K := c.InC * c.KH * c.KW
-	blocks := (npix + pixBlock - 1) / pixBlock
-	ParallelFor(n*blocks, 1, func(lo, hi int) {
-		s := GetScratch(K * pixBlock)
-		for t := lo; t < hi; t++ {
-			img, blk := t/blocks, t%blocks
-			p0 := blk * pixBlock
-			np := npix - p0
-			if np > pixBlock {
-				np = pixBlock
-			}
-			xi := x[img*c.InC*h*w : (img+1)*c.InC*h*w]
-			c.im2colPacked(*s, xi, h, w, oh, ow, p0, np)
-			o := dst[img*c.OutC*npix:]
-			MulPacked(c.OutC, c.Weight, K, *s, K, np, o[p0:], npix, false)
-			if c.Bias != nil {
-				for co := 0; co < c.OutC; co++ {
-					row := o[co*npix+p0 : co*npix+p0+np]
-					b := c.Bias[co]
-					for i := range row {
-						row[i] += b
-					}
-				}
-			}
-		}
-		PutScratch(s)
-	})
+	xl := GetScratch(n * h * w * c.InC)
+	ToNHWC((*xl)[:n*h*w*c.InC], x, n, c.InC, h*w)
+	yl := GetScratch(n * oh * ow * c.OutC)
+	c.ForwardNHWC((*yl)[:n*oh*ow*c.OutC], (*xl)[:n*h*w*c.InC], n, h, w)
+	PutScratch(xl)
+	ToNCHW(dst, (*yl)[:n*oh*ow*c.OutC], n, c.OutC, oh*ow)
+	PutScratch(yl)
 }
 
-// im2colPacked writes the K×np patch matrix of output pixels [p0, p0+np)
-// in packed-panel layout.
-func (c *Conv2d) im2colPacked(dst, x []float32, h, w, oh, ow, p0, np int) {
-	K := c.InC * c.KH * c.KW
-	panels := (np + NR - 1) / NR
-	if c.KH == 1 && c.KW == 1 && c.StrideH == 1 && c.StrideW == 1 && c.PadH == 0 && c.PadW == 0 {
-		for p := 0; p < panels; p++ {
-			packPanel(dst[p*K*NR:(p+1)*K*NR], false, K, p0+np, x, h*w, p0+p*NR)
-		}
+// ForwardNHWC writes the convolution of channels-last x ([n, h, w, InC])
+// into dst ([n, oh, ow, OutC]).
+func (c *Conv2d) ForwardNHWC(dst, x []float32, n, h, w int) {
+	oh, ow := c.OutSize(h, w)
+	if oh <= 0 || ow <= 0 || n == 0 {
 		return
 	}
-	var iy0, ix0 [NR]int
-	for p := 0; p < panels; p++ {
-		pd := dst[p*K*NR : (p+1)*K*NR]
-		wdt := np - p*NR
-		if wdt > NR {
-			wdt = NR
-		}
-		for j := 0; j < wdt; j++ {
-			q := p0 + p*NR + j
-			iy0[j] = (q/ow)*c.StrideH - c.PadH
-			ix0[j] = (q%ow)*c.StrideW - c.PadW
-		}
+	g := c.GEMM()
+	rows := n * oh * ow
+	if c.KH == 1 && c.KW == 1 && c.StrideH == 1 && c.StrideW == 1 && c.PadH == 0 && c.PadW == 0 {
+		g.Forward(dst[:rows*c.OutC], x[:rows*c.InC], rows)
+		return
+	}
+	K := g.In
+	block := max(im2colFloats/K, 1)
+	cols := GetScratch(min(block, rows) * K)
+	for r0 := 0; r0 < rows; r0 += block {
+		nr := min(block, rows-r0)
+		b := (*cols)[:nr*K]
+		ParallelFor(nr, 32, func(lo, hi int) { c.im2col(b, x, h, w, oh, ow, r0, lo, hi) })
+		g.Forward(dst[r0*c.OutC:(r0+nr)*c.OutC], b, nr)
+	}
+	PutScratch(cols)
+}
+
+// im2col writes rows [r0+lo, r0+hi) of the batch's patch matrix (row r:
+// image r/(oh·ow), output pixel r%(oh·ow)) into dst, whose row 0 is r0.
+func (c *Conv2d) im2col(dst, x []float32, h, w, oh, ow, r0, lo, hi int) {
+	ci := c.InC
+	K := c.KH * c.KW * ci
+	for r := r0 + lo; r < r0+hi; r++ {
+		img, q := r/(oh*ow), r%(oh*ow)
+		iy0, ix0 := (q/ow)*c.StrideH-c.PadH, (q%ow)*c.StrideW-c.PadW
+		row := dst[(r-r0)*K : (r-r0+1)*K]
+		src := x[img*h*w*ci : (img+1)*h*w*ci]
 		k := 0
-		for ci := 0; ci < c.InC; ci++ {
-			plane := x[ci*h*w : (ci+1)*h*w]
-			for ky := 0; ky < c.KH; ky++ {
-				for kx := 0; kx < c.KW; kx++ {
-					row := pd[k*NR : k*NR+NR]
-					for j := 0; j < wdt; j++ {
-						iy, ix := iy0[j]+ky, ix0[j]+kx
-						if iy >= 0 && iy < h && ix >= 0 && ix < w {
-							row[j] = plane[iy*w+ix]
-						} else {
-							row[j] = 0
-						}
-					}
-					for j := wdt; j < NR; j++ {
-						row[j] = 0
-					}
-					k++
+		for ky := 0; ky < c.KH; ky++ {
+			iy := iy0 + ky
+			for kx := 0; kx < c.KW; kx++ {
+				ix := ix0 + kx
+				seg := row[k*ci : (k+1)*ci]
+				if iy >= 0 && iy < h && ix >= 0 && ix < w {
+					copy(seg, src[(iy*w+ix)*ci:(iy*w+ix+1)*ci])
+				} else {
+					clear(seg)
 				}
+				k++
 			}
 		}
 	}
@@ -141,13 +168,16 @@ func (c *Conv2d) im2colPacked(dst, x []float32, h, w, oh, ow, p0, np int) {
 // ConvTranspose2d is torch.nn.ConvTranspose2d with kernel size equal to
 // the stride and no padding (the non-overlapping 2×2/stride-2 upsampling of
 // ViTDet's simple feature pyramid and Mask R-CNN's mask head). Weight is
-// [InC, OutC, K, K] (torch layout).
+// [InC, OutC, K, K] (torch layout). Like Conv2d it runs channels-last as one
+// product: each input pixel's channels times a Linear to its K×K block of
+// outputs, (dy, dx, o) order.
 type ConvTranspose2d struct {
 	Name         string
 	InC, OutC, K int
 	Weight, Bias []float32
-	once         sync.Once
-	wt           []float32 // [OutC*K*K, InC]
+
+	once sync.Once
+	gemm *Linear
 }
 
 // Check validates the weight and bias sizes.
@@ -161,62 +191,114 @@ func (c *ConvTranspose2d) Check() error {
 	return nil
 }
 
+// GEMMOrder returns, for each element of the GEMM weight
+// ([K·K·OutC, InC], rows in (dy, dx, o) order), the index of the torch
+// weight element it holds.
+func (c *ConvTranspose2d) GEMMOrder() []int {
+	kk := c.K * c.K
+	order := make([]int, kk*c.OutC*c.InC)
+	for k := 0; k < kk; k++ {
+		for o := 0; o < c.OutC; o++ {
+			for ci := 0; ci < c.InC; ci++ {
+				order[(k*c.OutC+o)*c.InC+ci] = (ci*c.OutC+o)*kk + k
+			}
+		}
+	}
+	return order
+}
+
+// GEMMChannel is the output channel of GEMM row r (rows are (dy, dx, o)).
+func (c *ConvTranspose2d) GEMMChannel(r int) int { return r % c.OutC }
+
+// GEMM returns the transposed convolution's product: a Linear from InC to
+// K·K·OutC, named like the layer, bias repeated per (dy, dx). It is built
+// on the first call; Weight must not change afterwards.
+func (c *ConvTranspose2d) GEMM() *Linear {
+	c.once.Do(func() {
+		kk := c.K * c.K
+		var b []float32
+		if c.Bias != nil {
+			b = make([]float32, kk*c.OutC)
+			for k := 0; k < kk; k++ {
+				copy(b[k*c.OutC:], c.Bias)
+			}
+		}
+		c.gemm = NewLinear(c.Name, c.InC, kk*c.OutC, Reorder(c.Weight, c.GEMMOrder()), b)
+	})
+	return c.gemm
+}
+
 // Forward upsamples an NCHW tensor by K.
 func (c *ConvTranspose2d) Forward(x *tensor.Tensor) *tensor.Tensor {
 	n, cin, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
 	if cin != c.InC {
 		panic(fmt.Sprintf("%s: input has %d channels, want %d", c.Name, cin, c.InC))
 	}
-	c.once.Do(func() {
-		kk := c.K * c.K
-		c.wt = make([]float32, c.OutC*kk*c.InC)
-		for ci := 0; ci < c.InC; ci++ {
-			for r := 0; r < c.OutC*kk; r++ {
-				c.wt[r*c.InC+ci] = c.Weight[ci*c.OutC*kk+r]
-			}
-		}
-	})
 	k := c.K
-	oh, ow := h*k, w*k
-	out := tensor.New(n, c.OutC, oh, ow)
-	npix := h * w
-	M := c.OutC * k * k
-	blocks := (npix + pixBlock - 1) / pixBlock
-	ParallelFor(n*blocks, 1, func(lo, hi int) {
-		pk := GetScratch(c.InC * pixBlock)
-		tmp := GetScratch(M * pixBlock)
-		for t := lo; t < hi; t++ {
-			img, blk := t/blocks, t%blocks
-			p0 := blk * pixBlock
-			np := npix - p0
-			if np > pixBlock {
-				np = pixBlock
-			}
-			xi := x.Data[img*c.InC*npix : (img+1)*c.InC*npix]
-			for p := 0; p*NR < np; p++ {
-				packPanel((*pk)[p*c.InC*NR:(p+1)*c.InC*NR], false, c.InC, p0+np, xi, npix, p0+p*NR)
-			}
-			MulPacked(M, c.wt, c.InC, *pk, c.InC, np, *tmp, np, false)
-			o := out.Data[img*c.OutC*oh*ow:]
-			for co := 0; co < c.OutC; co++ {
-				var b float32
-				if c.Bias != nil {
-					b = c.Bias[co]
-				}
-				for dy := 0; dy < k; dy++ {
-					for dx := 0; dx < k; dx++ {
-						row := (*tmp)[((co*k+dy)*k+dx)*np : ((co*k+dy)*k+dx)*np+np]
-						for i, v := range row {
-							q := p0 + i
-							y, xx := q/w, q%w
-							o[co*oh*ow+(y*k+dy)*ow+xx*k+dx] = v + b
-						}
-					}
+	out := tensor.New(n, c.OutC, h*k, w*k)
+	xl := GetScratch(n * h * w * c.InC)
+	ToNHWC((*xl)[:n*h*w*c.InC], x.Data, n, c.InC, h*w)
+	yl := GetScratch(len(out.Data))
+	c.ForwardNHWC((*yl)[:len(out.Data)], (*xl)[:n*h*w*c.InC], n, h, w)
+	PutScratch(xl)
+	ToNCHW(out.Data, (*yl)[:len(out.Data)], n, c.OutC, h*k*w*k)
+	PutScratch(yl)
+	return out
+}
+
+// ForwardNHWC writes the upsampling of channels-last x ([n, h, w, InC])
+// into dst ([n, h·K, w·K, OutC]).
+func (c *ConvTranspose2d) ForwardNHWC(dst, x []float32, n, h, w int) {
+	g := c.GEMM()
+	rows := n * h * w
+	if rows == 0 {
+		return
+	}
+	t := GetScratch(rows * g.Out)
+	y := (*t)[:rows*g.Out]
+	g.Forward(y, x[:rows*c.InC], rows)
+	k, oc := c.K, c.OutC
+	ow := w * k
+	ParallelFor(rows, 64, func(lo, hi int) {
+		for p := lo; p < hi; p++ {
+			img, q := p/(h*w), p%(h*w)
+			iy, ix := q/w, q%w
+			src := y[p*g.Out : (p+1)*g.Out]
+			for dy := 0; dy < k; dy++ {
+				for dx := 0; dx < k; dx++ {
+					o := ((img*h*k+iy*k+dy)*ow + ix*k + dx) * oc
+					copy(dst[o:o+oc], src[(dy*k+dx)*oc:(dy*k+dx+1)*oc])
 				}
 			}
 		}
-		PutScratch(pk)
-		PutScratch(tmp)
 	})
-	return out
+	PutScratch(t)
+}
+
+// ToNHWC writes the channels-last copy of x ([n, c, hw]) into dst ([n, hw, c]).
+func ToNHWC(dst, x []float32, n, c, hw int) { transposeBatch(dst, x, n, c, hw) }
+
+// ToNCHW writes the channels-first copy of x ([n, hw, c]) into dst ([n, c, hw]).
+func ToNCHW(dst, x []float32, n, c, hw int) { transposeBatch(dst, x, n, hw, c) }
+
+// transposeBatch transposes n row-major r×s matrices, in 64×64 tiles
+// (cache-friendly on both sides), across goroutines.
+func transposeBatch(dst, x []float32, n, r, s int) {
+	const t = 32
+	tr, ts := (r+t-1)/t, (s+t-1)/t
+	ParallelFor(n*tr*ts, 16, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			img, rest := j/(tr*ts), j%(tr*ts)
+			i0, k0 := (rest/ts)*t, (rest%ts)*t
+			i1, k1 := min(i0+t, r), min(k0+t, s)
+			src, out := x[img*r*s:(img+1)*r*s], dst[img*r*s:(img+1)*r*s]
+			for i := i0; i < i1; i++ {
+				row := src[i*s+k0 : i*s+k1]
+				col := out[k0*r+i:]
+				for kk, v := range row {
+					col[kk*r] = v
+				}
+			}
+		}
+	})
 }

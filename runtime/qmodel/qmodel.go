@@ -13,8 +13,11 @@
 // "flbq.qmodel" (Meta).
 //
 // The quantized linears compute with int8 activations and exact int32
-// accumulation; the heads run in fp32 on their dequantized 8-bit weights —
-// the same numbers the calibration's fake-quant path uses.
+// accumulation. So do the heads of a blob packed with integer heads: every
+// pyramid and head layer (maskrcnn.HeadLayers) runs its channels-last
+// product on kernels.QLinear with the stored codes, except the mask
+// logits, evaluated per predicted label in fp32 on their dequantized
+// weights.
 package qmodel
 
 import (
@@ -26,6 +29,7 @@ import (
 	"github.com/flbq/flbq/runtime/kernels"
 	"github.com/flbq/flbq/runtime/maskrcnn"
 	"github.com/flbq/flbq/runtime/model"
+	"github.com/flbq/flbq/runtime/nn"
 	"github.com/flbq/flbq/runtime/qformat"
 	"github.com/flbq/flbq/runtime/safetensors"
 )
@@ -199,7 +203,104 @@ func Load(blob []byte, want []Layer) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("weight blob: %w", err)
 	}
+	if len(meta.Heads) > 0 {
+		if err := integerHeads(d, f, meta); err != nil {
+			return nil, err
+		}
+	}
 	return &Model{Detector: d, Meta: meta, Linear: qlin}, nil
+}
+
+// integerHeads puts every head layer of d on the integer kernels, from
+// the blob's codes of its weight; the blob must hold exactly those layers.
+func integerHeads(d *maskrcnn.Detector, f *safetensors.File, meta Meta) error {
+	stored := map[string]HeadTensor{}
+	for _, h := range meta.Heads {
+		stored[h.Name] = h
+	}
+	for _, l := range d.HeadLayers() {
+		name := l.WeightName()
+		h, ok := stored[name]
+		if !ok {
+			return fmt.Errorf("weight blob: head layer %s: tensor %q is not stored at %d bits", l.Name(), Q8(name), meta.HeadBits)
+		}
+		delete(stored, name)
+		if h.Axis != l.Axis() {
+			return fmt.Errorf("weight blob: tensor %q: output channels on axis %d, the layer has them on axis %d", Q8(name), h.Axis, l.Axis())
+		}
+		if l.PerLabel {
+			continue
+		}
+		q, err := HeadKernel(f, l, meta.HeadBits)
+		if err != nil {
+			return err
+		}
+		g := l.GEMM()
+		g.Impl = op{q}
+		g.Weight = nil // the kernel holds the packed weights
+		l.SetWeight(nil)
+	}
+	for name := range stored {
+		return fmt.Errorf("weight blob: tensor %q is no pyramid or head layer of the model", Q8(name))
+	}
+	return nil
+}
+
+// HeadKernel builds the integer kernel of one head layer from the blob's
+// codes of its weight (in the torch layout, per-output-channel scales and
+// zero points), reordered to the layer's channels-last product.
+func HeadKernel(f *safetensors.File, l maskrcnn.HeadLayer, bits int) (*kernels.QLinear, error) {
+	name := l.WeightName()
+	info, ok := f.Info(Q8(name))
+	if !ok {
+		return nil, fmt.Errorf("weight blob: tensor %q: missing", Q8(name))
+	}
+	if !sameShape(info.Shape, l.Shape()) || info.DType != safetensors.U8 {
+		return nil, fmt.Errorf("weight blob: tensor %q: %s %v, the layer wants U8 %v", Q8(name), info.DType, info.Shape, l.Shape())
+	}
+	q, err := f.Raw(Q8(name))
+	if err != nil {
+		return nil, fmt.Errorf("weight blob: %w", err)
+	}
+	out := l.Shape()[l.Axis()]
+	scale, err := floats(f, Q8Scale(name), out)
+	if err != nil {
+		return nil, err
+	}
+	zero64, _, err := f.Int64(Q8Zero(name))
+	if err != nil || len(zero64) != out {
+		return nil, fmt.Errorf("weight blob: tensor %q: want %d zero points (%v)", Q8Zero(name), out, err)
+	}
+	if order := l.GEMMOrder(); order != nil {
+		q = nn.Reorder(q, order)
+	}
+	g := l.GEMM()
+	rs, rz := make([]float32, g.Out), make([]int32, g.Out)
+	for r := range rs {
+		c := l.GEMMChannel(r)
+		rs[r], rz[r] = scale[c], int32(zero64[c])
+	}
+	m, err := qformat.Pack(q, g.Out, g.In, qformat.UniformBits(g.Out, bits), rs, rz)
+	if err != nil {
+		return nil, fmt.Errorf("weight blob: tensor %q: %w", Q8(name), err)
+	}
+	k, err := kernels.NewQLinear(m, g.Bias)
+	if err != nil {
+		return nil, fmt.Errorf("weight blob: tensor %q: %w", Q8(name), err)
+	}
+	return k, nil
+}
+
+func sameShape(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // LoadPacked loads a packed model file (a generated package's weights.bin,

@@ -2,11 +2,9 @@ package calib
 
 import (
 	"fmt"
-	"path"
-	"sort"
-	"strings"
 
-	"github.com/flbq/flbq/runtime/model"
+	"github.com/flbq/flbq/runtime/kernels"
+	"github.com/flbq/flbq/runtime/maskrcnn"
 	"github.com/flbq/flbq/runtime/nn"
 	"github.com/flbq/flbq/runtime/qformat"
 )
@@ -28,89 +26,37 @@ func FakeQuantWeight(w []float32, shape []int, outAxis, b int, rule qformat.Rule
 	return qformat.DequantizeTensor(q, shape, outAxis, scale, zero)
 }
 
-// HeadPatterns select the head weight tensors (path.Match on the tensor
-// name) that QuantizedHeadTensors quantizes: the Mask R-CNN RPN and RoI
-// heads. Only tensors with at least two dimensions (weights, not biases or
-// norms) are taken.
-var HeadPatterns = []string{"rpn.*", "roi_heads.*"}
-
-// QuantizedHeadTensors returns fake-quantized copies (b bits, vanilla
-// min–max scales, per output channel) of every weight tensor of the file
-// behind w whose name matches one of patterns (HeadPatterns when nil),
-// keyed by name. ConvTranspose weights (names containing "conv5_mask", as
-// in torchvision's MaskRCNNPredictor) have the output channel on axis 1.
-// The Mask R-CNN heads loader can take these in place of the fp32 tensors.
-func QuantizedHeadTensors(w *model.Weights, patterns []string, b int) (map[string][]float32, error) {
-	if patterns == nil {
-		patterns = HeadPatterns
-	}
-	out := map[string][]float32{}
-	names := w.File.Names()
-	sort.Strings(names)
-	for _, name := range names {
-		match := false
-		for _, p := range patterns {
-			if ok, _ := path.Match(p, name); ok {
-				match = true
-			}
-		}
-		info, _ := w.File.Info(name)
-		if !match || len(info.Shape) < 2 || !info.DType.IsFloat() {
-			continue
-		}
-		data, shape, err := w.File.Float32(name)
+// FakeQuantHeads turns d's pyramid and head layers (maskrcnn.HeadLayers)
+// into the float twin of a quantized model's integer heads: each weight
+// quantized per output channel at b bits with vanilla min–max scales and
+// dequantized (the values the model stores), and each product's input rows
+// rounded to int8 as the kernels quantize them (kernels.FakeQuantize), so
+// only the float rounding of the products differs from the integer
+// kernels. The mask logits, computed in fp32 per predicted label, get the
+// weights only. Call it before d's first forward pass.
+func FakeQuantHeads(d *maskrcnn.Detector, b int) error {
+	for _, l := range d.HeadLayers() {
+		q, err := FakeQuantWeight(l.Weight(), l.Shape(), l.Axis(), b, qformat.MinMax)
 		if err != nil {
-			return nil, fmt.Errorf("tensor %q: %w", name, err)
+			return fmt.Errorf("%s: %w", l.Name(), err)
 		}
-		axis := 0
-		if strings.Contains(name, "conv5_mask") {
-			axis = 1
+		l.SetWeight(q)
+		if !l.PerLabel {
+			g := l.GEMM()
+			g.Impl = fakeQuantRows{g}
 		}
-		q, err := FakeQuantWeight(data, shape, axis, b, qformat.MinMax)
-		if err != nil {
-			return nil, fmt.Errorf("tensor %q: %w", name, err)
-		}
-		out[name] = q
 	}
-	return out, nil
+	return nil
 }
 
-// QuantizePyramid replaces the weights of the model's feature pyramid
-// (torchvision FPN or ViTDet's simple feature pyramid: every Conv2d and
-// ConvTranspose2d) by their b-bit fake-quantized values with vanilla
-// scales, in place, and returns the number of tensors changed. Call it
-// before the model's first forward pass (ConvTranspose2d caches a
-// transposed copy of its weight) and not while other goroutines use m.
-func QuantizePyramid(m *model.Model, b int) (int, error) {
-	var convs []*nn.Conv2d
-	var tconvs []*nn.ConvTranspose2d
-	switch p := m.Pyramid.(type) {
-	case *model.FPN:
-		convs = append(append(convs, p.Inner...), p.Layer...)
-	case *model.SimpleFP:
-		convs = append(append(convs, p.Lateral...), p.Output...)
-		tconvs = append(tconvs, p.Up4a, p.Up4b, p.Up8)
-	case nil:
-		return 0, fmt.Errorf("the model has no feature pyramid")
-	default:
-		return 0, fmt.Errorf("unknown pyramid type %T", p)
+// fakeQuantRows is a Linear whose input rows are int8-rounded first.
+type fakeQuantRows struct{ l *nn.Linear }
+
+func (f fakeQuantRows) Forward(dst, x []float32, M int) {
+	xq := nn.GetScratch(M * f.l.In)
+	defer nn.PutScratch(xq)
+	if err := kernels.FakeQuantize(*xq, x, M, f.l.In); err != nil {
+		panic(err) // shapes are the layer's own
 	}
-	n := 0
-	for _, c := range convs {
-		q, err := FakeQuantWeight(c.Weight, []int{c.OutC, c.InC, c.KH, c.KW}, 0, b, qformat.MinMax)
-		if err != nil {
-			return n, fmt.Errorf("%s: %w", c.Name, err)
-		}
-		c.Weight = q
-		n++
-	}
-	for _, c := range tconvs {
-		q, err := FakeQuantWeight(c.Weight, []int{c.InC, c.OutC, c.K, c.K}, 1, b, qformat.MinMax)
-		if err != nil {
-			return n, fmt.Errorf("%s: %w", c.Name, err)
-		}
-		c.Weight = q
-		n++
-	}
-	return n, nil
+	f.l.ForwardFP32(dst, *xq, M)
 }

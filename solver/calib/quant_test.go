@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/flbq/flbq/runtime/kernels"
+	"github.com/flbq/flbq/runtime/maskrcnn"
 	"github.com/flbq/flbq/runtime/nn"
 	"github.com/flbq/flbq/runtime/qformat"
 )
@@ -164,17 +165,58 @@ func TestFakeQuantWeightAxes(t *testing.T) {
 	}
 }
 
-func TestQuantizePyramidAndHeads(t *testing.T) {
-	for _, name := range []string{"swin_tiny", "vitdet_tiny"} {
-		m := fixture(t, name)
-		n, err := QuantizePyramid(m, 8)
-		if err != nil || n == 0 {
-			t.Fatalf("%s: %d tensors, %v", name, n, err)
-		}
-		hs, err := QuantizedHeadTensors(m.Weights, []string{"backbone.fpn.*", "backbone.lateral.*"}, 8)
+// FakeQuantHeads gives every pyramid and head layer per-channel 8-bit
+// weights (at most 256 levels, each within half a step of the source) and
+// an int8-rounding product; the mask logits keep an fp32 product.
+func TestFakeQuantHeads(t *testing.T) {
+	for _, name := range []string{"swin_maskrcnn", "vit_maskrcnn"} {
+		d, err := maskrcnn.Load("../../runtime/maskrcnn/testdata/" + name + ".safetensors")
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("%s: pyramid %d tensors, %d pattern matches", name, n, len(hs))
+		layers := d.HeadLayers()
+		src := make([][]float32, len(layers))
+		for i, l := range layers {
+			src[i] = append([]float32(nil), l.Weight()...)
+		}
+		if err := FakeQuantHeads(d, 8); err != nil {
+			t.Fatal(err)
+		}
+		for i, l := range layers {
+			q, sh := l.Weight(), l.Shape()
+			outer, out := 1, sh[l.Axis()]
+			for _, v := range sh[:l.Axis()] {
+				outer *= v
+			}
+			inner := len(q) / (outer * out)
+			for c := 0; c < out; c++ {
+				levels := map[float32]bool{}
+				lo, hi := float32(math.Inf(1)), float32(math.Inf(-1))
+				for o := 0; o < outer; o++ {
+					for k := 0; k < inner; k++ {
+						j := (o*out+c)*inner + k
+						levels[q[j]] = true
+						lo, hi = min(lo, src[i][j]), max(hi, src[i][j])
+					}
+				}
+				step := (max(hi, 0) - min(lo, 0)) / 255
+				for o := 0; o < outer; o++ {
+					for k := 0; k < inner; k++ {
+						j := (o*out+c)*inner + k
+						if d := math.Abs(float64(q[j] - src[i][j])); d > float64(step)*0.5001+1e-12 {
+							t.Fatalf("%s %s channel %d: |Δ| %g over half a step %g", name, l.Name(), c, d, step)
+						}
+					}
+				}
+				if len(levels) > 256 {
+					t.Fatalf("%s %s channel %d: %d levels", name, l.Name(), c, len(levels))
+				}
+			}
+			_, fq := l.GEMM().Impl.(fakeQuantRows)
+			if fq == l.PerLabel {
+				t.Errorf("%s %s: int8-rounding product %v, per-label %v", name, l.Name(), fq, l.PerLabel)
+			}
+		}
+		t.Logf("%s: %d head layers", name, len(layers))
 	}
 }

@@ -9,6 +9,8 @@ State-dict layout (prefixes as inside a MaskRCNN, i.e. under "backbone."):
          fpn.inner_blocks.{i}.0, fpn.layer_blocks.{i}.0 (FeaturePyramidNetwork)
   ViT:   patch_embed (Conv2d p×p), pos_embed [1, (1+)G*G, D], blocks.{i} (EncoderBlock),
          norm, simfp_4.{0,1,3}, simfp_8.0, lateral.{i}.{0,1}, output.{i}.{0,1}
+  ViTDet: detectron2's names (net.pos_embed, net.patch_embed.proj, net.blocks.{i}.attn.rel_pos_h,
+         simfp_{2..5}.*), the modules of vitdet_fixtures.py (its line-by-line detectron2 copy)
 """
 from collections import OrderedDict
 
@@ -114,6 +116,49 @@ class ViTDetBackbone(nn.Module):
         return self.forward_pyramid(self.forward_backbone(x))
 
 
+class ViTDetNetBackbone(nn.Module):
+    """detectron2's ViT + SimpleFeaturePyramid (vitdet_fixtures.py's copies of vit.py) for a
+    family "vitdet" config, returning torchvision's level names so that it plugs into
+    torchvision's MaskRCNN. The state dict has detectron2's names (net.*, simfp_*), which is
+    flbq's layout for the family."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        import vitdet_fixtures as vf
+        p, d = cfg["patch_size"], cfg["hidden_dim"]
+        windows = set(cfg["window_block_indexes"])
+        net = vf.ViT(img_size=cfg["image_size"], patch_size=p, embed_dim=d, depth=cfg["num_layers"],
+                     num_heads=cfg["num_heads"], mlp_ratio=cfg["mlp_dim"] / d,
+                     norm_layer=lambda c: nn.LayerNorm(c, eps=1e-6), use_rel_pos=cfg["use_rel_pos"],
+                     window_size=cfg["window_size"], window_block_indexes=tuple(windows),
+                     pretrain_img_size=cfg["pretrain_image_size"],
+                     pretrain_use_cls_token=cfg.get("pos_embed_cls_token", True))
+        # SimpleFeaturePyramid reads the net's stride and width from module constants.
+        saved = vf.PATCH, vf.EMBED
+        vf.PATCH, vf.EMBED = p, d
+        try:
+            sfp = vf.SimpleFeaturePyramid(net, cfg["out_channels"], (4.0, 2.0, 1.0, 0.5),
+                                          top_block=vf.LastLevelMaxPool(), norm="LN")
+        finally:
+            vf.PATCH, vf.EMBED = saved
+        for name, m in sfp.named_children():  # simfp_2..5, then net: detectron2's key order
+            self.add_module(name, m)
+        self.stages = sfp.stages
+        self.out_channels = cfg["out_channels"]
+
+    def forward_backbone(self, x):
+        self.net.trace = {}  # the copy keeps every block's output for the fixtures
+        return [self.net(x)["last_feat"]]
+
+    def forward_pyramid(self, outs):
+        feats = [stage(outs[0]) for stage in self.stages]
+        feats.append(F.max_pool2d(feats[-1], 1, 2, 0))
+        return OrderedDict(zip(["0", "1", "2", "3", "pool"], feats))
+
+    def forward(self, x):
+        return self.forward_pyramid(self.forward_backbone(x))
+
+
 class Wrap(nn.Module):
     """Holds a backbone under the attribute name `backbone` (MaskRCNN's layout)."""
 
@@ -130,6 +175,8 @@ def build(cfg):
     if cfg["family"] == "vit" and cfg["task"] == "detection":
         return Wrap(ViTDetBackbone(cfg["image_size"], cfg["patch_size"], cfg["num_layers"], cfg["num_heads"], cfg["hidden_dim"],
                                    cfg["mlp_dim"], cfg["out_channels"], cfg.get("pos_embed_cls_token", True)))
+    if cfg["family"] == "vitdet":
+        return Wrap(ViTDetNetBackbone(cfg))
     if cfg["family"] == "vit" and cfg["task"] == "classification":
         from torchvision.models.vision_transformer import VisionTransformer
         return VisionTransformer(cfg["image_size"], cfg["patch_size"], cfg["num_layers"], cfg["num_heads"], cfg["hidden_dim"],

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision.models.detection import MaskRCNN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -153,6 +154,17 @@ def make_config(args, categories):
         return dict(family="swin", patch_size=[4, 4], embed_dim=args.embed_dim, depths=args.depths,
                     num_heads=args.num_heads, window_size=[args.window, args.window], mlp_ratio=4.0,
                     out_norms=True, **common)
+    if args.arch == "vitdet":
+        # detectron2's ViT (window attention with zero padding: window 5 on the 12x12 grid pads
+        # to 15, as ViTDet-B's 14 pads 64 to 70; global blocks every third; decomposed rel-pos)
+        # under ViTDet's heads (RPN with two convs, 4conv1fc box head and mask head with
+        # LayerNorm), torchvision's training and inference settings otherwise.
+        blocks = list(range(args.vit_layers))
+        return dict(family="vitdet", image_size=args.size, pretrain_image_size=args.size, patch_size=16,
+                    num_layers=args.vit_layers, num_heads=args.vit_heads, hidden_dim=args.vit_dim,
+                    mlp_dim=4 * args.vit_dim, pos_embed_cls_token=True, window_size=args.vitdet_window,
+                    window_block_indexes=[i for i in blocks if i not in args.global_blocks], use_rel_pos=True,
+                    **common)
     return dict(family="vit", image_size=args.size, patch_size=16, num_layers=args.vit_layers,
                 num_heads=args.vit_heads, hidden_dim=args.vit_dim, mlp_dim=4 * args.vit_dim,
                 pos_embed_cls_token=True, **common)
@@ -165,6 +177,20 @@ def build_model(cfg, train_settings=None):
     mh = cfg["mask_head_dim"]
     bb = flbq_models.build(cfg).backbone
     kw = dict(train_settings or {})
+    if cfg["family"] == "vitdet":
+        # ViTDet's heads (mask_rcnn_vitdet.py): torchvision's v2 modules hold the same layers under
+        # the names flbq reads (rpn.head.conv.{i}.0, box_head.{i}.{0,1}, mask_head.{i}.{0,1}).
+        ln = flbq_models.LayerNorm2d
+        return MaskRCNN(
+            bb, num_classes=None, min_size=cfg["min_size"], max_size=cfg["max_size"],
+            image_mean=cfg["image_mean"], image_std=cfg["image_std"],
+            rpn_head=RPNHead(C, 3, conv_depth=2),
+            rpn_pre_nms_top_n_test=cfg["rpn_pre_nms_top_n_test"], rpn_post_nms_top_n_test=cfg["rpn_post_nms_top_n_test"],
+            box_head=FastRCNNConvFCHead((C, 7, 7), [C] * 4, [bh], norm_layer=ln), box_predictor=FastRCNNPredictor(bh, K),
+            box_score_thresh=cfg["box_score_thresh"], box_detections_per_img=cfg["box_detections_per_img"],
+            mask_head=MaskRCNNHeads(C, [mh] * 4, 1, norm_layer=ln), mask_predictor=MaskRCNNPredictor(mh, mh, K),
+            **kw,
+        )
     return MaskRCNN(
         bb, num_classes=None, min_size=cfg["min_size"], max_size=cfg["max_size"],
         image_mean=cfg["image_mean"], image_std=cfg["image_std"],
@@ -212,7 +238,7 @@ def param_groups(model, wd):
     for n, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.dim() <= 1 or "relative_position_bias_table" in n or "pos_embed" in n:
+        if p.dim() <= 1 or "relative_position_bias_table" in n or "pos_embed" in n or "rel_pos_" in n:
             no_decay.append(p)
         else:
             decay.append(p)
@@ -223,7 +249,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", help="dataset dir from `flbq data shapes` (images/, instances.json)")
     ap.add_argument("--ann", default="instances.json", help="annotation file in --data (e.g. train.json)")
-    ap.add_argument("--arch", choices=["swin", "vit"], default="swin")
+    ap.add_argument("--arch", choices=["swin", "vit", "vitdet"], default="swin")
     ap.add_argument("--out", help="safetensors output")
     ap.add_argument("--ckpt", default="/tmp/train_shapes.ckpt")
     ap.add_argument("--export-only", metavar="CKPT", help="export a checkpoint to --out and exit")
@@ -237,6 +263,8 @@ def main():
     ap.add_argument("--vit-dim", type=int, default=128)
     ap.add_argument("--vit-layers", type=int, default=6)
     ap.add_argument("--vit-heads", type=int, default=4)
+    ap.add_argument("--vitdet-window", type=int, default=5)
+    ap.add_argument("--global-blocks", type=int, nargs="*", default=[2, 5])
     ap.add_argument("--fpn-channels", type=int, default=64)
     ap.add_argument("--box-head-dim", type=int, default=256)
     ap.add_argument("--mask-head-dim", type=int, default=32)
