@@ -69,10 +69,12 @@ func nmsSorted(boxes []float32, order []int, thr float64) []int {
 	// the inner loop streams through memory; the arithmetic is unchanged.
 	buf := make([]float32, 5*n)
 	x1, y1, x2, y2, area := buf[:n], buf[n:2*n], buf[2*n:3*n], buf[3*n:4*n], buf[4*n:]
+	finite := true // no NaN coordinate
 	for k, i := range order {
 		b := boxes[4*i : 4*i+4]
 		x1[k], y1[k], x2[k], y2[k] = b[0], b[1], b[2], b[3]
 		area[k] = float32((b[2] - b[0]) * (b[3] - b[1]))
+		finite = finite && b[0] == b[0] && b[1] == b[1] && b[2] == b[2] && b[3] == b[3]
 	}
 	suppressed := make([]bool, n)
 	for a := 0; a < n; a++ {
@@ -87,6 +89,23 @@ func nmsSorted(boxes []float32, order []int, thr float64) []int {
 		sy2 := y2[a+1 : a+1+len(sx1)]
 		sar := area[a+1 : a+1+len(sx1)]
 		sup := suppressed[a+1 : a+1+len(sx1)]
+		if finite {
+			// Without NaNs the builtin min/max (branch-free) give what
+			// std::min/std::max give, up to the sign of a zero, which
+			// no difference below can see; the overlaps of already
+			// suppressed boxes are computed too, as that costs less than
+			// the branch.
+			for j := range sx1 {
+				w := max(0, min(ix2, sx2[j])-max(ix1, sx1[j]))
+				h := max(0, min(iy2, sy2[j])-max(iy1, sy1[j]))
+				inter := float32(w * h)
+				ovr := inter / (float32(iarea+sar[j]) - inter)
+				if float64(ovr) > thr {
+					sup[j] = true
+				}
+			}
+			continue
+		}
 		for j := range sx1 {
 			if sup[j] {
 				continue

@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/flbq/flbq/runtime/backend"
+	"github.com/flbq/flbq/runtime/internal/bufpool"
 	"github.com/flbq/flbq/runtime/kernels/kabi"
 	"github.com/flbq/flbq/runtime/qformat"
 )
@@ -44,7 +45,9 @@ func QuantizeLinear(w []float32, n, k int, tileBits []uint8, rule qformat.Rule, 
 	return NewQLinear(m, bias)
 }
 
-var actPool = sync.Pool{New: func() any { return new(Activations) }}
+// actPool keeps quantized-activation buffers by size class of M·KP
+// across calls and garbage collections (bufpool's doc says why).
+var actPool bufpool.Pool[*Activations]
 
 // Forward computes dst (M×N) = quantized(x) (M×K) · Wᵀ + bias with the active
 // tier.
@@ -57,8 +60,12 @@ func (l *QLinear) forward(t *kabi.Table, dst, x []float32, M int) error {
 	if M < 0 || len(x) < M*K {
 		return fmt.Errorf("kernels: QLinear.Forward: len(x) = %d for M = %d, K = %d", len(x), M, K)
 	}
-	a := actPool.Get().(*Activations)
-	defer actPool.Put(a)
+	c := bufpool.Class(M * qformat.PaddedK(K))
+	a, ok := actPool.Get(c)
+	if !ok {
+		a = &Activations{Q: make([]int8, 0, 1<<c)}
+	}
+	defer actPool.Put(c, a)
 	a.resize(M, K)
 	l.quantize(t, a, x)
 	return l.forwardQ(t, dst, a)

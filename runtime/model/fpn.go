@@ -189,7 +189,9 @@ func (s *SimpleFP) Layers() ([]*nn.Conv2d, []*nn.ConvTranspose2d) {
 }
 
 // Forward implements Pyramid; feats[0] is the encoder map (NCHW, stride 16).
-func (s *SimpleFP) Forward(feats []*tensor.Tensor) []*tensor.Tensor { return toNCHW(s.ForwardNHWC(feats)) }
+func (s *SimpleFP) Forward(feats []*tensor.Tensor) []*tensor.Tensor {
+	return toNCHW(s.ForwardNHWC(feats))
+}
 
 // ForwardNHWC implements Pyramid.
 func (s *SimpleFP) ForwardNHWC(feats []*tensor.Tensor) []*tensor.Tensor {

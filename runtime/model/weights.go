@@ -1,6 +1,7 @@
 package model
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"math/rand"
@@ -20,6 +21,7 @@ type Weights struct {
 	File *safetensors.File
 	used map[string]bool
 	rng  *rand.Rand // NewRandomWeights: fabricate every requested tensor
+	made []safetensors.Tensor
 	mu   sync.Mutex
 }
 
@@ -55,7 +57,25 @@ func (w *Weights) random(name string, shape []int) []float32 {
 		}
 	}
 	w.used[name] = true
+	w.made = append(w.made, safetensors.Tensor{Name: name, Shape: append([]int(nil), shape...), F32: d})
 	return d
+}
+
+// EncodeRandom writes every tensor a NewRandomWeights source fabricated
+// (floats as F32, integer buffers as zero I64s) as a model file with the
+// given metadata: a real-size model file for benchmarks of the paths that
+// take files (packing, loading a quantized model).
+func (w *Weights) EncodeRandom(meta map[string]string) ([]byte, error) {
+	if w.rng == nil {
+		return nil, fmt.Errorf("model: EncodeRandom on weights read from a file")
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var buf bytes.Buffer
+	if err := safetensors.Encode(&buf, w.made, meta); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // NewWeights wraps a parsed file.
@@ -97,7 +117,11 @@ func (w *Weights) Float(name string, shape ...int) ([]float32, error) {
 // Int returns an integer tensor with the given shape.
 func (w *Weights) Int(name string, shape ...int) ([]int64, error) {
 	if w.File == nil {
-		return make([]int64, tensor.Numel(shape)), nil
+		d := make([]int64, tensor.Numel(shape))
+		w.mu.Lock()
+		w.made = append(w.made, safetensors.Tensor{Name: name, DType: safetensors.I64, Shape: append([]int(nil), shape...), Raw: make([]byte, 8*len(d))})
+		w.mu.Unlock()
+		return d, nil
 	}
 	info, ok := w.File.Info(name)
 	if !ok {

@@ -2,12 +2,12 @@ package nn
 
 import (
 	"fmt"
-	"math/bits"
 	"sync"
 	"sync/atomic"
 	"unsafe"
 
 	"github.com/flbq/flbq/runtime/backend"
+	"github.com/flbq/flbq/runtime/internal/bufpool"
 )
 
 // Register tile of the fp32 micro-kernel: MR rows of A × NR columns of B.
@@ -64,31 +64,16 @@ func ParallelFor(n, grain int, fn func(lo, hi int)) {
 	wg.Wait()
 }
 
-// Buffer pools for per-call scratch (packed panels, im2col blocks,
-// channels-last copies), one per power-of-two capacity so that a request
-// never drops a buffer of another size (a fresh large buffer costs its
-// page faults on every call). Slices are never shared between concurrent
-// calls.
-var scratchPools [48]sync.Pool
+// scratch holds per-call buffers (packed panels, im2col blocks,
+// channels-last copies) across calls and garbage collections. Slices are
+// never shared between concurrent calls.
+var scratch bufpool.Slices[float32]
 
 // GetScratch returns a float32 slice of length n (contents undefined).
-func GetScratch(n int) *[]float32 {
-	c := bits.Len(uint(max(n, 1) - 1))
-	if p, ok := scratchPools[c].Get().(*[]float32); ok {
-		*p = (*p)[:n]
-		return p
-	}
-	s := make([]float32, n, 1<<c)
-	return &s
-}
+func GetScratch(n int) *[]float32 { return scratch.Get(n) }
 
 // PutScratch returns a slice obtained from GetScratch.
-func PutScratch(p *[]float32) {
-	c := bits.Len(uint(cap(*p) - 1))
-	if cap(*p) == 1<<c {
-		scratchPools[c].Put(p)
-	}
-}
+func PutScratch(p *[]float32) { scratch.Put(p) }
 
 // PackedLen is the number of floats PackB needs for a K×N matrix.
 func PackedLen(K, N int) int { return ((N + NR - 1) / NR) * NR * K }

@@ -144,3 +144,26 @@ func TestResizeNearestAndPool(t *testing.T) {
 		t.Errorf("maxpool k2s2 = %v %dx%d", p, oh, ow)
 	}
 }
+
+// ReLUSerial's branch-free form zeroes exactly what v < 0 zeroes (and
+// keeps -0, NaNs of either sign and the infinities' sign rules).
+func TestReLUSpecialValues(t *testing.T) {
+	vals := []float32{0, float32(math.Copysign(0, -1)), 1, -1, float32(math.Inf(1)), float32(math.Inf(-1)),
+		float32(math.NaN()), -float32(math.NaN()), math.SmallestNonzeroFloat32, -math.SmallestNonzeroFloat32,
+		math.MaxFloat32, -math.MaxFloat32}
+	r := rand.New(rand.NewSource(1))
+	for i := 0; i < 1000; i++ {
+		vals = append(vals, float32(r.NormFloat64()))
+	}
+	got := append([]float32(nil), vals...)
+	ReLU(got)
+	for i, v := range vals {
+		want := v
+		if v < 0 {
+			want = 0
+		}
+		if math.Float32bits(got[i]) != math.Float32bits(want) {
+			t.Fatalf("relu(%v) = %v, want %v", v, got[i], want)
+		}
+	}
+}
