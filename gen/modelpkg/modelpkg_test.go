@@ -23,7 +23,7 @@ const fixture = "../../runtime/maskrcnn/testdata/swin_maskrcnn.safetensors"
 
 // mixedAlloc gives every 16-channel group of every layer a bit-width that
 // cycles through 3..8, so runs of several widths appear in one layer.
-func mixedAlloc(t *testing.T, m *model.Model) *solver.Allocation {
+func mixedAlloc(t testing.TB, m *model.Model) *solver.Allocation {
 	t.Helper()
 	a := &solver.Allocation{Solver: "test", TargetBits: 5}
 	i := 0
@@ -41,7 +41,7 @@ func mixedAlloc(t *testing.T, m *model.Model) *solver.Allocation {
 
 func load(t *testing.T) (*safetensors.File, *model.Model) { return loadFile(t, fixture) }
 
-func loadFile(t *testing.T, path string) (*safetensors.File, *model.Model) {
+func loadFile(t testing.TB, path string) (*safetensors.File, *model.Model) {
 	t.Helper()
 	f, err := safetensors.Open(path)
 	if err != nil {
@@ -167,16 +167,20 @@ func TestAllocationMismatches(t *testing.T) {
 // The quantized detector must give the detections of the calibration's
 // fake-quant path with the same allocation: the kernels' integer
 // arithmetic is the only difference.
+// The quantized detector (backbone and integer heads on the kernels)
+// against its float twin, with the heads at 8 and at 5 bits.
 func TestQuantizedMatchesFakeQuant(t *testing.T) {
 	for _, fx := range []string{fixture, "../../runtime/maskrcnn/testdata/vit_maskrcnn.safetensors"} {
-		t.Run(filepath.Base(fx), func(t *testing.T) { quantizedMatchesFakeQuant(t, fx) })
+		for _, h := range []Heads{HeadsInt8, "int5"} {
+			t.Run(filepath.Base(fx)+"/"+string(h), func(t *testing.T) { quantizedMatchesFakeQuant(t, fx, h) })
+		}
 	}
 }
 
-func quantizedMatchesFakeQuant(t *testing.T, fx string) {
+func quantizedMatchesFakeQuant(t *testing.T, fx string, h Heads) {
 	f, m := loadFile(t, fx)
 	a := mixedAlloc(t, m)
-	blob, layers, err := Pack(f, a, qformat.MSE, HeadsInt8)
+	blob, layers, err := Pack(f, a, qformat.MSE, h)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,8 +188,25 @@ func quantizedMatchesFakeQuant(t *testing.T, fx string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if q.Meta.HeadBits != h.Bits() {
+		t.Errorf("head_bits %d, want %d", q.Meta.HeadBits, h.Bits())
+	}
 	imgs, _ := filepath.Glob("../../runtime/maskrcnn/testdata/images/*")
-	matchesFakeQuant(t, q.Detector, fakeQuantDetector(t, f, a), imgs, 0.9)
+	matchesFakeQuant(t, q.Detector, fakeQuantDetectorHeads(t, f, a, h), imgs, 0.9)
+}
+
+func TestParseHeads(t *testing.T) {
+	for s, want := range map[string]int{"": 8, "int8": 8, "int4": 4, "int6": 6, "fp32": 32} {
+		h, err := ParseHeads(s)
+		if err != nil || h.Bits() != want {
+			t.Errorf("ParseHeads(%q) = %q (%d bits), %v; want %d bits", s, h, h.Bits(), err, want)
+		}
+	}
+	for _, s := range []string{"int3", "int9", "int", "int88", "fp16", "INT8"} {
+		if _, err := ParseHeads(s); err == nil {
+			t.Errorf("ParseHeads(%q) accepted", s)
+		}
+	}
 }
 
 // TestFP32Heads: with --heads fp32 the blob keeps the source's pyramid and
@@ -289,8 +310,8 @@ func fakeQuantDetectorHeads(t *testing.T, f *safetensors.File, a *solver.Allocat
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h == HeadsInt8 {
-		if err := calib.FakeQuantHeads(fd, HeadBits); err != nil {
+	if h != HeadsFP32 {
+		if err := calib.FakeQuantHeads(fd, h.Bits()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -344,4 +365,131 @@ func iou(a, b [4]float32) float64 {
 	inter := ix * iy
 	area := func(r [4]float32) float64 { return float64(r[2]-r[0]) * float64(r[3]-r[1]) }
 	return inter / (area(a) + area(b) - inter)
+}
+
+// reencode returns blob with its tensors edited by edit (which may drop
+// entries by returning false).
+func reencode(t *testing.T, blob []byte, edit func(ts *safetensors.Tensor) bool) []byte {
+	t.Helper()
+	f, err := safetensors.Parse(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ts []safetensors.Tensor
+	for _, n := range f.Names() {
+		info, _ := f.Info(n)
+		raw, _ := f.Raw(n)
+		x := safetensors.Tensor{Name: n, DType: info.DType, Shape: info.Shape, Raw: append([]byte(nil), raw...)}
+		if edit(&x) {
+			ts = append(ts, x)
+		}
+	}
+	var buf bytes.Buffer
+	if err := safetensors.Encode(&buf, ts, f.Metadata); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// A packed model whose head tensors are damaged, truncated or belong to
+// another model is refused with an error naming the tensor.
+func TestLoadRefusesDamagedHeads(t *testing.T) {
+	f, m := load(t)
+	a := mixedAlloc(t, m)
+	blob, _, err := Pack(f, a, qformat.MSE, HeadsInt8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := qmodel.LoadPacked(blob); err != nil {
+		t.Fatalf("intact blob refused: %v", err)
+	}
+	const head = "rpn.head.conv.0.0.weight"
+	for _, c := range []struct {
+		name string
+		edit func(ts *safetensors.Tensor) bool
+		want string
+	}{
+		{"missing codes", func(ts *safetensors.Tensor) bool { return ts.Name != qmodel.Q8(head) }, qmodel.Q8(head)},
+		{"missing scales", func(ts *safetensors.Tensor) bool { return ts.Name != qmodel.Q8Scale(head) }, qmodel.Q8Scale(head)},
+		{"codes of another shape", func(ts *safetensors.Tensor) bool {
+			if ts.Name == qmodel.Q8(head) {
+				ts.Shape = []int{ts.Shape[0] * ts.Shape[1], ts.Shape[2], ts.Shape[3]}
+			}
+			return true
+		}, qmodel.Q8(head)},
+		{"codes as I8", func(ts *safetensors.Tensor) bool {
+			if ts.Name == qmodel.Q8(head) {
+				ts.DType = safetensors.I8
+			}
+			return true
+		}, qmodel.Q8(head)},
+		{"zero point out of range", func(ts *safetensors.Tensor) bool {
+			if ts.Name == qmodel.Q8Zero(head) {
+				ts.Raw[0], ts.Raw[1] = 0xff, 0x7f // 32767
+			}
+			return true
+		}, qmodel.Q8(head)},
+		{"scales too few", func(ts *safetensors.Tensor) bool {
+			if ts.Name == qmodel.Q8Scale(head) {
+				ts.Shape, ts.Raw = []int{ts.Shape[0] - 1}, ts.Raw[:len(ts.Raw)-4]
+			}
+			return true
+		}, qmodel.Q8Scale(head)},
+	} {
+		_, err := qmodel.LoadPacked(reencode(t, blob, c.edit))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error naming %s", c.name, err, c.want)
+		}
+	}
+	if _, err := qmodel.LoadPacked(blob[:len(blob)/2]); err == nil {
+		t.Error("truncated blob accepted")
+	}
+	// Another model's blob under this model's layer table.
+	vf, vm := loadFile(t, "../../runtime/maskrcnn/testdata/vit_maskrcnn.safetensors")
+	vblob, _, err := Pack(vf, mixedAlloc(t, vm), qformat.MSE, HeadsInt8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, layers, _ := Pack(f, a, qformat.MSE, HeadsInt8)
+	if _, err := qmodel.Load(vblob, layers); err == nil || !strings.Contains(err.Error(), "layer") {
+		t.Errorf("another model's blob: %v", err)
+	}
+}
+
+// FuzzLoadPacked: no packed model, however damaged, panics the loader.
+// The fuzzer edits the "flbq.qmodel" metadata (the layer and head tables
+// the loader trusts least) and may cut the blob short.
+func FuzzLoadPacked(f *testing.F) {
+	src, m := loadFile(f, fixture)
+	a := mixedAlloc(f, m)
+	blob, _, err := Pack(src, a, qformat.MSE, HeadsInt8)
+	if err != nil {
+		f.Fatal(err)
+	}
+	pf, err := safetensors.Parse(blob)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var ts []safetensors.Tensor
+	for _, n := range pf.Names() {
+		info, _ := pf.Info(n)
+		raw, _ := pf.Raw(n)
+		ts = append(ts, safetensors.Tensor{Name: n, DType: info.DType, Shape: info.Shape, Raw: raw})
+	}
+	f.Add(pf.Metadata[qmodel.MetaKey], uint32(0))
+	f.Add(pf.Metadata[qmodel.MetaKey], uint32(len(blob)/2))
+	f.Fuzz(func(t *testing.T, meta string, cut uint32) {
+		var buf bytes.Buffer
+		md := map[string]string{safetensors.ConfigKey: pf.Metadata[safetensors.ConfigKey], qmodel.MetaKey: meta}
+		if err := safetensors.Encode(&buf, ts, md); err != nil {
+			return
+		}
+		b := buf.Bytes()
+		if cut > 0 {
+			b = b[:int(cut)%len(b)]
+		}
+		if q, err := qmodel.LoadPacked(b); err == nil && q.Detector == nil {
+			t.Fatal("nil detector without an error")
+		}
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sort"
 
 	"github.com/flbq/flbq/runtime/maskrcnn"
@@ -23,14 +24,19 @@ import (
 // HeadBits is the paper's uniform bit-width of the FPN and detection heads.
 const HeadBits = 8
 
+// MinHeadBits is the fewest bits --heads intN takes: below it the heads'
+// uniform min–max weights lose too much for a detector to be useful.
+const MinHeadBits = 4
+
 // Heads is the precision of the pyramid and detection heads in a packed
-// model (flag --heads).
+// model (flag --heads): "intN" (N = 4..8) or "fp32".
 type Heads string
 
 const (
 	// HeadsInt8: pyramid and head weights at HeadBits bits, uniform with
 	// vanilla per-output-channel scales (the paper's protocol; the
-	// default), run on the integer kernels (runtime/qmodel).
+	// default), run on the integer kernels (runtime/qmodel). int4..int7
+	// store them at fewer bits on the same kernels.
 	HeadsInt8 Heads = "int8"
 	// HeadsFP32: head weights as in the source model, as deployments that
 	// exclude the heads from quantization keep them.
@@ -39,13 +45,26 @@ const (
 
 // ParseHeads reads a --heads value ("" is int8).
 func ParseHeads(s string) (Heads, error) {
-	switch Heads(s) {
-	case "", HeadsInt8:
+	switch h := Heads(s); {
+	case s == "":
 		return HeadsInt8, nil
-	case HeadsFP32:
-		return HeadsFP32, nil
+	case h == HeadsFP32:
+		return h, nil
+	case len(s) == 4 && strings.HasPrefix(s, "int") && s[3] >= '0'+MinHeadBits && s[3] <= '0'+HeadBits:
+		return h, nil
 	}
-	return "", fmt.Errorf("heads %q: want int8 or fp32", s)
+	return "", fmt.Errorf("heads %q: want int%d..int%d (pyramid and heads at that many bits on the integer kernels) or fp32", s, MinHeadBits, HeadBits)
+}
+
+// Bits is the heads' weight bit-width (32 for fp32).
+func (h Heads) Bits() int {
+	if h == HeadsFP32 {
+		return 32
+	}
+	if h == "" {
+		return HeadBits
+	}
+	return int(h[3] - '0')
 }
 
 // Layers checks the allocation against the model's quantizable layers and
@@ -151,10 +170,7 @@ func Pack(src *safetensors.File, a *solver.Allocation, rule qformat.Rule, heads 
 		headAxis[l.WeightName()] = l.Axis()
 	}
 	var qheads []qmodel.HeadTensor
-	headBits := HeadBits
-	if heads == HeadsFP32 {
-		headBits = 32
-	}
+	headBits := heads.Bits()
 	for _, name := range src.Names() {
 		axis, ok := headAxis[name]
 		if heads == HeadsFP32 || !ok {
@@ -165,7 +181,7 @@ func Pack(src *safetensors.File, a *solver.Allocation, rule qformat.Rule, heads 
 		if err != nil {
 			return nil, nil, err
 		}
-		q, s, z, err := qformat.QuantizeTensor(w, shape, h.Axis, HeadBits, qformat.MinMax)
+		q, s, z, err := qformat.QuantizeTensor(w, shape, h.Axis, headBits, qformat.MinMax)
 		if err != nil {
 			return nil, nil, fmt.Errorf("tensor %q: %w", name, err)
 		}

@@ -46,9 +46,12 @@ func Files(src *safetensors.File, a *solver.Allocation, o Options) (map[string][
 	if err != nil {
 		return nil, err
 	}
-	headsDoc, headsFlag := fmt.Sprintf("heads at %d bits", HeadBits), ""
+	headsDoc, headsFlag := fmt.Sprintf("heads at %d bits", heads.Bits()), ""
 	if heads == HeadsFP32 {
-		headsDoc, headsFlag = "heads in fp32", " --heads fp32"
+		headsDoc = "heads in fp32"
+	}
+	if heads != HeadsInt8 {
+		headsFlag = " --heads " + string(heads)
 	}
 	files := map[string][]byte{BlobName: blob}
 

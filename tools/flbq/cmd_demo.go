@@ -50,7 +50,7 @@ func init() {
 			&cli.IntFlag{Name: "calib-size", Value: 64},
 			&cli.StringFlag{Name: "calib-mode", Value: "fast", Usage: "fast or exact"},
 			&cli.Float64Flag{Name: "target-bits", Value: 4},
-			&cli.StringFlag{Name: "heads", Value: "int8", Usage: "pyramid and head weights of the quantized detectors: int8 or fp32"},
+			&cli.StringFlag{Name: "heads", Value: "int8", Usage: "pyramid and head weights of the quantized detectors: int8 (int4..int7: fewer bits, same kernels) or fp32"},
 		}, dataFlags()...),
 		Action: runDemo,
 	})

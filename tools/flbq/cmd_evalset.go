@@ -48,7 +48,7 @@ func init() {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "model", Usage: "detector `FILE`: a model (.safetensors) or a packed quantized model (weights.bin)"},
 			&cli.StringFlag{Name: "alloc", Usage: "quantize --model with this allocation `FILE` first (packed as flbq generate packs it)"},
-			&cli.StringFlag{Name: "heads", Value: "int8", Usage: "with --alloc: pyramid and head weights int8 or fp32"},
+			&cli.StringFlag{Name: "heads", Value: "int8", Usage: "with --alloc: pyramid and head weights int8 (int4..int7: fewer bits) or fp32"},
 			&cli.StringFlag{Name: "val", Usage: "COCO instances `FILE` of the images to evaluate"},
 			&cli.StringFlag{Name: "images", Usage: "`DIR` the instances' file_name values are relative to"},
 			&cli.StringFlag{Name: "out", Usage: "output `DIR` (a rerun resumes there)"},

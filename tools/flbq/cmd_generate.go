@@ -28,7 +28,7 @@ func init() {
 			&cli.StringFlag{Name: "pkg", Usage: "Go package `NAME`", Required: true},
 			&cli.StringFlag{Name: "out", Usage: "package `DIR` (created; only files flbq generated there are replaced)", Required: true},
 			&cli.StringFlag{Name: "rule", Value: "mse", Usage: "weight scale rule of the backbone, as used to calibrate: mse or minmax"},
-			&cli.StringFlag{Name: "heads", Value: "int8", Usage: "pyramid and head weights: int8 (8-bit uniform, per-channel scales) or fp32 (as in --model)"},
+			&cli.StringFlag{Name: "heads", Value: "int8", Usage: "pyramid and head weights: int8 (8-bit uniform, per-channel scales, on the integer kernels; int4..int7: fewer bits) or fp32 (as in --model)"},
 		},
 		Action: func(c *cli.Context) error {
 			rule, err := qformat.ParseRule(c.String("rule"))

@@ -49,7 +49,7 @@ func init() {
 			&cli.StringFlag{Name: "budgets", Value: "2,2.5,3,4,6", Usage: "average bit budgets"},
 			&cli.StringFlag{Name: "methods", Value: "uniform,lg,dp", Usage: "allocations to compare"},
 			&cli.StringFlag{Name: "granularities", Value: "layer,group", Usage: "F-LBQ units: whole layers, 32-channel groups"},
-			&cli.StringFlag{Name: "heads", Value: "int8", Usage: "pyramid and head weights of the quantized rows: int8, fp32 or int8,fp32 (every row with each)"},
+			&cli.StringFlag{Name: "heads", Value: "int8", Usage: "pyramid and head weights of the quantized rows: int8 (int4..int7: fewer bits), fp32, or a list such as int8,fp32 (every row with each)"},
 			&cli.IntFlag{Name: "calib-size", Value: 64},
 			&cli.StringFlag{Name: "calib-mode", Value: "fast"},
 			&cli.StringFlag{Name: "shard", Value: "0/1", Usage: "evaluate shard `i/n` of the rows; writes --json only"},
@@ -70,7 +70,7 @@ func init() {
 
 // BundledModels are the trained detectors the results table covers by
 // default (tools/models/README.md).
-var BundledModels = []string{BundledModel, "tools/models/shapes-vit-d128.safetensors"}
+var BundledModels = []string{BundledModel, "tools/models/shapes-vit-d128.safetensors", "tools/models/shapes-vitdet-d128.safetensors"}
 
 // resultsFile is RESULTS.json (and each shard's file).
 type resultsFile struct {

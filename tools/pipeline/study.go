@@ -318,8 +318,11 @@ func (o *StudyOptions) check() error {
 		return fmt.Errorf("study: no methods or granularities")
 	}
 	for _, h := range o.Heads {
-		if _, err := modelpkg.ParseHeads(string(h)); err != nil || h == "" {
-			return fmt.Errorf("study: heads %q: want int8 or fp32", h)
+		if h == "" {
+			return fmt.Errorf("study: empty heads precision")
+		}
+		if _, err := modelpkg.ParseHeads(string(h)); err != nil {
+			return fmt.Errorf("study: %w", err)
 		}
 	}
 	return nil
