@@ -10,8 +10,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"sort"
+	"strings"
 
 	"github.com/flbq/flbq/runtime/maskrcnn"
 	"github.com/flbq/flbq/runtime/model"
