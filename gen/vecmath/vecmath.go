@@ -405,6 +405,51 @@ func (g *gen) addKernel() {
 		})
 }
 
+// bilerpKernel: bilerpAccAVX2(acc, a1, a2, a3, a4, w []float32) int adds
+// the bilinear sample w[0]·a1 + w[1]·a2 + w[2]·a3 + w[3]·a4 to acc for the
+// whole blocks of 8 of acc and returns how many it did: RoIAlign's four
+// taps over a pixel's channels. Every product and sum is rounded on its
+// own (no FMA), in the order of the Go twin and of torchvision's kernel.
+func (g *gen) bilerpKernel() {
+	g.Function("bilerpAccAVX2")
+	g.Attributes(attr.NOSPLIT)
+	g.Pragma("noescape")
+	g.SignatureExpr("func(acc, a1, a2, a3, a4, w []float32) int")
+	g.Doc("bilerpAccAVX2 sets acc[c] += ((w0·a1[c] + w1·a2[c]) + w2·a3[c]) + w3·a4[c] for c < len(acc)",
+		"rounded down to a multiple of 8, each operation rounded, and returns that count;",
+		"BilerpAcc checks every length.")
+	acc := g.Load(g.Param("acc").Base(), g.GP64())
+	n := g.Load(g.Param("acc").Len(), g.GP64())
+	var offs [4]reg.Register
+	for i, name := range []string{"a1", "a2", "a3", "a4"} {
+		offs[i] = g.Load(g.Param(name).Base(), g.GP64())
+		g.SUBQ(acc, offs[i])
+	}
+	wp := g.Load(g.Param("w").Base(), g.GP64())
+	var ws [4]reg.VecVirtual
+	for i := range ws {
+		ws[i] = g.YMM()
+		g.VBROADCASTSS(mem(wp, 4*i), ws[i])
+	}
+	g.blocks(acc, n, func(p reg.GPVirtual) {
+		t, u := g.YMM(), g.YMM()
+		at := func(i int) operand.Mem { return operand.Mem{Base: p, Index: offs[i], Scale: 1} }
+		g.VMULPS(at(0), ws[0], t)
+		g.VMULPS(at(1), ws[1], u)
+		g.VADDPS(u, t, t)
+		g.VMULPS(at(2), ws[2], u)
+		g.VADDPS(u, t, t)
+		g.VMULPS(at(3), ws[3], u)
+		g.VADDPS(u, t, t)
+		g.VADDPS(mem(p, 0), t, t)
+		g.VMOVUPS(t, mem(p, 0))
+	})
+	g.ANDQ(operand.I32(-8), n)
+	g.Store(n, g.ReturnIndex(0))
+	g.VZEROUPPER()
+	g.RET()
+}
+
 // layerNormKernel: layerNormAVX2 over rows of c floats, c a positive
 // multiple of 8; two passes for mean and variance in float32 lanes.
 func (g *gen) layerNormKernel() {
@@ -669,6 +714,7 @@ func asmFiles() (asm, stubs []byte, err error) {
 		g.softmaxKernel()
 		g.geluKernel()
 		g.addKernel()
+		g.bilerpKernel()
 		g.layerNormKernel()
 		g.packT16Kernel()
 		g.sgemmKernel()
@@ -679,7 +725,7 @@ const docText = Header + `
 
 // Package vecmath holds the generated AVX2+FMA kernels of runtime/nn's fp32
 // ops: the 6×16 GEMM micro-kernel, exp and softmax rows, exact GELU,
-// LayerNorm rows, vector adds, and the transposed (Bᵀ) panel packing of the
+// LayerNorm rows, vector adds, RoIAlign's bilinear taps, and the transposed (Bᵀ) panel packing of the
 // fp32 GEMM. Each exported function checks its arguments, panicking with a
 // message that names it and the bad argument, and then runs the assembly;
 // none checks the CPU. runtime/backend selects the tier: runtime/nn calls
@@ -745,6 +791,16 @@ var wrappers = []wrapper{
 			"len(dst) < len(src)."},
 		checks: []check{{"len(dst) < len(src)", "len(dst)=%d < len(src)=%d", "len(dst), len(src)"}},
 		body:   "return addAVX2(dst, src)",
+	},
+	{
+		name: "BilerpAcc", sig: "(acc, a1, a2, a3, a4 []float32, w *[4]float32) int",
+		doc: []string{"BilerpAcc adds ((w[0]·a1[c] + w[1]·a2[c]) + w[2]·a3[c]) + w[3]·a4[c] to acc[c],",
+			"each operation rounded on its own (no FMA), for c < len(acc) rounded down to a",
+			"multiple of 8 and returns that count; the caller finishes the tail. It panics",
+			"if an a slice is shorter than acc."},
+		checks: []check{{"len(a1) < len(acc) || len(a2) < len(acc) || len(a3) < len(acc) || len(a4) < len(acc)",
+			"len(a1..a4)=%d,%d,%d,%d < len(acc)=%d", "len(a1), len(a2), len(a3), len(a4), len(acc)"}},
+		body: "return bilerpAccAVX2(acc, a1, a2, a3, a4, w[:])",
 	},
 	{
 		name: "LayerNorm", sig: "(dst, x []float32, rows, c int, w, b []float32, eps float32)",

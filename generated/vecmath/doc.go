@@ -2,7 +2,7 @@
 
 // Package vecmath holds the generated AVX2+FMA kernels of runtime/nn's fp32
 // ops: the 6×16 GEMM micro-kernel, exp and softmax rows, exact GELU,
-// LayerNorm rows, vector adds, and the transposed (Bᵀ) panel packing of the
+// LayerNorm rows, vector adds, RoIAlign's bilinear taps, and the transposed (Bᵀ) panel packing of the
 // fp32 GEMM. Each exported function checks its arguments, panicking with a
 // message that names it and the bad argument, and then runs the assembly;
 // none checks the CPU. runtime/backend selects the tier: runtime/nn calls

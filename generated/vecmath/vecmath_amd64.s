@@ -547,6 +547,48 @@ done_17:
 	VZEROUPPER
 	RET
 
+// func bilerpAccAVX2(acc []float32, a1 []float32, a2 []float32, a3 []float32, a4 []float32, w []float32) int
+// Requires: AVX
+TEXT ·bilerpAccAVX2(SB), NOSPLIT, $0-152
+	MOVQ         acc_base+0(FP), AX
+	MOVQ         acc_len+8(FP), CX
+	MOVQ         a1_base+24(FP), DX
+	SUBQ         AX, DX
+	MOVQ         a2_base+48(FP), BX
+	SUBQ         AX, BX
+	MOVQ         a3_base+72(FP), SI
+	SUBQ         AX, SI
+	MOVQ         a4_base+96(FP), DI
+	SUBQ         AX, DI
+	MOVQ         w_base+120(FP), R8
+	VBROADCASTSS (R8), Y0
+	VBROADCASTSS 4(R8), Y1
+	VBROADCASTSS 8(R8), Y2
+	VBROADCASTSS 12(R8), Y3
+	MOVQ         CX, R8
+	SHRQ         $0x03, R8
+	JZ           done_19
+
+loop_18:
+	VMULPS  (AX)(DX*1), Y0, Y4
+	VMULPS  (AX)(BX*1), Y1, Y5
+	VADDPS  Y5, Y4, Y4
+	VMULPS  (AX)(SI*1), Y2, Y5
+	VADDPS  Y5, Y4, Y4
+	VMULPS  (AX)(DI*1), Y3, Y5
+	VADDPS  Y5, Y4, Y4
+	VADDPS  (AX), Y4, Y4
+	VMOVUPS Y4, (AX)
+	ADDQ    $0x00000020, AX
+	DECQ    R8
+	JNZ     loop_18
+
+done_19:
+	ANDQ $-8, CX
+	MOVQ CX, ret+144(FP)
+	VZEROUPPER
+	RET
+
 // func layerNormAVX2(dst []float32, x []float32, rows int, c int, w []float32, b []float32, eps float32)
 // Requires: AVX, AVX2, FMA3
 TEXT ·layerNormAVX2(SB), NOSPLIT, $0-116
@@ -562,7 +604,7 @@ TEXT ·layerNormAVX2(SB), NOSPLIT, $0-116
 	VMOVSS     vecConsts<>+0(SB), X2
 	VDIVSS     X1, X2, X1
 
-row_18:
+row_20:
 	MOVQ   AX, R8
 	SUBQ   CX, R8
 	MOVQ   SI, R9
@@ -573,15 +615,15 @@ row_18:
 	MOVQ   CX, R11
 	MOVQ   BX, R12
 	SHRQ   $0x03, R12
-	JZ     done_20
+	JZ     done_22
 
-loop_19:
+loop_21:
 	VADDPS (R11), Y3, Y3
 	ADDQ   $0x00000020, R11
 	DECQ   R12
-	JNZ    loop_19
+	JNZ    loop_21
 
-done_20:
+done_22:
 	VEXTRACTF128 $0x01, Y3, X4
 	VADDPS       X4, X3, X3
 	VPERMILPS    $0x4e, X3, X4
@@ -594,17 +636,17 @@ done_20:
 	MOVQ         CX, R11
 	MOVQ         BX, R12
 	SHRQ         $0x03, R12
-	JZ           done_22
+	JZ           done_24
 
-loop_21:
+loop_23:
 	VMOVUPS     (R11), Y5
 	VSUBPS      Y3, Y5, Y5
 	VFMADD231PS Y5, Y5, Y4
 	ADDQ        $0x00000020, R11
 	DECQ        R12
-	JNZ         loop_21
+	JNZ         loop_23
 
-done_22:
+done_24:
 	VEXTRACTF128 $0x01, Y4, X5
 	VADDPS       X5, X4, X4
 	VPERMILPS    $0x4e, X4, X5
@@ -619,9 +661,9 @@ done_22:
 	MOVQ         CX, R11
 	MOVQ         BX, R12
 	SHRQ         $0x03, R12
-	JZ           done_24
+	JZ           done_26
 
-loop_23:
+loop_25:
 	VMOVUPS     (R11), Y5
 	VSUBPS      Y3, Y5, Y5
 	VMULPS      Y4, Y5, Y5
@@ -630,13 +672,13 @@ loop_23:
 	VMOVUPS     Y5, (R11)(R8*1)
 	ADDQ        $0x00000020, R11
 	DECQ        R12
-	JNZ         loop_23
+	JNZ         loop_25
 
-done_24:
+done_26:
 	LEAQ (CX)(BX*4), CX
 	LEAQ (AX)(BX*4), AX
 	DECQ DX
-	JNZ  row_18
+	JNZ  row_20
 	VZEROUPPER
 	RET
 
@@ -653,9 +695,9 @@ TEXT ·packT16AVX2(SB), NOSPLIT, $0-64
 	ANDQ $-8, CX
 	MOVQ CX, DI
 	SHRQ $0x03, DI
-	JZ   done_26
+	JZ   done_28
 
-loop_25:
+loop_27:
 	MOVQ       DX, R8
 	LEAQ       (R8)(BX*4), R9
 	VMOVUPS    (R8), Y0
@@ -743,9 +785,9 @@ loop_25:
 	ADDQ       $0x00000020, DX
 	ADDQ       $0x00000200, AX
 	DECQ       DI
-	JNZ        loop_25
+	JNZ        loop_27
 
-done_26:
+done_28:
 	MOVQ CX, ret+56(FP)
 	VZEROUPPER
 	RET
@@ -777,7 +819,7 @@ TEXT ·sgemm6x16AVX2(SB), NOSPLIT, $0-49
 	VXORPS  Y11, Y11, Y11
 	PCALIGN $0x20
 
-loop_27:
+loop_29:
 	VMOVUPS      (BX), Y12
 	VMOVUPS      32(BX), Y13
 	VBROADCASTSS (CX), Y14
@@ -803,12 +845,12 @@ loop_27:
 	ADDQ         $0x00000004, R9
 	ADDQ         $0x00000040, BX
 	DECQ         AX
-	JNZ          loop_27
+	JNZ          loop_29
 	LEAQ         (SI)(DI*2), AX
 	LEAQ         (AX)(DI*2), CX
 	MOVB         acc+48(FP), DL
 	TESTB        DL, DL
-	JZ           store_28
+	JZ           store_30
 	VADDPS       (SI), Y0, Y0
 	VADDPS       32(SI), Y1, Y1
 	VADDPS       (SI)(DI*1), Y2, Y2
@@ -822,7 +864,7 @@ loop_27:
 	VADDPS       (CX)(DI*1), Y10, Y10
 	VADDPS       32(CX)(DI*1), Y11, Y11
 
-store_28:
+store_30:
 	VMOVUPS Y0, (SI)
 	VMOVUPS Y1, 32(SI)
 	VMOVUPS Y2, (SI)(DI*1)

@@ -27,6 +27,13 @@ func geluAVX2(x []float32) int
 //go:noescape
 func addAVX2(dst []float32, src []float32) int
 
+// bilerpAccAVX2 sets acc[c] += ((w0·a1[c] + w1·a2[c]) + w2·a3[c]) + w3·a4[c] for c < len(acc)
+// rounded down to a multiple of 8, each operation rounded, and returns that count;
+// BilerpAcc checks every length.
+//
+//go:noescape
+func bilerpAccAVX2(acc []float32, a1 []float32, a2 []float32, a3 []float32, a4 []float32, w []float32) int
+
 // layerNormAVX2 normalises rows ≥ 1 rows of c floats (c a positive multiple
 // of 8) of x into dst (which may alias x): (x−mean)/√(var+eps)·w + b with the
 // biased variance; LayerNorm checks every length.

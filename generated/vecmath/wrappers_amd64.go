@@ -41,6 +41,17 @@ func Add(dst, src []float32) int {
 	return addAVX2(dst, src)
 }
 
+// BilerpAcc adds ((w[0]·a1[c] + w[1]·a2[c]) + w[2]·a3[c]) + w[3]·a4[c] to acc[c],
+// each operation rounded on its own (no FMA), for c < len(acc) rounded down to a
+// multiple of 8 and returns that count; the caller finishes the tail. It panics
+// if an a slice is shorter than acc.
+func BilerpAcc(acc, a1, a2, a3, a4 []float32, w *[4]float32) int {
+	if len(a1) < len(acc) || len(a2) < len(acc) || len(a3) < len(acc) || len(a4) < len(acc) {
+		panic(fmt.Sprintf("vecmath.BilerpAcc: len(a1..a4)=%d,%d,%d,%d < len(acc)=%d", len(a1), len(a2), len(a3), len(a4), len(acc)))
+	}
+	return bilerpAccAVX2(acc, a1, a2, a3, a4, w[:])
+}
+
 // LayerNorm normalises rows rows of c floats of x into dst (which may alias x):
 // (x−mean)/√(var+eps)·w + b with the biased variance, the statistics in float32
 // lanes. It panics unless rows ≥ 0, c is a positive multiple of 8, x and dst

@@ -137,16 +137,9 @@ func roiAlignOne(out []float32, feat FeatureMap, hwc []float32, box []float32, p
 	for b := 0; b < nb; b++ {
 		clear(acc)
 		for _, q := range pc[b*ns : (b+1)*ns] {
-			a1 := hwc[int(q.p1)*C : int(q.p1)*C+C]
-			a2 := hwc[int(q.p2)*C : int(q.p2)*C+C]
-			a3 := hwc[int(q.p3)*C : int(q.p3)*C+C]
-			a4 := hwc[int(q.p4)*C : int(q.p4)*C+C]
-			for c := range acc {
-				t := float32(q.w1*a1[c]) + float32(q.w2*a2[c])
-				t = t + float32(q.w3*a3[c])
-				t = t + float32(q.w4*a4[c])
-				acc[c] += t
-			}
+			w := [4]float32{q.w1, q.w2, q.w3, q.w4}
+			nn.BilerpAcc(acc, hwc[int(q.p1)*C:int(q.p1)*C+C], hwc[int(q.p2)*C:int(q.p2)*C+C],
+				hwc[int(q.p3)*C:int(q.p3)*C+C], hwc[int(q.p4)*C:int(q.p4)*C+C], &w)
 		}
 		for c, v := range acc {
 			out[c*nb+b] = v / count

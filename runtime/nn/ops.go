@@ -267,3 +267,25 @@ func MaxPool2d(x []float32, nc, h, w, kernel, stride, pad int) ([]float32, int, 
 	})
 	return out, oh, ow
 }
+
+// BilerpAcc adds one bilinear sample over a pixel's channels to acc:
+// acc[c] += ((w[0]·a1[c] + w[1]·a2[c]) + w[2]·a3[c]) + w[3]·a4[c], every
+// product and sum rounded on its own (torchvision's RoIAlign order; the
+// a slices are the four taps' channel vectors, at least len(acc) long).
+func BilerpAcc(acc, a1, a2, a3, a4 []float32, w *[4]float32) {
+	if len(a1) < len(acc) || len(a2) < len(acc) || len(a3) < len(acc) || len(a4) < len(acc) {
+		panic(fmt.Sprintf("nn.BilerpAcc: taps of %d, %d, %d, %d values for %d channels", len(a1), len(a2), len(a3), len(a4), len(acc)))
+	}
+	bilerpAcc(acc, a1, a2, a3, a4, w)
+}
+
+// bilerpAccGo is the pure-Go twin of the BilerpAcc kernel.
+func bilerpAccGo(acc, a1, a2, a3, a4 []float32, w *[4]float32) {
+	a1, a2, a3, a4 = a1[:len(acc)], a2[:len(acc)], a3[:len(acc)], a4[:len(acc)]
+	for c := range acc {
+		t := float32(w[0]*a1[c]) + float32(w[1]*a2[c])
+		t = t + float32(w[2]*a3[c])
+		t = t + float32(w[3]*a4[c])
+		acc[c] += t
+	}
+}

@@ -47,3 +47,11 @@ func packT16(dst, b []float32, ldb, K int) int {
 	}
 	return vecmath.PackT16(dst[:K*NR], b, ldb)
 }
+
+func bilerpAcc(acc, a1, a2, a3, a4 []float32, w *[4]float32) {
+	if fp32AVX2() {
+		n := vecmath.BilerpAcc(acc, a1, a2, a3, a4, w)
+		acc, a1, a2, a3, a4 = acc[n:], a1[n:], a2[n:], a3[n:], a4[n:]
+	}
+	bilerpAccGo(acc, a1, a2, a3, a4, w)
+}

@@ -254,3 +254,38 @@ func TestPackT16Kernel(t *testing.T) {
 		}
 	}
 }
+
+// The bilinear-tap kernel is bit-identical to its twin (same roundings, no
+// FMA) and stores nothing past len(acc).
+func TestBilerpAccKernel(t *testing.T) {
+	needAsm(t)
+	r := rand.New(rand.NewSource(9))
+	for n := 0; n <= 41; n++ {
+		taps := make([][]float32, 4)
+		for i := range taps {
+			taps[i] = make([]float32, n+3)
+			for j := range taps[i] {
+				taps[i][j] = float32(r.NormFloat64() * 10)
+			}
+		}
+		w := [4]float32{r.Float32(), r.Float32(), r.Float32(), r.Float32()}
+		got, all := padded(n)
+		want := make([]float32, n)
+		for i := range got {
+			got[i] = float32(r.NormFloat64())
+			want[i] = got[i]
+		}
+		done := gv.BilerpAcc(got, taps[0], taps[1], taps[2], taps[3], &w)
+		if done != n&^7 {
+			t.Fatalf("n=%d: did %d", n, done)
+		}
+		bilerpAccGo(got[done:], taps[0][done:], taps[1][done:], taps[2][done:], taps[3][done:], &w)
+		bilerpAccGo(want, taps[0], taps[1], taps[2], taps[3], &w)
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("n=%d [%d]: kernel %v, twin %v", n, i, got[i], want[i])
+			}
+		}
+		checkSentinels(t, "BilerpAcc", all, n)
+	}
+}
