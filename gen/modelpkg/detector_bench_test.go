@@ -2,6 +2,8 @@ package modelpkg
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"math/rand"
 	"runtime"
 	"testing"
@@ -30,7 +32,10 @@ import (
 // heads at 8 bits on the integer kernels). Metrics per variant: process
 // CPU ms per image (<v>-cpu-ms) and wall ms per stage; fp32/<v> is the
 // ratio of CPU times. tools/refgen/maskrcnn_bench_torchvision.py times
-// PyTorch on the same configuration.
+// PyTorch on the same configuration; with FLBQ_BENCH_MODELS=DIR (its
+// --export directory) each case loads that script's model file of the same
+// size and threshold instead, so both sides run the same weights and keep
+// the same detections.
 const benchSwinT = `{"family":"swin","task":"detection","patch_size":[4,4],"embed_dim":96,"depths":[2,2,6,2],
 	"num_heads":[3,6,12,24],"window_size":[7,7],"out_norms":true,"out_channels":256,
 	"num_classes":91,"min_size":%d,"max_size":1333}`
@@ -75,36 +80,25 @@ func uniformAlloc(b *testing.B, f *safetensors.File, bits int) *solver.Allocatio
 }
 
 func BenchmarkQuantizedDetector(b *testing.B) {
+	names := []string{"fp32", "q4-fp32heads", "q4-int8"}
 	for _, sz := range [][2]int{{512, 512}, {800, 1216}} {
-		var dets []*maskrcnn.Detector
-		names := []string{"fp32", "q4-fp32heads", "q4-int8"}
-		setup := func(b *testing.B) {
-			if dets != nil {
-				return
-			}
-			f := randomDetectorFile(b, fmt.Sprintf(benchSwinT, min(sz[0], sz[1])))
-			fp, err := maskrcnn.New(mustModel(b, f))
-			if err != nil {
-				b.Fatal(err)
-			}
-			dets = append(dets, fp)
-			a := uniformAlloc(b, f, 4)
-			for _, h := range []Heads{HeadsFP32, HeadsInt8} {
-				blob, layers, err := Pack(f, a, qformat.MSE, h)
-				if err != nil {
-					b.Fatal(err)
-				}
-				q, err := qmodel.Load(blob, layers)
-				if err != nil {
-					b.Fatal(err)
-				}
-				dets = append(dets, q.Detector)
-			}
-		}
+		var own []*maskrcnn.Detector // Go's random weights, shared by both thresholds
 		img := randomImage(sz[0], sz[1])
 		for _, thresh := range []float64{0, 0.05} {
 			b.Run(fmt.Sprintf("SwinT/%dx%d/score%g", sz[0], sz[1], thresh), func(b *testing.B) {
-				setup(b)
+				var dets []*maskrcnn.Detector
+				if dir := os.Getenv("FLBQ_BENCH_MODELS"); dir != "" {
+					f, err := safetensors.Open(filepath.Join(dir, fmt.Sprintf("SwinT-%dx%d-score%g.safetensors", sz[0], sz[1], thresh)))
+					if err != nil {
+						b.Fatal(err)
+					}
+					dets = detectorVariants(b, f)
+				} else {
+					if own == nil {
+						own = detectorVariants(b, randomDetectorFile(b, fmt.Sprintf(benchSwinT, min(sz[0], sz[1]))))
+					}
+					dets = own
+				}
 				vs := make([]*maskrcnn.Detector, len(dets))
 				for i, d := range dets {
 					vs[i] = d.WithOptions(maskrcnn.Options{ScoreThresh: thresh})
@@ -155,6 +149,29 @@ func BenchmarkQuantizedDetector(b *testing.B) {
 			})
 		}
 	}
+}
+
+// detectorVariants returns f's fp32 detector and its uniform-4-bit
+// packed forms with fp32 and int8 heads.
+func detectorVariants(b *testing.B, f *safetensors.File) []*maskrcnn.Detector {
+	fp, err := maskrcnn.New(mustModel(b, f))
+	if err != nil {
+		b.Fatal(err)
+	}
+	dets := []*maskrcnn.Detector{fp}
+	a := uniformAlloc(b, f, 4)
+	for _, h := range []Heads{HeadsFP32, HeadsInt8} {
+		blob, layers, err := Pack(f, a, qformat.MSE, h)
+		if err != nil {
+			b.Fatal(err)
+		}
+		q, err := qmodel.Load(blob, layers)
+		if err != nil {
+			b.Fatal(err)
+		}
+		dets = append(dets, q.Detector)
+	}
+	return dets
 }
 
 func mustModel(b *testing.B, f *safetensors.File) *model.Model {

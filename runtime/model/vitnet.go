@@ -249,7 +249,11 @@ func relTable(table []float32, rows, dh, s int) []float32 {
 
 // attention computes, per sequence and head, softmax(scale·q·kᵀ + rel)·v
 // into out ([M, D]): rel[(qy,qx),(ky,kx)] = q·Rh[qy,ky] + q·Rw[qx,kx] with
-// the unscaled q (add_decomposed_rel_pos).
+// the unscaled q (add_decomposed_rel_pos). Keys and values are packed once
+// per sequence and head; queries run in chunks of 48 rows, each chunk's
+// scores, relative terms, softmax and product with v in one pass over a
+// chunk×T tile, so a global block's T×T score matrix (4096² per head for
+// ViTDet-B at 1024²) is never written.
 func (b *vitNetBlock) attention(out, qkv []float32, g vitGrid) {
 	D, H := b.dim, b.heads
 	dh := D / H
@@ -260,23 +264,42 @@ func (b *vitNetBlock) attention(out, qkv []float32, g vitGrid) {
 		rh = relTable(b.relH, b.relRows, dh, g.th)
 		rw = relTable(b.relW, b.relRows, dh, g.tw)
 	}
-	nn.ParallelFor(g.sequences*H, 1, func(lo, hi int) {
-		sb := nn.GetScratch(T*T + T*dh + T*(g.th+g.tw))
-		S := (*sb)[:T*T]
-		qs := (*sb)[T*T : T*T+T*dh]
-		rel := (*sb)[T*T+T*dh:]
-		for job := lo; job < hi; job++ {
-			s, h := job/H, job%H
+	jobs := g.sequences * H
+	kLen, vLen := nn.PackedLen(dh, T), nn.PackedLen(T, dh)
+	packs := nn.GetScratch(jobs * (kLen + vLen))
+	pk := *packs
+	nn.ParallelFor(jobs, 1, func(lo, hi int) {
+		for t := lo; t < hi; t++ {
+			s, h := t/H, t%H
 			base := s * T * 3 * D
-			for r := 0; r < T; r++ {
-				q := qkv[base+r*3*D+h*dh : base+r*3*D+h*dh+dh]
+			dst := pk[t*(kLen+vLen):]
+			nn.PackB(dst[:kLen], true, dh, T, qkv[base+D+h*dh:], 3*D)
+			nn.PackB(dst[kLen:kLen+vLen], false, T, dh, qkv[base+2*D+h*dh:], 3*D)
+		}
+	})
+	const chunk = 8 * nn.MR
+	chunks := (T + chunk - 1) / chunk
+	nr := g.th + g.tw
+	nn.ParallelFor(jobs*chunks, 1, func(lo, hi int) {
+		sb := nn.GetScratch(chunk*T + chunk*dh + chunk*nr)
+		S := (*sb)[:chunk*T]
+		qs := (*sb)[chunk*T : chunk*T+chunk*dh]
+		rel := (*sb)[chunk*T+chunk*dh:]
+		for t := lo; t < hi; t++ {
+			job, c := t/chunks, t%chunks
+			s, h := job/H, job%H
+			r0 := c * chunk
+			rows := min(chunk, T-r0)
+			base := s * T * 3 * D
+			for r := 0; r < rows; r++ {
+				q := qkv[base+(r0+r)*3*D+h*dh : base+(r0+r)*3*D+h*dh+dh]
 				d := qs[r*dh : r*dh+dh]
 				for i, v := range q {
 					d[i] = v * scale
 				}
 				if rh != nil {
-					qy, qx := r/g.tw, r%g.tw
-					relr := rel[r*(g.th+g.tw) : (r+1)*(g.th+g.tw)]
+					qy, qx := (r0+r)/g.tw, (r0+r)%g.tw
+					relr := rel[r*nr : (r+1)*nr]
 					for ky := 0; ky < g.th; ky++ {
 						relr[ky] = dot(q, rh[(qy*g.th+ky)*dh:(qy*g.th+ky+1)*dh])
 					}
@@ -285,22 +308,23 @@ func (b *vitNetBlock) attention(out, qkv []float32, g vitGrid) {
 					}
 				}
 			}
-			// S = (q·scale)·kᵀ
-			nn.MatMul(true, T, T, dh, qs, dh, qkv[base+D+h*dh:], 3*D, S, T, false)
-			for r := 0; r < T; r++ {
+			kp := pk[job*(kLen+vLen):]
+			nn.MulPacked(rows, qs, dh, kp[:kLen], dh, T, S, T, false)
+			for r := 0; r < rows; r++ {
 				row := S[r*T : (r+1)*T]
 				if rh != nil {
-					relr := rel[r*(g.th+g.tw) : (r+1)*(g.th+g.tw)]
+					relr := rel[r*nr : (r+1)*nr]
 					for k := range row {
 						row[k] = row[k] + relr[k/g.tw] + relr[g.th+k%g.tw]
 					}
 				}
 				nn.SoftmaxRow(row)
 			}
-			nn.MatMul(false, T, dh, T, S, T, qkv[base+2*D+h*dh:], 3*D, out[s*T*D+h*dh:], D, false)
+			nn.MulPacked(rows, S, T, kp[kLen:kLen+vLen], T, dh, out[(s*T+r0)*D+h*dh:], D, false)
 		}
 		nn.PutScratch(sb)
 	})
+	nn.PutScratch(packs)
 }
 
 func dot(a, b []float32) float32 {
