@@ -2,9 +2,9 @@ package modelpkg
 
 import (
 	"fmt"
+	"math/rand"
 	"os"
 	"path/filepath"
-	"math/rand"
 	"runtime"
 	"testing"
 	"time"
