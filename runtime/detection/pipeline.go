@@ -3,6 +3,8 @@ package detection
 import (
 	"errors"
 	"fmt"
+
+	"github.com/flbq/flbq/runtime/nn"
 )
 
 // Heads computes the learned parts of a Mask R-CNN for one image; Run
@@ -237,33 +239,44 @@ func Run(features []FeatureMap, g ImageGeometry, heads Heads, cfg Config) (*Resu
 			full = make([]uint8, det.Len()*hw)
 		}
 		m := cfg.MaskSize
-		var buf []float32
-		for i := 0; i < det.Len(); i++ {
-			box := det.Boxes[4*i : 4*i+4]
-			var r MaskRegion
-			var err error
-			if cfg.MaskPaste == PasteGridSample {
-				r, err = PasteMaskGridSample(buf, g.OrigH, g.OrigW, probs[i*m*m:(i+1)*m*m], m, box)
-			} else {
-				r, err = PasteMaskRegion(buf, g.OrigH, g.OrigW, probs[i*m*m:(i+1)*m*m], m, box, 1)
-			}
-			if err != nil {
-				return nil, err
-			}
-			buf = r.Probs
-			bm := BinaryMask{X0: r.X0, Y0: r.Y0, X1: r.X1, Y1: r.Y1, Pix: make([]uint8, len(r.Probs))}
-			for p, v := range r.Probs {
-				if cfg.MaskPaste.foreground(v, cfg.MaskThresh) {
-					bm.Pix[p] = 1
+		// Detections paste independently: split them across goroutines,
+		// each with its own probability buffer.
+		errs := make([]error, det.Len())
+		nn.ParallelFor(det.Len(), 1, func(lo, hi int) {
+			var buf []float32
+			for i := lo; i < hi; i++ {
+				box := det.Boxes[4*i : 4*i+4]
+				var r MaskRegion
+				var err error
+				if cfg.MaskPaste == PasteGridSample {
+					r, err = PasteMaskGridSample(buf, g.OrigH, g.OrigW, probs[i*m*m:(i+1)*m*m], m, box)
+				} else {
+					r, err = PasteMaskRegion(buf, g.OrigH, g.OrigW, probs[i*m*m:(i+1)*m*m], m, box, 1)
+				}
+				if err != nil {
+					errs[i] = err
+					continue
+				}
+				buf = r.Probs
+				bm := BinaryMask{X0: r.X0, Y0: r.Y0, X1: r.X1, Y1: r.Y1, Pix: make([]uint8, len(r.Probs))}
+				for p, v := range r.Probs {
+					if cfg.MaskPaste.foreground(v, cfg.MaskThresh) {
+						bm.Pix[p] = 1
+					}
+				}
+				if cfg.CropMasks {
+					res.MaskCrops[i] = bm
+					continue
+				}
+				dst := full[i*hw : (i+1)*hw]
+				for y := bm.Y0; y < bm.Y1; y++ {
+					copy(dst[y*g.OrigW+bm.X0:y*g.OrigW+bm.X1], bm.Pix[(y-bm.Y0)*(bm.X1-bm.X0):(y-bm.Y0+1)*(bm.X1-bm.X0)])
 				}
 			}
-			if cfg.CropMasks {
-				res.MaskCrops[i] = bm
-				continue
-			}
-			dst := full[i*hw : (i+1)*hw]
-			for y := bm.Y0; y < bm.Y1; y++ {
-				copy(dst[y*g.OrigW+bm.X0:y*g.OrigW+bm.X1], bm.Pix[(y-bm.Y0)*(bm.X1-bm.X0):(y-bm.Y0+1)*(bm.X1-bm.X0)])
+		})
+		for _, err := range errs {
+			if err != nil {
+				return nil, err
 			}
 		}
 		res.Masks = full
