@@ -181,11 +181,12 @@ func Run(features []FeatureMap, g ImageGeometry, heads Heads, cfg Config) (*Resu
 	cfg.trace(StageRoIHeads)
 	pyr := features[:len(features)-1]
 	n := len(pscores)
-	pooled, err := cfg.BoxPool.Apply(pyr, props, g.ResizedH, g.ResizedW)
+	pooled, err := cfg.BoxPool.applyScratch(pyr, props, g.ResizedH, g.ResizedW)
 	if err != nil {
 		return nil, err
 	}
-	logits, reg, err := heads.Box(pooled, n)
+	logits, reg, err := heads.Box(*pooled, n)
+	nn.PutScratch(pooled)
 	if err != nil {
 		return nil, err
 	}
@@ -197,7 +198,7 @@ func Run(features []FeatureMap, g ImageGeometry, heads Heads, cfg Config) (*Resu
 	var probs []float32
 	cfg.trace(StageMasks)
 	if !cfg.NoMasks {
-		mp, err := cfg.MaskPool.Apply(pyr, det.Boxes, g.ResizedH, g.ResizedW)
+		mps, err := cfg.MaskPool.applyScratch(pyr, det.Boxes, g.ResizedH, g.ResizedW)
 		if err != nil {
 			return nil, err
 		}
@@ -205,13 +206,14 @@ func Run(features []FeatureMap, g ImageGeometry, heads Heads, cfg Config) (*Resu
 		lm, one := heads.(LabelMasker)
 		if det.Len() > 0 {
 			if one {
-				ml, err = lm.MaskLabels(mp, det.Len(), det.Labels)
+				ml, err = lm.MaskLabels(*mps, det.Len(), det.Labels)
 			} else {
-				ml, err = heads.Mask(mp, det.Len())
+				ml, err = heads.Mask(*mps, det.Len())
 			}
-			if err != nil {
-				return nil, err
-			}
+		}
+		nn.PutScratch(mps)
+		if err != nil {
+			return nil, err
 		}
 		if one {
 			probs, err = MaskProbs(ml, make([]int, det.Len()), 1, cfg.MaskSize)

@@ -319,6 +319,32 @@ func (m MultiScaleRoIAlign) Scales(features []FeatureMap, imageH, imageW int) ([
 // level mapper; the result is n×C×OutputSize×OutputSize. All levels must
 // have the same channel count.
 func (m MultiScaleRoIAlign) Apply(features []FeatureMap, boxes []float32, imageH, imageW int) ([]float32, error) {
+	return m.apply(features, boxes, imageH, imageW, func(n int) []float32 { return make([]float32, n) })
+}
+
+// applyScratch is Apply into an nn scratch buffer, which the caller returns
+// with nn.PutScratch (the pooled RoIs are the pipeline's second-largest
+// transient buffer).
+func (m MultiScaleRoIAlign) applyScratch(features []FeatureMap, boxes []float32, imageH, imageW int) (*[]float32, error) {
+	var buf *[]float32
+	out, err := m.apply(features, boxes, imageH, imageW, func(n int) []float32 {
+		buf = nn.GetScratch(n)
+		clear(*buf) // levels outside the pyramid leave rows zero
+		return *buf
+	})
+	if err != nil {
+		if buf != nil {
+			nn.PutScratch(buf)
+		}
+		return nil, err
+	}
+	if buf == nil {
+		return &out, nil
+	}
+	return buf, nil
+}
+
+func (m MultiScaleRoIAlign) apply(features []FeatureMap, boxes []float32, imageH, imageW int, alloc func(int) []float32) ([]float32, error) {
 	n, err := checkBoxes("boxes", boxes)
 	if err != nil {
 		return nil, err
@@ -337,7 +363,7 @@ func (m MultiScaleRoIAlign) Apply(features []FeatureMap, boxes []float32, imageH
 		}
 	}
 	per := c * m.OutputSize * m.OutputSize
-	out := make([]float32, n*per)
+	out := alloc(n * per)
 	if n == 0 {
 		return out, nil
 	}

@@ -308,20 +308,28 @@ func (h *Heads) RPN(features []detection.FeatureMap) (obj, del []detection.Featu
 		}
 		hw := f.H * f.W
 		t := f.Data
+		var ts *[]float32 // t's scratch buffer, once t is not the input
 		if !f.ChannelsLast {
-			t = make([]float32, len(f.Data))
+			ts = nn.GetScratch(len(f.Data))
+			t = *ts
 			nn.ToNHWC(t, f.Data, 1, f.C, hw)
 		}
 		for _, cv := range r.Convs {
-			u := make([]float32, cv.OutC*hw)
-			cv.ForwardNHWC(u, t, 1, f.H, f.W)
-			nn.ReLU(u)
-			t = u
+			us := nn.GetScratch(cv.OutC * hw)
+			cv.ForwardNHWC(*us, t, 1, f.H, f.W)
+			nn.ReLU(*us)
+			if ts != nil {
+				nn.PutScratch(ts)
+			}
+			ts, t = us, *us
 		}
 		o := make([]float32, r.A*hw)
 		d := make([]float32, 4*r.A*hw)
 		r.Cls.ForwardNHWC(o, t, 1, f.H, f.W)
 		r.BBox.ForwardNHWC(d, t, 1, f.H, f.W)
+		if ts != nil {
+			nn.PutScratch(ts)
+		}
 		obj = append(obj, detection.FeatureMap{C: r.A, H: f.H, W: f.W, Data: o, ChannelsLast: true})
 		del = append(del, detection.FeatureMap{C: 4 * r.A, H: f.H, W: f.W, Data: d, ChannelsLast: true})
 	}
@@ -370,10 +378,12 @@ func (h *Heads) Box(pooled []float32, n int) (classLogits, boxRegression []float
 
 // Mask implements detection.Heads.
 func (h *Heads) Mask(pooled []float32, n int) ([]float32, error) {
-	x, s, err := h.maskTrunk(pooled, n)
-	if err != nil || x == nil {
+	xs, s, err := h.maskTrunk(pooled, n)
+	if err != nil || xs == nil {
 		return nil, err
 	}
+	defer nn.PutScratch(xs)
+	x := *xs
 	lg := h.MaskHead.Logits
 	d, k, mm := lg.InC, lg.OutC, s*s
 	out := make([]float32, n*k*mm)
@@ -404,10 +414,12 @@ func (h *Heads) MaskLabels(pooled []float32, n int, labels []int) ([]float32, er
 			}
 		}
 	}
-	x, s, err := h.maskTrunk(pooled, n)
-	if err != nil || x == nil {
+	xs, s, err := h.maskTrunk(pooled, n)
+	if err != nil || xs == nil {
 		return nil, err
 	}
+	defer nn.PutScratch(xs)
+	x := *xs
 	d, mm := lg.Logits.InC, s*s
 	out := make([]float32, n*mm)
 	nn.ParallelFor(n, 1, func(lo, hi int) {
@@ -437,9 +449,13 @@ func maskLogit(o, x []float32, lg *nn.Conv2d, l, d int) {
 }
 
 // maskTrunk runs MaskRCNNHeads and conv5_mask (with their ReLUs) and
-// returns the n RoIs' features channels-last (n × 2s × 2s × D) and 2s;
-// nil for no RoIs.
-func (h *Heads) maskTrunk(pooled []float32, n int) ([]float32, int, error) {
+// returns the n RoIs' features channels-last (n × 2s × 2s × D) in a
+// scratch buffer the caller returns with nn.PutScratch, and 2s; nil for no
+// RoIs. Its intermediate maps are scratch too: the mask head is the
+// detector's largest transient allocation (80 MB for 100 RoIs at
+// torchvision's widths), which left to the garbage collector costs more
+// than the convolutions on the integer kernels.
+func (h *Heads) maskTrunk(pooled []float32, n int) (*[]float32, int, error) {
 	m := h.MaskHead
 	if m == nil {
 		return nil, 0, fmt.Errorf("maskrcnn: the checkpoint has no mask head")
@@ -459,22 +475,25 @@ func (h *Heads) maskTrunk(pooled []float32, n int) ([]float32, int, error) {
 	}
 	hw := s * s
 	// CHW → HWC per RoI.
-	x := make([]float32, len(pooled))
-	nn.ToNHWC(x, pooled, n, m.InC, hw)
+	xs := nn.GetScratch(len(pooled))
+	nn.ToNHWC(*xs, pooled, n, m.InC, hw)
 	for li, cv := range m.Convs {
-		y := make([]float32, n*hw*cv.OutC)
-		cv.ForwardNHWC(y, x, n, s, s)
+		ys := nn.GetScratch(n * hw * cv.OutC)
+		y := *ys
+		cv.ForwardNHWC(y, *xs, n, s, s)
+		nn.PutScratch(xs)
 		if nrm := m.Norms[li]; nrm != nil {
 			// Channels-last: LayerNorm2d is a LayerNorm over each pixel's channels.
 			nn.LayerNorm(y, y, n*hw, cv.OutC, nrm.Weight, nrm.Bias, nrm.Eps)
 		}
 		nn.ReLU(y)
-		x = y
+		xs = ys
 	}
 	// conv5_mask: each input pixel gives a 2×2 block of outputs.
 	s2 := 2 * s
-	out := make([]float32, n*s2*s2*m.Deconv.OutC)
-	m.Deconv.ForwardNHWC(out, x, n, s, s)
-	nn.ReLU(out)
+	out := nn.GetScratch(n * s2 * s2 * m.Deconv.OutC)
+	m.Deconv.ForwardNHWC(*out, *xs, n, s, s)
+	nn.PutScratch(xs)
+	nn.ReLU(*out)
 	return out, s2, nil
 }

@@ -102,19 +102,34 @@ func (f *FPN) Layers() ([]*nn.Conv2d, []*nn.ConvTranspose2d) {
 // Forward implements Pyramid.
 func (f *FPN) Forward(feats []*tensor.Tensor) []*tensor.Tensor { return toNCHW(f.ForwardNHWC(feats)) }
 
-// ForwardNHWC implements Pyramid.
+// ForwardNHWC implements Pyramid. The channels-last inputs and the inner
+// (lateral) maps are scratch buffers, returned as soon as the next level
+// no longer needs them; only the levels are allocated.
 func (f *FPN) ForwardNHWC(feats []*tensor.Tensor) []*tensor.Tensor {
 	L := len(feats)
 	res := make([]*tensor.Tensor, L+1)
-	last := conv(f.Inner[L-1], nhwc(feats[L-1]))
+	inner := func(i int) (*tensor.Tensor, *[]float32) {
+		x := feats[i]
+		n, c, h, w := x.Shape[0], x.Shape[1], x.Shape[2], x.Shape[3]
+		xs := nn.GetScratch(len(x.Data))
+		nn.ToNHWC(*xs, x.Data, n, c, h*w)
+		cv := f.Inner[i]
+		ys := nn.GetScratch(n * h * w * cv.OutC)
+		cv.ForwardNHWC(*ys, *xs, n, h, w)
+		nn.PutScratch(xs)
+		return tensor.From(*ys, n, h, w, cv.OutC), ys
+	}
+	last, lastBuf := inner(L - 1)
 	res[L-1] = conv(f.Layer[L-1], last)
 	for i := L - 2; i >= 0; i-- {
-		lat := conv(f.Inner[i], nhwc(feats[i]))
+		lat, latBuf := inner(i)
 		n, h, w, c := lat.Shape[0], lat.Shape[1], lat.Shape[2], lat.Shape[3]
 		nn.ResizeNearestAddNHWC(lat.Data, last.Data, n, c, last.Shape[1], last.Shape[2], h, w)
-		last = lat
+		nn.PutScratch(lastBuf)
+		last, lastBuf = lat, latBuf
 		res[i] = conv(f.Layer[i], last)
 	}
+	nn.PutScratch(lastBuf)
 	res[L] = maxPoolNHWC(res[L-1], 1, 2) // LastLevelMaxPool: every other pixel
 	return res
 }
